@@ -1,0 +1,138 @@
+"""One function that turns a Halo HTTP answer into the error tree (see `worker.errors`).
+
+Halo documents no error envelope, so answers are classified by status code; the body is kept,
+truncated, as detail and is never assumed to be JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+from worker.errors import (
+    HaloAuthFailed,
+    HaloForbidden,
+    HaloRateLimited,
+    HaloRejected,
+    HaloUnavailable,
+    HaloUnexpectedResponse,
+    JobError,
+)
+
+# Enough of a Halo message to act on ("CODE:APP03/2 Please select the CAB members to approve")
+# without copying a whole HTML error page into every record.
+MAX_DETAIL_CHARS: Final = 300
+_LIMIT_TEXT = re.compile(
+    r"(\d+)\s+requests?\s+per\s+rolling\s+(\d+(?:\.\d+)?)\s*(minute|second|hour)", re.IGNORECASE
+)
+_UNIT_S: Final = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+_TOKEN_WORDS = re.compile(r"token|authori[sz]", re.IGNORECASE)
+
+
+def error_from_response(
+    status: int, body: str, headers: Mapping[str, str], *, what: str, now_s: float = 0.0
+) -> JobError:
+    """Classify a non-success Halo answer.
+
+    Args:
+        status: the HTTP status code (not 2xx).
+        body: the answer's text, any format.
+        headers: the answer's headers (for ``Retry-After``).
+        what: the request, for messages, e.g. ``"POST /api/Tickets"``.
+        now_s: current Unix time, to turn an HTTP-date ``Retry-After`` into seconds.
+
+    Returns:
+        The error to raise; retryable for 408, 429 and 5xx, permanent otherwise.
+    """
+    detail = summarize_body(body)
+    if status == 429:
+        return HaloRateLimited(
+            f"Halo rate limit reached on {what}: {detail}",
+            http_status=status,
+            retry_after_s=parse_retry_after(headers.get("retry-after"), now_s=now_s),
+            learned_limit=parse_rate_limit_text(body),
+        )
+    if status == 408 or status >= 500:
+        return HaloUnavailable(
+            f"Halo answered {status} to {what}: {detail}",
+            http_status=status,
+            retry_after_s=parse_retry_after(headers.get("retry-after"), now_s=now_s),
+        )
+    if status == 401:
+        return HaloAuthFailed(
+            f"Halo refused the access token on {what} (401): check the connection's "
+            f"client_id and secret and the API application's scopes: {detail}",
+            http_status=status,
+        )
+    if status == 403:
+        return HaloForbidden(
+            f"Halo refused {what} (403): the API application or its login agent lacks a "
+            "permission (e.g. editing closed tickets, changing status, reassigning outside "
+            f"its teams): {detail}",
+            http_status=status,
+        )
+    if status in (400, 422):
+        return HaloRejected(f"Halo rejected {what} ({status}): {detail}", http_status=status)
+    return HaloUnexpectedResponse(
+        f"Halo answered {status} to {what}, which this API never should: {detail}",
+        http_status=status,
+    )
+
+
+def is_expired_token_answer(status: int, body: str) -> bool:
+    """Whether an answer means "get a new token": 401, or a 400 that talks about the token.
+
+    Halo sometimes answers an expired token with 400 instead of 401 (FACTS, Authentication).
+    """
+    return status == 401 or (status == 400 and bool(_TOKEN_WORDS.search(body[:2000])))
+
+
+def parse_retry_after(value: str | None, *, now_s: float = 0.0) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now_s
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def parse_rate_limit_text(body: str) -> tuple[int, float] | None:
+    """``(requests, window_s)`` from Halo's 429 text, e.g. "300 Requests per rolling 5 minute
+    window" gives ``(300, 300.0)``; None when the text states no limit."""
+    match = _LIMIT_TEXT.search(body[:2000])
+    if not match or int(match[1]) == 0:
+        return None
+    return int(match[1]), float(match[2]) * _UNIT_S[match[3].lower()]
+
+
+def summarize_body(body: str) -> str:
+    """A short, single-line rendering of an answer body for error messages."""
+    text = body.strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        for key in ("error_description", "Message", "message", "error", "title"):
+            if isinstance(parsed.get(key), str) and parsed[key].strip():
+                text = parsed[key].strip()
+                break
+    text = re.sub(r"<[^>]{0,200}>", " ", text) if text.startswith("<") else text
+    text = " ".join(text.split())
+    if not text:
+        return "(empty body)"
+    if len(text) > MAX_DETAIL_CHARS:
+        return text[: MAX_DETAIL_CHARS - 1] + "…"
+    return text

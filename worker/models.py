@@ -1,0 +1,312 @@
+"""The wire contract in code: a job, a result record, and the limits on what a job may carry.
+
+Everything here is observable by the upstream rule runner (CONTRACT §1-§2). It depends on
+pydantic and the stdlib only, so producers can validate jobs without the worker's HTTP stack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from worker.errors import ErrorCode, InvalidJob, JobError
+
+__all__ = [
+    "MAX_JOB_BYTES",
+    "MAX_NESTING_DEPTH",
+    "MAX_SHORT_TEXT_CHARS",
+    "MAX_TEXT_CHARS",
+    "RESULT_TICKET_KEYS",
+    "ErrorCode",
+    "ErrorHandling",
+    "ErrorInfo",
+    "Job",
+    "Outcome",
+    "ResultRecord",
+    "failed_record",
+    "parse_job",
+    "succeeded_record",
+    "utc_now_iso",
+]
+
+# A job is one email rule action: its texts are a ticket summary and details, not attachments.
+# These bounds keep one job from exhausting a worker or the broker and are documented in the README.
+MAX_JOB_BYTES: Final = 256 * 1024
+MAX_TEXT_CHARS: Final = 64 * 1024  # summary and details
+MAX_SHORT_TEXT_CHARS: Final = 1024  # ticket_id, status, priority, agent, team templates
+MAX_NESTING_DEPTH: Final = 32  # of `variables` and `meta`; deeper JSON is refused, not parsed
+
+# The keys of each ticket in a successful record's `result`, in contract order.
+RESULT_TICKET_KEYS: Final = (
+    "id",
+    "summary",
+    "details",
+    "client_id",
+    "client_name",
+    "user_id",
+    "user_name",
+    "site_id",
+    "site_name",
+    "tickettype_id",
+    "status_id",
+    "status_name",
+    "priority_id",
+    "priority_name",
+    "agent_id",
+    "agent_name",
+    "team_id",
+    "team_name",
+    "datecreated",
+    "datelastupdated",
+)
+
+
+class ErrorHandling(StrEnum):
+    """What the rule runner does after a failed action; the record's `disposition`."""
+
+    EXCEPTION = "exception"
+    BOUNCE = "bounce"
+    CONTINUE = "continue"
+    STOP = "stop"
+    STOP_ALL = "stop_all"
+
+
+class Outcome(StrEnum):
+    """How a job ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+def _error_handling_from_display_name(value: object) -> object:
+    # The rule editor shows "Stop All"; the wire form is "stop_all". Accept both.
+    if isinstance(value, str):
+        return value.strip().lower().replace(" ", "_")
+    return value
+
+
+def _integer_as_text(value: object) -> object:
+    # A ticket id or a Halo record id sent as a JSON number means the same as its digits.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+ShortTemplate = Annotated[
+    str, BeforeValidator(_integer_as_text), StringConstraints(max_length=MAX_SHORT_TEXT_CHARS)
+]
+LongTemplate = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+
+
+class Job(BaseModel):
+    """One run of the Update Halo Ticket action (CONTRACT §1). Unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: JobId | None = None
+    connection: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    ticket_id: ShortTemplate
+    summary: LongTemplate | None = None
+    details: LongTemplate | None = None
+    status: ShortTemplate | None = None
+    priority: ShortTemplate | None = None
+    agent: ShortTemplate | None = None
+    team: ShortTemplate | None = None
+    error_handling: Annotated[ErrorHandling, BeforeValidator(_error_handling_from_display_name)] = (
+        ErrorHandling.EXCEPTION
+    )
+    result_variable: Identifier | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("variables", "meta")
+    @classmethod
+    def _bounded_depth(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _depth(value) > MAX_NESTING_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_NESTING_DEPTH} levels")
+        return value
+
+
+class ErrorInfo(BaseModel):
+    """The `error` object of a failed result record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: ErrorCode
+    message: str
+    retryable: bool
+    http_status: int | None = None
+    field: str | None = None
+
+
+class ResultRecord(BaseModel):
+    """How one job ended (CONTRACT §2); written once per `job_id`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    outcome: Outcome
+    disposition: ErrorHandling | None
+    result: list[dict[str, Any]] | None
+    variables: dict[str, Any]
+    changed_fields: list[str]
+    warnings: list[str]
+    error: ErrorInfo | None
+    attempts: int
+    halo_requests: int | float
+    submitted_at: str
+    finished_at: str
+    meta: dict[str, Any]
+
+
+def parse_job(raw: bytes | str | Mapping[str, Any]) -> Job:
+    """Validate a job from JSON text or an already decoded object.
+
+    Raises:
+        InvalidJob: too large, not JSON, nested too deeply, or not a valid job. The message
+            names the key to fix, e.g. ``job.ticket_id: field required``.
+    """
+    if isinstance(raw, bytes | str):
+        size = len(raw.encode() if isinstance(raw, str) else raw)
+        if size > MAX_JOB_BYTES:
+            raise InvalidJob(f"job: {size} bytes is larger than the limit of {MAX_JOB_BYTES}")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidJob(f"job: not valid JSON ({exc})") from None
+    else:
+        data = raw
+        size = len(json.dumps(data, default=str).encode())
+        if size > MAX_JOB_BYTES:
+            raise InvalidJob(f"job: {size} bytes is larger than the limit of {MAX_JOB_BYTES}")
+    if not isinstance(data, Mapping):
+        raise InvalidJob(f"job: expected a JSON object, got {_json_type(data)}")
+    try:
+        return Job.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidJob(describe_validation_error(exc), field=_first_field(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One readable line per problem, each naming the key: ``job.status: ...; job.x: ...``."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in ("job", *error["loc"]))
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(Job.model_fields)
+            parts.append(f"{where}: unknown key (allowed keys: {allowed})")
+        elif error["type"] == "missing":
+            parts.append(f"{where}: required key is missing")
+        elif error["type"] == "string_pattern_mismatch" and error["loc"] == ("job_id",):
+            parts.append(f"{where}: must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+        elif error["type"] == "string_pattern_mismatch" and error["loc"] == ("result_variable",):
+            parts.append(f"{where}: must be an identifier (letters, digits, _; not a digit first)")
+        else:
+            parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def utc_now_iso() -> str:
+    """The current time as the contract writes it: ``2026-11-27T10:00:00.412Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _first_field(exc: ValidationError) -> str | None:
+    errors = exc.errors(include_url=False, include_input=False)
+    return str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """Nesting depth of a JSON value, stopping early once past the limit."""
+    if level > MAX_NESTING_DEPTH:
+        return level
+    if isinstance(value, Mapping):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "a boolean" if isinstance(value, bool) else "a number"
+
+
+def succeeded_record(
+    job: Job,
+    job_id: str,
+    *,
+    ticket: dict[str, Any],
+    changed_fields: list[str],
+    warnings: list[str],
+    attempts: int,
+    halo_requests: int | float,
+    submitted_at: str,
+) -> ResultRecord:
+    """The record of a job that updated (or found already up to date) its ticket."""
+    result = [ticket]
+    return ResultRecord(
+        job_id=job_id,
+        outcome=Outcome.SUCCEEDED,
+        disposition=None,
+        result=result,
+        variables={"custom": {job.result_variable: result}} if job.result_variable else {},
+        changed_fields=changed_fields,
+        warnings=warnings,
+        error=None,
+        attempts=attempts,
+        halo_requests=halo_requests,
+        submitted_at=submitted_at,
+        finished_at=utc_now_iso(),
+        meta=job.meta,
+    )
+
+
+def failed_record(
+    job_id: str,
+    error: JobError,
+    *,
+    job: Job | None,
+    attempts: int,
+    halo_requests: int | float,
+    submitted_at: str,
+    warnings: list[str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> ResultRecord:
+    """The record of a failed job. `job` is None when the job itself did not validate; the
+    disposition is then the default, `exception`, since the job's own choice is unreadable."""
+    return ResultRecord(
+        job_id=job_id,
+        outcome=Outcome.FAILED,
+        disposition=job.error_handling if job else ErrorHandling.EXCEPTION,
+        result=None,
+        variables={},
+        changed_fields=[],
+        warnings=warnings or [],
+        error=ErrorInfo.model_validate(error.to_dict()),
+        attempts=attempts,
+        halo_requests=halo_requests,
+        submitted_at=submitted_at,
+        finished_at=utc_now_iso(),
+        meta=job.meta if job else (meta or {}),
+    )

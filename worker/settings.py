@@ -1,0 +1,78 @@
+"""Worker and producer configuration, read from the environment in one place (CONTRACT §5).
+
+The contract's variables come first; the rest tune delivery, retries and timeouts and have
+defaults that suit production. Nothing else in the code reads the environment, except the
+connections file loader, which reads each connection's named secret variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a worker or producer is configured with; immutable once read."""
+
+    # Not extra="forbid": connection secrets conventionally live in HALO_<NAME>_SECRET variables,
+    # which share the prefix but belong to the connections file, not to this class.
+    model_config = SettingsConfigDict(env_prefix="HALO_", extra="ignore", frozen=True)
+
+    broker_url: str = "redis://localhost:6379/0"
+    result_url: str | None = None
+    result_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    connections_file: Path = Path("connections.toml")
+    sentry_dsn: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SENTRY_DSN", "HALO_SENTRY_DSN")
+    )
+    sentry_environment: str | None = None
+
+    # Delivery. A message is redelivered when its worker died only after this long, so it must
+    # exceed the longest a job can hold its message: `job_deadline_s` plus one request timeout.
+    # Retries and deferrals never use Celery countdowns (see worker.deferrals), so no countdown
+    # has to fit under it.
+    visibility_timeout_s: int = Field(default=300, gt=0)
+    job_deadline_s: float = Field(default=120.0, gt=0)
+    max_deliveries: int = Field(default=5, ge=1)
+    worker_concurrency: int = Field(default=256, ge=1)
+
+    # Retries of retryable Halo errors: exponential backoff with full jitter. The total budget
+    # outlasts Halo's rolling 5-minute rate window with room to spare.
+    retry_max_attempts: int = Field(default=12, ge=1)
+    retry_max_total_s: float = Field(default=900.0, gt=0)
+    retry_base_s: float = Field(default=2.0, gt=0)
+    retry_cap_s: float = Field(default=60.0, gt=0)
+
+    # Halo HTTP. Halo's gateway answers 504 at about 60 s, so a read never needs longer.
+    http_connect_timeout_s: float = Field(default=5.0, gt=0)
+    http_read_timeout_s: float = Field(default=30.0, gt=0)
+    lookup_ttl_s: float = Field(default=300.0, gt=0)
+    token_refresh_margin_s: float = Field(default=120.0, ge=0)
+
+    log_level: str = "INFO"
+    metrics_port: int | None = None
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_a_job(self) -> Settings:
+        needed = self.job_deadline_s + self.http_read_timeout_s
+        if self.visibility_timeout_s <= needed:
+            raise ValueError(
+                f"HALO_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be larger than "
+                f"HALO_JOB_DEADLINE_S + HALO_HTTP_READ_TIMEOUT_S ({needed:g}), or a slow job "
+                "would be delivered to a second worker while the first still runs it"
+            )
+        return self
+
+    @property
+    def results_redis_url(self) -> str:
+        """Where result records and the completion feed live (default: the broker)."""
+        return self.result_url or self.broker_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,241 @@
+"""What one Update Halo Ticket action does, start to finish, with no queue in sight.
+
+    render → check the ticket id → read the ticket → resolve names → diff → POST the changes
+    (or nothing) → shape the result
+
+Each step can fail with a `JobError`; nothing is written to Halo until every earlier step has
+passed, and a ticket that could not be read is never POSTed (Halo would create one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from worker.errors import InvalidTicketId
+from worker.halo.client import HaloClient, Ticket
+from worker.halo.lookups import LookupKind, Resolved, name_of, resolve_refreshing
+from worker.models import RESULT_TICKET_KEYS, Job
+from worker.templating import render
+
+# Halo's ticket ids are 32-bit signed integers.
+MAX_TICKET_ID: Final = 2**31 - 1
+_DIGITS = re.compile(r"^[0-9]+$")
+_TEXT_FIELDS: Final = ("summary", "details")
+_LOOKUP_FIELDS: Final[tuple[LookupKind, ...]] = ("status", "priority", "agent", "team")
+# Result label keys, by lookup kind: (Halo id field, result name field).
+_LABELS: Final[dict[LookupKind, tuple[str, str]]] = {
+    "status": ("status_id", "status_name"),
+    "priority": ("priority_id", "priority_name"),
+    "agent": ("agent_id", "agent_name"),
+    "team": ("team_id", "team_name"),
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A job's texts after expressions: the ticket id and the fields the rule sets."""
+
+    ticket_id: int
+    values: dict[str, str]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The exact update a job would send; `payload` holds only `id` when nothing changes."""
+
+    ticket_id: int
+    ticket: Ticket
+    payload: dict[str, Any]
+    changed_fields: list[str]
+    warnings: list[str]
+    resolved: dict[LookupKind, Resolved] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Updated:
+    """A successful update: the record's `result`, `changed_fields` and `warnings`."""
+
+    ticket: dict[str, Any]
+    changed_fields: list[str]
+    warnings: list[str]
+
+
+class WriteJournal(Protocol):
+    """Remembers that a job POSTed, so a rerun after a crash reports what that POST changed."""
+
+    def recall(self) -> list[str] | None:
+        """The `changed_fields` of a POST an earlier run of this job sent, if any."""
+        ...
+
+    def note(self, changed_fields: list[str]) -> None:
+        """Record the fields about to be POSTed, before sending."""
+        ...
+
+
+def render_job(job: Job) -> Rendered:
+    """Render every expression of a job; no I/O.
+
+    Raises:
+        TemplateError: an expression is malformed or undefined.
+        InvalidTicketId: the ticket id is not a positive integer after rendering.
+    """
+    raw_id = render(job.ticket_id, job.variables, field="ticket_id")
+    values: dict[str, str] = {}
+    warnings: list[str] = []
+    for name in (*_TEXT_FIELDS, *_LOOKUP_FIELDS):
+        template = getattr(job, name)
+        if not template:
+            continue
+        text = render(template, job.variables, field=name)
+        if text.strip():
+            values[name] = text if name in _TEXT_FIELDS else text.strip()
+        else:
+            warnings.append(f"{name}: rendered empty, so it was left unchanged")
+    return Rendered(parse_ticket_id(raw_id), values, warnings)
+
+
+def parse_ticket_id(text: str) -> int:
+    """A rendered ticket id as a positive integer.
+
+    Raises:
+        InvalidTicketId: anything but digits (surrounding whitespace allowed), zero, or too large.
+    """
+    stripped = text.strip()
+    shown = stripped if len(stripped) <= 40 else stripped[:39] + "…"
+    if not _DIGITS.match(stripped) or int(stripped) == 0:
+        raise InvalidTicketId(
+            f"ticket_id rendered to {shown!r}, which is not a positive whole number",
+            field="ticket_id",
+        )
+    if len(stripped) > 10 or int(stripped) > MAX_TICKET_ID:
+        raise InvalidTicketId(
+            f"ticket_id {shown} is larger than any Halo ticket id ({MAX_TICKET_ID})",
+            field="ticket_id",
+        )
+    return int(stripped)
+
+
+def plan_update(
+    job: Job, client: HaloClient, *, rendered: Rendered | None = None, ticket: Ticket | None = None
+) -> Plan:
+    """Render, read the ticket (unless given), resolve names and diff. Writes nothing.
+
+    Raises:
+        TemplateError, InvalidTicketId: before any request.
+        TicketNotFound, LookupNotFound, LookupAmbiguous, and Halo's transport/HTTP errors.
+    """
+    rendered = rendered or render_job(job)
+    current = ticket if ticket is not None else client.get_ticket(rendered.ticket_id)
+    payload: dict[str, Any] = {"id": rendered.ticket_id}
+    resolved: dict[LookupKind, Resolved] = {}
+    for name in _TEXT_FIELDS:
+        if name in rendered.values and rendered.values[name] != current.get(name):
+            payload[name] = rendered.values[name]
+    for kind in _LOOKUP_FIELDS:
+        if kind not in rendered.values:
+            continue
+        sla_id = _int_or_none(current.get("sla_id")) if kind == "priority" else None
+
+        def load(fresh: bool, kind: LookupKind = kind, sla_id: int | None = sla_id) -> Any:
+            return client.lookup(kind, sla_id=sla_id, fresh=fresh)
+
+        match = resolve_refreshing(kind, rendered.values[kind], load, sla_id=sla_id)
+        resolved[kind] = match
+        if kind == "team":
+            # The ticket's team is the string `team`; `team_id` exists on newer builds only.
+            if current.get("team") != match.name:
+                payload["team"] = match.name
+            if "team_id" in current and _int_or_none(current["team_id"]) != match.id:
+                payload["team_id"] = match.id
+                payload.setdefault("team", match.name)
+        else:
+            id_field = _LABELS[kind][0]
+            if _int_or_none(current.get(id_field)) != match.id:
+                payload[id_field] = match.id
+    changed = [key for key in payload if key != "id"]
+    return Plan(rendered.ticket_id, current, payload, changed, list(rendered.warnings), resolved)
+
+
+def apply_plan(
+    plan: Plan,
+    client: HaloClient,
+    *,
+    journal: WriteJournal | None = None,
+    saved: Ticket | None = None,
+) -> Updated:
+    """POST the plan's changes (nothing when there are none) and shape the result.
+
+    Args:
+        saved: Halo's answer for this ticket when the POST was already sent in a batch.
+        journal: notes the POST before it is sent, and recalls one an earlier run sent.
+
+    Idempotent: the POST sets values, so sending it again sets the same values.
+    """
+    changed = plan.changed_fields
+    after = plan.ticket
+    if changed and saved is None:
+        if journal is not None:
+            journal.note(changed)
+        after = client.update_tickets([plan.payload])[plan.ticket_id]
+    elif saved is not None:
+        after = saved
+    elif journal is not None:
+        # Nothing left to change: if an earlier run of this job POSTed before it crashed, the
+        # values it wrote are what we see now, and the record reports that run's changes.
+        changed = journal.recall() or []
+    return Updated(shape_ticket(plan, after, client), changed, plan.warnings)
+
+
+def run_update(job: Job, client: HaloClient, *, journal: WriteJournal | None = None) -> Updated:
+    """The whole action for one job: plan, then apply."""
+    return apply_plan(plan_update(job, client), client, journal=journal)
+
+
+def shape_ticket(plan: Plan, after: Mapping[str, Any], client: HaloClient) -> dict[str, Any]:
+    """The ticket as the contract's `result` entry: exactly `RESULT_TICKET_KEYS`.
+
+    Values come from Halo's answer; keys the answer lacks fall back to the ticket as read
+    before the update when the update did not touch them, and to the lookup lists otherwise.
+    """
+    view: dict[str, Any] = {**plan.ticket, **after}
+    view["team_name"] = view.get("team")
+    view["datelastupdated"] = view.get("last_update")
+    for kind, (id_field, name_field) in _LABELS.items():
+        touched = kind in plan.resolved and (
+            id_field in plan.payload or (kind == "team" and "team" in plan.payload)
+        )
+        if kind == "team":
+            if view.get("team_id") is None and view.get("team"):
+                view["team_id"] = _team_id(plan, view["team"], client)
+            continue
+        if name_field not in after and touched:
+            view[name_field] = plan.resolved[kind].name
+        elif view.get(name_field) is None and view.get(id_field) is not None:
+            sla_id = _int_or_none(view.get("sla_id")) if kind == "priority" else None
+            records, _ = client.lookup(kind, sla_id=sla_id)
+            view[name_field] = name_of(records, kind, view[id_field])
+    return {key: view.get(key) for key in RESULT_TICKET_KEYS}
+
+
+def _team_id(plan: Plan, team: str, client: HaloClient) -> int | None:
+    # Older Halo builds carry no team_id on tickets (FACTS, Fields): take it from the Team list.
+    if "team" in plan.resolved and plan.resolved["team"].name == team:
+        return plan.resolved["team"].id
+    records, _ = client.lookup("team")
+    folded = team.strip().casefold()
+    for record in records:
+        if str(record.get("name", "")).strip().casefold() == folded:
+            return _int_or_none(record.get("id"))
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
