@@ -7,6 +7,7 @@ pydantic and the stdlib only, so producers can validate jobs without the worker'
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,11 +26,15 @@ from pydantic import (
 from worker.errors import ErrorCode, InvalidJob, JobError
 
 __all__ = [
+    "JOB_ID_PATTERN",
     "MAX_JOB_BYTES",
     "MAX_NESTING_DEPTH",
     "MAX_SHORT_TEXT_CHARS",
     "MAX_TEXT_CHARS",
+    "QUEUE",
+    "RESULTS_STREAM",
     "RESULT_TICKET_KEYS",
+    "TASK_NAME",
     "ErrorCode",
     "ErrorHandling",
     "ErrorInfo",
@@ -38,9 +43,22 @@ __all__ = [
     "ResultRecord",
     "failed_record",
     "parse_job",
+    "redacted_view",
+    "result_key",
     "succeeded_record",
     "utc_now_iso",
 ]
+
+# Wire names the upstream codes against (CONTRACT §3).
+TASK_NAME: Final = "halo.update_ticket"
+QUEUE: Final = "halo"
+RESULTS_STREAM: Final = "halo:results"
+
+
+def result_key(job_id: str) -> str:
+    """Where a job's record lives: ``halo:result:<job_id>``."""
+    return f"halo:result:{job_id}"
+
 
 # A job is one email rule action: its texts are a ticket summary and details, not attachments.
 # These bounds keep one job from exhausting a worker or the broker and are documented in the README.
@@ -105,7 +123,8 @@ def _integer_as_text(value: object) -> object:
     return value
 
 
-JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+JOB_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN.pattern)]
 ShortTemplate = Annotated[
     str, BeforeValidator(_integer_as_text), StringConstraints(max_length=MAX_SHORT_TEXT_CHARS)
 ]
@@ -191,7 +210,14 @@ def parse_job(raw: bytes | str | Mapping[str, Any]) -> Job:
             raise InvalidJob(f"job: not valid JSON ({exc})") from None
     else:
         data = raw
-        size = len(json.dumps(data, default=str).encode())
+        try:
+            size = len(json.dumps(data, default=str).encode())
+        except (ValueError, RecursionError):
+            # A circular or absurdly deep object: no JSON producer could have sent it.
+            raise InvalidJob(
+                f"job: not representable as JSON (nested deeper than {MAX_NESTING_DEPTH} "
+                "levels, or circular)"
+            ) from None
         if size > MAX_JOB_BYTES:
             raise InvalidJob(f"job: {size} bytes is larger than the limit of {MAX_JOB_BYTES}")
     if not isinstance(data, Mapping):
@@ -212,6 +238,10 @@ def describe_validation_error(exc: ValidationError) -> str:
             parts.append(f"{where}: unknown key (allowed keys: {allowed})")
         elif error["type"] == "missing":
             parts.append(f"{where}: required key is missing")
+        elif error["type"] in ("string_too_long", "too_long"):
+            # Short fields report pydantic's generic "items" wording; a job author counts text.
+            limit = error.get("ctx", {}).get("max_length")
+            parts.append(f"{where}: longer than the limit of {limit} characters")
         elif error["type"] == "string_pattern_mismatch" and error["loc"] == ("job_id",):
             parts.append(f"{where}: must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         elif error["type"] == "string_pattern_mismatch" and error["loc"] == ("result_variable",):
@@ -219,6 +249,15 @@ def describe_validation_error(exc: ValidationError) -> str:
         else:
             parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)
+
+
+def redacted_view(job: Mapping[str, Any]) -> str:
+    """What events, logs and Flower may show of a job: its ids and the ticket id template.
+
+    Never `variables`, `details`, `summary` or `meta`: they carry email content.
+    """
+    shown = {key: job.get(key) for key in ("job_id", "connection", "ticket_id")}
+    return json.dumps([shown], default=str)[:1024]
 
 
 def utc_now_iso() -> str:

@@ -1,0 +1,138 @@
+"""Submit Update Halo Ticket jobs and wait for their records: the producer API.
+
+    producer = Producer.from_settings()
+    job_id = producer.submit({"connection": "acme", "ticket_id": "{{custom.ticket.id}}", ...})
+    record = producer.wait(job_id, timeout_s=30)
+
+Jobs are validated here first, so a bad job is refused with a message naming the key before
+anything is enqueued. This module needs only the broker and the result store: it imports
+neither the worker's Celery tasks nor its HTTP client.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import uuid
+from collections.abc import Mapping
+from typing import Any, Self
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from worker.models import QUEUE, TASK_NAME, Job, parse_job, redacted_view, utc_now_iso
+from worker.results import ResultStore
+from worker.settings import Settings, get_settings
+
+
+class SubmitError(Exception):
+    """Raised when a job could not be enqueued. `retryable` is true when the broker was
+    unreachable: the job was not accepted, and submitting it again later is safe."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Producer:
+    """Enqueues jobs on the broker and reads records from the result store."""
+
+    def __init__(self, *, broker_url: str, result_url: str | None = None) -> None:
+        self._celery = Celery("halo-producer", broker=broker_url, set_as_current=False)
+        self._celery.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            task_default_queue=QUEUE,
+            broker_connection_retry_on_startup=True,
+            # Give up after a few seconds with a clear error instead of hanging a caller.
+            task_publish_retry_policy={
+                "max_retries": 3,
+                "interval_start": 0.2,
+                "interval_step": 0.5,
+                "interval_max": 1.0,
+            },
+            broker_use_ssl=(
+                {"ssl_cert_reqs": ssl.CERT_REQUIRED} if broker_url.startswith("rediss") else None
+            ),
+        )
+        url = result_url or broker_url
+        options: dict[str, Any] = {"ssl_cert_reqs": "required"} if url.startswith("rediss") else {}
+        self.redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, **options
+        )
+        # Waiting only reads records; the TTL is the worker's business.
+        self.results = ResultStore(self.redis, ttl_s=1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Self:
+        """A producer for `HALO_BROKER_URL` and `HALO_RESULT_URL`."""
+        settings = settings or get_settings()
+        return cls(broker_url=settings.broker_url, result_url=settings.results_redis_url)
+
+    def validate(self, job: Job | Mapping[str, Any] | str | bytes) -> Job:
+        """Validate a job and give it a job_id (a UUID4) when it has none.
+
+        Raises:
+            InvalidJob: the message names the key to fix.
+        """
+        parsed = job if isinstance(job, Job) else parse_job(job)
+        if parsed.job_id is None:
+            parsed = parsed.model_copy(update={"job_id": str(uuid.uuid4())})
+        return parsed
+
+    def submit(self, job: Job | Mapping[str, Any] | str | bytes) -> str:
+        """Validate and enqueue a job; returns its job_id.
+
+        Submitting a job_id again is safe: the worker returns the stored record and never
+        updates Halo twice.
+
+        Raises:
+            InvalidJob: the job does not validate; nothing was enqueued.
+            SubmitError: the broker could not be reached (retryable); nothing was enqueued.
+        """
+        parsed = self.validate(job)
+        job_id = str(parsed.job_id)
+        payload = parsed.model_dump(mode="json")
+        try:
+            self._celery.send_task(
+                TASK_NAME,
+                args=[payload],
+                kwargs={"submitted_at": utc_now_iso()},
+                task_id=job_id,
+                queue=QUEUE,
+                argsrepr=redacted_view(payload),
+                kwargsrepr="{}",
+                retry=True,
+            )
+        except (OperationalError, redis.RedisError, OSError) as exc:
+            raise SubmitError(
+                f"could not enqueue job {job_id}: the broker is unreachable "
+                f"({type(exc).__name__}); nothing was enqueued, submit it again later",
+                retryable=True,
+            ) from None
+        return job_id
+
+    def result(self, job_id: str) -> dict[str, Any] | None:
+        """A job's record, or None while it has none."""
+        return self.results.get(job_id)
+
+    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """Block until a job's record exists (no polling), or return None after `timeout_s`."""
+        return self.results.wait(job_id, timeout_s)
+
+    def close(self) -> None:
+        """Release broker and Redis connections."""
+        self.redis.close()
+        self._celery.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def record_json(record: Mapping[str, Any]) -> str:
+    """A record as the CLI prints it: indented JSON."""
+    return json.dumps(record, indent=2, ensure_ascii=False)

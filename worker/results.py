@@ -1,0 +1,292 @@
+"""Result records, the completion feed, and the per-job state that makes delivery exactly-once.
+
+Keys (CONTRACT §3 names the first two; the rest are this worker's own):
+
+    halo:result:<job_id>    the record (string, JSON), expires after HALO_RESULT_TTL_S
+    halo:results            the completion feed (stream: job_id, outcome, record)
+    halo:job:<job_id>       state across runs (hash): attempts, clean run ends, Halo requests,
+                            submitted_at, first start, the write journal
+    halo:claim:<job_id>     who runs the job now (string, token), with a lease
+    halo:notify:<job_id>    a wake-up for producers blocked waiting on the record (list)
+    halo:deferred           jobs waiting to run again, scored by due time in ms (sorted set)
+    halo:deferred:jobs      their payloads (hash)
+
+A record and its feed entry are written by one Lua script, so a worker dying between the two
+cannot leave one without the other, and a second write for the same job_id is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import redis
+
+from worker.models import RESULTS_STREAM, ResultRecord, result_key
+
+DEFERRED: Final = "halo:deferred"
+DEFERRED_JOBS: Final = "halo:deferred:jobs"
+# A producer that waits for a record finds the wake-up for this long after the write.
+_NOTIFY_TTL_S: Final = 300
+
+
+def _state_key(job_id: str) -> str:
+    return f"halo:job:{job_id}"
+
+
+def _claim_key(job_id: str) -> str:
+    return f"halo:claim:{job_id}"
+
+
+def _notify_key(job_id: str) -> str:
+    return f"halo:notify:{job_id}"
+
+
+# KEYS: result, stream, state, notify, deferred, deferred jobs
+# ARGV: record, ttl_s, job_id, outcome, notify ttl_s
+_WRITE_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local now = redis.call('TIME')
+local oldest_ms = tonumber(now[1]) * 1000 - tonumber(ARGV[2]) * 1000
+redis.call('XADD', KEYS[2], 'MINID', '~', tostring(oldest_ms), '*',
+           'job_id', ARGV[3], 'outcome', ARGV[4], 'record', ARGV[1])
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[5], ARGV[3])
+redis.call('HDEL', KEYS[6], ARGV[3])
+redis.call('RPUSH', KEYS[4], '1')
+redis.call('EXPIRE', KEYS[4], ARGV[5])
+return 1
+"""
+
+# KEYS: state. ARGV: submitted_at, now_s, ttl_s
+_BEGIN_RUN = """
+redis.call('HSETNX', KEYS[1], 'submitted_at', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'first_started_s', ARGV[2])
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local s = redis.call('HMGET', KEYS[1], 'clean_ends', 'requests', 'first_started_s', 'submitted_at')
+return {attempts, s[1] or '0', s[2] or '0', s[3], s[4]}
+"""
+
+# KEYS: state, deferred, deferred jobs. ARGV: job_id, due_ms, payload, requests
+_DEFER = """
+redis.call('HINCRBY', KEYS[1], 'clean_ends', 1)
+redis.call('HINCRBYFLOAT', KEYS[1], 'requests', ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+
+# KEYS: deferred, deferred jobs. ARGV: now_ms, lease_ms, limit
+# Due jobs get a lease (their score moves into the future) instead of being removed: a mover
+# that dies before publishing them leaves them to be taken again when the lease ends.
+_TAKE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {}
+local leased = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, job_id in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', leased, job_id)
+  table.insert(out, job_id)
+  table.insert(out, redis.call('HGET', KEYS[2], job_id) or '')
+  table.insert(out, tostring(leased))
+end
+return out
+"""
+
+# KEYS: deferred, deferred jobs. ARGV: job_id, leased score
+_RELEASE_MOVED = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+_RELEASE_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What earlier runs of a job left: used for attempts, budgets and crash counting."""
+
+    attempts: int
+    clean_ends: int
+    halo_requests: float
+    first_started_s: float
+    submitted_at: str
+
+    @property
+    def crashes(self) -> int:
+        """Earlier runs that ended without finishing or deferring: their worker died."""
+        return self.attempts - 1 - self.clean_ends
+
+
+@dataclass(frozen=True)
+class DueJob:
+    """A deferred job whose time has come, leased to the mover that took it."""
+
+    job_id: str
+    payload: dict[str, Any]
+    lease: str
+
+
+class ResultStore:
+    """Records, the feed and job state in the result Redis (`HALO_RESULT_URL`)."""
+
+    def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+        self._write = client.register_script(_WRITE_RECORD)
+        self._begin = client.register_script(_BEGIN_RUN)
+        self._defer = client.register_script(_DEFER)
+        self._take_due = client.register_script(_TAKE_DUE)
+        self._release_moved = client.register_script(_RELEASE_MOVED)
+        self._release_claim = client.register_script(_RELEASE_CLAIM)
+
+    # -- records -------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """A job's record, or None while it has none."""
+        raw = self.redis.get(result_key(job_id))
+        return json.loads(raw) if raw else None
+
+    def write(self, record: ResultRecord) -> bool:
+        """Write a record and its feed entry, atomically, once per job_id.
+
+        Returns:
+            False when the job already had a record (then nothing was written).
+        """
+        written = self._write(
+            keys=[
+                result_key(record.job_id),
+                RESULTS_STREAM,
+                _state_key(record.job_id),
+                _notify_key(record.job_id),
+                DEFERRED,
+                DEFERRED_JOBS,
+            ],
+            args=[
+                record.model_dump_json(),
+                self.ttl_s,
+                record.job_id,
+                record.outcome.value,
+                _NOTIFY_TTL_S,
+            ],
+        )
+        return bool(written)
+
+    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """Block until a job's record exists, or `timeout_s` passes; no polling.
+
+        Uses its own connection for the blocking pop, so the shared pool's socket timeouts
+        do not cut it short.
+        """
+        deadline = time.monotonic() + timeout_s
+        record = self.get(job_id)
+        if record is not None or timeout_s <= 0:
+            return record
+        pool = self.redis.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        blocking_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        with redis.Redis(connection_pool=blocking_pool) as blocking:
+            while record is None:
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    return None
+                popped = blocking.blpop([_notify_key(job_id)], timeout=max(remaining_s, 0.01))
+                if popped:
+                    # Put the wake-up back for any other waiter on the same job.
+                    blocking.rpush(_notify_key(job_id), "1")
+                record = self.get(job_id)
+        return record
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def begin_run(self, job_id: str, submitted_at: str) -> RunState:
+        """Count a new run of a job and return what earlier runs left."""
+        raw = cast(
+            list[Any],
+            self._begin(keys=[_state_key(job_id)], args=[submitted_at, time.time(), self.ttl_s]),
+        )
+        return RunState(
+            attempts=int(raw[0]),
+            clean_ends=int(raw[1]),
+            halo_requests=float(raw[2]),
+            first_started_s=float(raw[3]),
+            submitted_at=str(raw[4]),
+        )
+
+    @contextmanager
+    def claim(self, job_id: str, *, lease_s: float) -> Iterator[bool]:
+        """Hold a job so no second worker runs it at the same time.
+
+        Yields whether the claim was taken. The lease outlives the longest run, so a worker
+        that dies holding a claim blocks its job only until the lease ends.
+        """
+        token = uuid.uuid4().hex
+        taken = bool(self.redis.set(_claim_key(job_id), token, nx=True, px=int(lease_s * 1000)))
+        try:
+            yield taken
+        finally:
+            if taken:
+                self._release_claim(keys=[_claim_key(job_id)], args=[token])
+
+    def defer(
+        self, job_id: str, payload: dict[str, Any], *, due_s: float, halo_requests: float
+    ) -> None:
+        """End this run cleanly and park the job until `due_s` (Unix time)."""
+        self._defer(
+            keys=[_state_key(job_id), DEFERRED, DEFERRED_JOBS],
+            args=[job_id, int(due_s * 1000), json.dumps(payload), halo_requests],
+        )
+
+    def take_due(self, *, limit: int, lease_s: float) -> list[DueJob]:
+        """Lease up to `limit` deferred jobs that are due, for the caller to re-enqueue."""
+        now_ms = int(time.time() * 1000)
+        raw = cast(
+            list[Any],
+            self._take_due(
+                keys=[DEFERRED, DEFERRED_JOBS], args=[now_ms, int(lease_s * 1000), limit]
+            ),
+        )
+        due = []
+        for index in range(0, len(raw), 3):
+            payload = json.loads(raw[index + 1]) if raw[index + 1] else {}
+            due.append(DueJob(str(raw[index]), payload, str(raw[index + 2])))
+        return due
+
+    def release_moved(self, due: DueJob) -> None:
+        """Forget a deferred job once it is back on the queue."""
+        self._release_moved(keys=[DEFERRED, DEFERRED_JOBS], args=[due.job_id, due.lease])
+
+    # -- the write journal -----------------------------------------------------------------------
+
+    def journal(self, job_id: str) -> RedisJournal:
+        """The write journal of one job (see `worker.update.WriteJournal`)."""
+        return RedisJournal(self.redis, _state_key(job_id))
+
+
+class RedisJournal:
+    """Remembers, in the job's state hash, the fields a run was about to POST."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._redis = client
+        self._key = key
+
+    def recall(self) -> list[str] | None:
+        raw = self._redis.hget(self._key, "journal")
+        return list(json.loads(raw)) if raw else None
+
+    def note(self, changed_fields: list[str]) -> None:
+        self._redis.hset(self._key, "journal", json.dumps(changed_fields))

@@ -1,0 +1,109 @@
+"""The process's long-lived pieces, built once from the settings: store, Halo clients, runner.
+
+Built lazily on first use (or eagerly at worker start, so a bad connections file stops the
+worker with a clear message instead of failing every job).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import httpx
+import redis
+
+from worker.connections import load_connections
+from worker.halo.cache import Cache
+from worker.halo.client import Budget, HaloClients, Timeouts
+from worker.results import ResultStore
+from worker.retry import RetryPolicy
+from worker.runner import JobRunner, RunnerConfig
+from worker.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a worker process shares between its threads."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: ResultStore
+    clients: HaloClients
+    runner: JobRunner
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client for the result store. ``rediss://`` verifies certificates (redis-py's
+    default, kept explicit here since kombu's is the opposite)."""
+    options: dict[str, object] = {}
+    if url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = "required"
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        **options,
+    )
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    cache: Cache | None = None,
+    budget: Budget | None = None,
+) -> Runtime:
+    """Assemble a runtime.
+
+    Raises:
+        ConnectionsError: the connections file is missing or wrong; the message names the
+            connection and key to fix.
+    """
+    connections = load_connections(settings.connections_file)
+    client = redis_client(settings.results_redis_url)
+    store = ResultStore(client, ttl_s=settings.result_ttl_s)
+    clients = HaloClients(
+        connections,
+        timeouts=Timeouts(
+            connect_s=settings.http_connect_timeout_s,
+            read_s=settings.http_read_timeout_s,
+            lookup_ttl_s=settings.lookup_ttl_s,
+            token_refresh_margin_s=settings.token_refresh_margin_s,
+        ),
+        cache=cache,
+        budget=budget,
+        transport=transport,
+        max_connections=settings.worker_concurrency + 16,
+    )
+    policy = RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        max_total_s=settings.retry_max_total_s,
+        base_s=settings.retry_base_s,
+        cap_s=settings.retry_cap_s,
+    )
+    runner = JobRunner(
+        store,
+        clients,
+        RunnerConfig(
+            job_deadline_s=settings.job_deadline_s,
+            request_timeout_s=settings.http_read_timeout_s,
+            max_deliveries=settings.max_deliveries,
+            policy=policy,
+        ),
+    )
+    return Runtime(settings, client, store, clients, runner)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """The process's runtime, built from `get_settings()` on first use."""
+    global _runtime  # noqa: PLW0603 - one runtime per process, built on first use.
+    with _lock:
+        if _runtime is None:
+            _runtime = build_runtime(get_settings())
+        return _runtime
