@@ -212,12 +212,10 @@ def parse_job(raw: bytes | str | Mapping[str, Any]) -> Job:
         data = raw
         try:
             size = len(json.dumps(data, default=str).encode())
-        except (ValueError, RecursionError):
-            # A circular or absurdly deep object: no JSON producer could have sent it.
-            raise InvalidJob(
-                f"job: not representable as JSON (nested deeper than {MAX_NESTING_DEPTH} "
-                "levels, or circular)"
-            ) from None
+        except (ValueError, RecursionError) as exc:
+            # Circular, absurdly deep, or an integer too long to print: no JSON producer could
+            # have sent it, and letting it through would crash the worker instead.
+            raise InvalidJob(f"job: not representable as JSON ({exc})") from None
         if size > MAX_JOB_BYTES:
             raise InvalidJob(f"job: {size} bytes is larger than the limit of {MAX_JOB_BYTES}")
     if not isinstance(data, Mapping):

@@ -198,10 +198,10 @@ def run_update(job: Job, client: HaloClient, *, journal: WriteJournal | None = N
 def shape_ticket(plan: Plan, after: Mapping[str, Any], client: HaloClient) -> dict[str, Any]:
     """The ticket as the contract's `result` entry: exactly `RESULT_TICKET_KEYS`.
 
-    Values come from Halo's answer; keys the answer lacks fall back to the ticket as read
-    before the update when the update did not touch them, and to the lookup lists otherwise.
+    Values come from Halo's answer; keys the answer lacks fall back to the values the update
+    wrote, then to the ticket as read before the update, and labels to the lookup lists.
     """
-    view: dict[str, Any] = {**plan.ticket, **after}
+    view: dict[str, Any] = {**plan.ticket, **plan.payload, **after}
     view["team_name"] = view.get("team")
     view["datelastupdated"] = view.get("last_update")
     for kind, (id_field, name_field) in _LABELS.items():

@@ -10,6 +10,7 @@ secret learns nothing, and no access token is ever stored in the clear.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from worker.connections import Connection
-from worker.errors import HaloAuthFailed, HaloUnexpectedResponse
+from worker.errors import HaloAuthFailed, HaloUnexpectedResponse, RetryableError
 from worker.halo.cache import Cache
 from worker.halo.errors import summarize_body
 
@@ -42,7 +43,8 @@ def token_from_answer(response: httpx.Response, connection: Connection) -> Acces
     """Read Halo's token answer.
 
     Raises:
-        HaloAuthFailed: Halo refused the credentials; the message says what to check.
+        HaloAuthFailed: Halo refused the credentials, or the token endpoint answered another
+            error; the message says what to check.
         HaloUnexpectedResponse: a 2xx answer without a usable token.
     """
     if response.status_code in (400, 401) or response.status_code == 403:
@@ -56,6 +58,13 @@ def token_from_answer(response: httpx.Response, connection: Connection) -> Acces
         raise HaloAuthFailed(
             f"connection {connection.name!r}: Halo refused the token request "
             f"({response.status_code}): {detail}; {hint}",
+            http_status=response.status_code,
+        )
+    if not response.is_success:
+        raise HaloAuthFailed(
+            f"connection {connection.name!r}: the token request to {connection.token_url} "
+            f"failed ({response.status_code}): {summarize_body(response.text)}; check the "
+            "connection's url and auth_url",
             http_status=response.status_code,
         )
     try:
@@ -112,7 +121,10 @@ class TokenSource:
         if cached and cached.expires_at_s > now:
             with self._cache.lock(self._key, ttl_s=_REFRESH_LOCK_S, wait_s=0) as held:
                 if held:
-                    return self._store(fetch()).value
+                    # Renewing early is a courtesy: if Halo cannot answer now, the cached token
+                    # still works, and a job must not fail for want of a courtesy.
+                    with contextlib.suppress(RetryableError):
+                        return self._store(fetch()).value
             return cached.value
         return self.refresh(fetch, stale=cached.value if cached else None)
 

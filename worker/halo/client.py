@@ -245,7 +245,8 @@ class HaloClient:
         params: dict[str, str] = {}
         if kind == "priority":
             key += f":{sla_id}"
-            params = {"slaid": str(sla_id)}
+            # A ticket without an SLA lists every SLA's priorities; never send "slaid=None".
+            params = {"slaid": str(sla_id)} if sla_id is not None else {}
         if not fresh and (cached := self._clients.cache.get(key)) is not None:
             records: list[dict[str, Any]] = json.loads(cached)
             return records, True
@@ -300,7 +301,7 @@ class HaloClient:
         }
         params = {"tenant": self.connection.tenant} if self.connection.tenant else None
         response = self._send("POST", self.connection.token_url, None, params, None, form=form)
-        if response.status_code == 429 or response.status_code >= 500:
+        if response.status_code in (408, 429) or response.status_code >= 500:
             raise error_from_response(
                 response.status_code,
                 response.text,

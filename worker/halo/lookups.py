@@ -78,7 +78,8 @@ def resolve(
     text = value.strip()
     id_key = _ID_KEY[kind]
     scope = f" of SLA {sla_id}" if kind == "priority" and sla_id is not None else ""
-    if text.isdigit():
+    # ASCII digits only: "²" is isdigit() but int() refuses it.
+    if text.isascii() and text.isdigit():
         wanted = int(text)
         for record in records:
             if _as_int(record.get(id_key)) == wanted:
@@ -95,8 +96,12 @@ def resolve(
             names.append(record.get("email"))
         if any(isinstance(n, str) and n.strip().casefold() == folded for n in names):
             record_id = _as_int(record.get(id_key))
-            if record_id is not None:
-                matches[record_id] = record
+            if record_id is None:
+                # The name matched, so "no such name, closest: <the same name>" would mislead.
+                raise HaloUnexpectedResponse(
+                    f"Halo's {kind} record {text!r} has no integer {id_key!r}"
+                )
+            matches[record_id] = record
     if len(matches) > 1:
         ids = ", ".join(str(i) for i in sorted(matches))
         raise LookupAmbiguous(
@@ -176,6 +181,6 @@ def _listing(records: Records, id_key: str) -> str:
 def _as_int(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value)
     return None
