@@ -15,23 +15,34 @@ settings below are chosen against the traps of the kombu Redis transport (kombu 
 - Nothing is ever scheduled with a countdown or ETA (retries park in `halo:deferred`, see
   `worker.deferrals`), so no delayed message can outlive the visibility timeout and be
   delivered again in a loop. `Settings` checks that a job's deadline fits inside it.
-- `task_reject_on_worker_lost` requeues a job whose pool child died (prefork); the runner also
-  counts runs that never ended and fails a job after `max_deliveries` of them, so a job that
-  kills its worker cannot loop forever.
+- `task_reject_on_worker_lost` requeues a job whose pool child died (prefork; the threads
+  pool has no children). The runner counts runs that never ended and fails a job after
+  `max_deliveries` of them, so a job that kills its worker cannot loop forever.
+- After a broker reconnect, kombu puts the messages of jobs still running back on the queue,
+  so a job can be delivered again while it runs; the runner's claim makes that run a no-op.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
+from functools import partial
 from typing import Any
 
 from celery import Celery, signals
+from kombu import Queue
 
 from worker import logs
-from worker.deferrals import start_mover, stop_mover
+from worker.backlog import BATCH_COST, Dispatcher, Parked
+from worker.deferrals import move_due, start_mover, stop_mover
 from worker.models import QUEUE, TASK_NAME, redacted_view
 from worker.runtime import runtime
 from worker.settings import get_settings
+
+# Released backlog batches have their own queue, so they do not wait behind the main one:
+# their Halo budget is already granted and should be spent now.
+BATCH_QUEUE = "halo.batch"
+BATCH_TASK_NAME = "halo.update_batch"
 
 settings = get_settings()
 
@@ -56,18 +67,20 @@ app.conf.update(
     accept_content=["json"],
     event_serializer="json",
     task_default_queue=QUEUE,
-    task_routes={TASK_NAME: {"queue": QUEUE}},
+    task_queues=(Queue(QUEUE), Queue(BATCH_QUEUE)),
+    task_routes={TASK_NAME: {"queue": QUEUE}, BATCH_TASK_NAME: {"queue": BATCH_QUEUE}},
     task_ignore_result=True,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     task_acks_on_failure_or_timeout=True,
     worker_prefetch_multiplier=1,
     worker_cancel_long_running_tasks_on_connection_loss=True,
-    # On SIGTERM, running jobs get this long to finish before the worker stops and their
-    # unfinished messages return to the queue. Orchestrators must wait longer (compose
-    # stop_grace_period, Kubernetes terminationGracePeriodSeconds).
-    worker_soft_shutdown_timeout=min(settings.job_deadline_s, 60.0),
-    worker_enable_soft_shutdown_on_idle=True,
+    # SIGTERM is Celery's warm shutdown: the worker stops taking messages, puts reserved ones
+    # back at the head of the queue, and waits for running jobs, each bounded by its deadline.
+    # Soft shutdown (worker_soft_shutdown_timeout) applies only to SIGQUIT and cannot stop a
+    # thread, so it is left off. Orchestrators must wait at least job_deadline_s plus one
+    # request timeout before killing (compose stop_grace_period, Kubernetes
+    # terminationGracePeriodSeconds).
     # Halo calls are I/O: threads keep hundreds of requests in flight in one process.
     worker_pool="threads",
     worker_concurrency=settings.worker_concurrency,
@@ -95,6 +108,20 @@ def publish_job(job_id: str, job: Any, submitted_at: str | None) -> None:
     )
 
 
+def publish_batch(connection: str, parked: list[Parked], *, prepaid: int) -> None:
+    """Put a released backlog batch on the batch queue."""
+    jobs = [{"job_id": p.job_id, "job": p.job, "submitted_at": p.submitted_at} for p in parked]
+    shown = [json.loads(redacted_view(p.job if isinstance(p.job, dict) else {}))[0] for p in parked]
+    app.send_task(
+        BATCH_TASK_NAME,
+        args=[connection, jobs],
+        kwargs={"prepaid": prepaid},
+        queue=BATCH_QUEUE,
+        argsrepr=json.dumps([connection, shown])[:4096],
+        kwargsrepr=json.dumps({"prepaid": prepaid}),
+    )
+
+
 @signals.worker_init.connect
 def _build_runtime(**_: Any) -> None:
     # Fail at start, naming the connection and key, rather than on every job.
@@ -103,7 +130,15 @@ def _build_runtime(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def _start_background(**_: Any) -> None:
-    start_mover(runtime().store, publish_job)
+    current = runtime()
+    dispatcher = Dispatcher(
+        current.backlogs,
+        current.governor,
+        current.clients.connections,
+        partial(publish_batch, prepaid=BATCH_COST),
+        batch_max=current.settings.batch_max,
+    )
+    start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch])
 
 
 @signals.worker_shutdown.connect

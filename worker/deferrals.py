@@ -1,20 +1,23 @@
-"""Jobs waiting to run again, kept in Redis instead of the broker.
+"""Jobs waiting to run again, kept in Redis instead of the broker, and the thread that moves
+them back.
 
-A retry or a wait for rate budget could be a Celery countdown, but on Redis a countdown is a
-message held unacked by one worker: if it outlives the visibility timeout it is delivered
-again, in a loop (Celery docs, "Redis caveats"; kombu#337, celery#4400), and the wait holds a
-prefetch slot. So a job that must wait is parked in the sorted set `halo:deferred`, scored by
-when it is due, and its message is acked. Every worker runs a mover thread that leases due
-jobs and publishes them back to the queue. A lease (not a removal) covers a mover that dies
-between taking and publishing: the job is taken again when the lease ends. A job published
-twice that way runs once: the runner's claim and record check make the second a no-op.
+A retry could be a Celery countdown, but on Redis a countdown is a message held unacked by one
+worker: if it outlives the visibility timeout it is delivered again, in a loop (Celery docs,
+"Redis caveats"; kombu#337, celery#4400), and the wait holds a prefetch slot. So a job that
+must wait is parked in the sorted set `halo:deferred`, scored by when it is due, and its
+message is acked. A lease (not a removal) covers a mover that dies between taking and
+publishing: the job is taken again when the lease ends. A job published twice that way runs
+once: the runner's claim and record check make the second a no-op.
+
+Every worker runs one `Mover` thread, which also drives the backlog dispatcher
+(`worker.backlog`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import redis
@@ -23,76 +26,79 @@ from worker.results import DueJob, ResultStore
 
 log = logging.getLogger("halo.deferrals")
 
-_POLL_S: Final = 0.2
+_POLL_S: Final = 0.1
 _BATCH: Final = 500
 # Publishing a batch takes milliseconds; a lease this long is only ever reached by a mover
 # that died mid-batch.
 _LEASE_S: Final = 30.0
 
+Publish = Callable[[str, Any, str | None], None]
 
-class DeferredMover:
-    """Moves due jobs from `halo:deferred` back to the queue, until stopped."""
 
-    def __init__(
-        self, store: ResultStore, publish: Callable[[str, dict[str, Any], str | None], None]
-    ) -> None:
-        self._store = store
-        self._publish = publish
+def move_due(store: ResultStore, publish: Publish) -> int:
+    """Publish every deferred job that is due now; returns how many were published."""
+    moved = 0
+    while batch := store.take_due(limit=_BATCH, lease_s=_LEASE_S):
+        for due in batch:
+            _move(store, publish, due)
+            moved += 1
+        if len(batch) < _BATCH:
+            break
+    return moved
+
+
+def _move(store: ResultStore, publish: Publish, due: DueJob) -> None:
+    job = due.payload.get("job")
+    submitted_at = due.payload.get("submitted_at")
+    if job is None:
+        log.error("deferred job has no payload; dropped", extra={"job_id": due.job_id})
+    else:
+        publish(due.job_id, job, submitted_at if isinstance(submitted_at, str) else None)
+    store.release_moved(due)
+
+
+class Mover:
+    """A background thread running `steps` (each returns how much it moved) until stopped."""
+
+    def __init__(self, steps: Sequence[Callable[[], int]]) -> None:
+        self._steps = list(steps)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="halo-deferred-mover", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="halo-mover", daemon=True)
 
     def start(self) -> None:
-        """Start the mover thread."""
+        """Start the thread."""
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop after the current batch."""
+        """Stop after the current round."""
         self._stop.set()
         self._thread.join(timeout_s)
 
-    def move_due(self) -> int:
-        """Publish every job due now; returns how many were published."""
-        moved = 0
-        while batch := self._store.take_due(limit=_BATCH, lease_s=_LEASE_S):
-            for due in batch:
-                self._move(due)
-                moved += 1
-            if len(batch) < _BATCH:
-                break
-        return moved
-
-    def _move(self, due: DueJob) -> None:
-        job = due.payload.get("job")
-        submitted_at = due.payload.get("submitted_at")
-        if job is None:
-            log.error("deferred job has no payload; dropped", extra={"job_id": due.job_id})
-        else:
-            self._publish(due.job_id, job, submitted_at if isinstance(submitted_at, str) else None)
-        self._store.release_moved(due)
+    def run_once(self) -> int:
+        """One round of every step."""
+        return sum(step() for step in self._steps)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.move_due()
+                self.run_once()
             except redis.RedisError as exc:
-                log.warning("deferred jobs not moved: %s", type(exc).__name__)
+                log.warning("mover paused: Redis unreachable (%s)", type(exc).__name__)
                 self._stop.wait(1.0)
             except Exception:  # the thread must outlive any one failure
-                log.exception("deferred mover failed; retrying")
+                log.exception("mover round failed; retrying")
                 self._stop.wait(1.0)
             self._stop.wait(_POLL_S)
 
 
-_mover: DeferredMover | None = None
+_mover: Mover | None = None
 
 
-def start_mover(
-    store: ResultStore, publish: Callable[[str, dict[str, Any], str | None], None]
-) -> None:
+def start_mover(steps: Sequence[Callable[[], int]]) -> None:
     """Start this process's mover (at worker start)."""
     global _mover  # noqa: PLW0603 - one mover per worker process.
     if _mover is None:
-        _mover = DeferredMover(store, publish)
+        _mover = Mover(steps)
         _mover.start()
 
 

@@ -5,7 +5,8 @@ The tree splits at the top on one question: may the same job succeed if it runs 
     JobError                       a job failed; carries a contract `ErrorCode`
     ├── RetryableError             the same job may succeed later: retried inside its budget
     │   ├── HaloUnavailable        timeouts, connection errors, 408, 5xx (halo_unavailable)
-    │   └── HaloRateLimited        429, or no shared budget left (halo_rate_limited)
+    │   ├── HaloRateLimited        Halo answered 429 (halo_rate_limited)
+    │   └── BudgetExhausted        the fleet's shared budget has no room now: wait, not fail
     └── PermanentError             it cannot succeed as sent: fails at once, never retried
         ├── InvalidJob             the job does not validate (invalid_job)
         ├── TemplateError          a {{ expression }} is malformed or undefined (template_error)
@@ -112,7 +113,7 @@ class HaloUnavailable(RetryableError):
 
 
 class HaloRateLimited(RetryableError):
-    """Raised when Halo answers 429, or the connection's shared budget has no room now.
+    """Raised when Halo answers 429.
 
     `learned_limit` holds `(requests, window_s)` when Halo's text stated its limit.
     """
@@ -129,6 +130,15 @@ class HaloRateLimited(RetryableError):
     ) -> None:
         super().__init__(message, http_status=http_status, retry_after_s=retry_after_s)
         self.learned_limit = learned_limit
+
+
+class BudgetExhausted(RetryableError):
+    """Raised before a request when the connection's shared budget has no room now.
+
+    Not an error of Halo's: the job waits for room without spending its retry budget.
+    """
+
+    code = ErrorCode.HALO_RATE_LIMITED
 
 
 class InvalidJob(PermanentError):

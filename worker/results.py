@@ -83,6 +83,18 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 
+# KEYS: state. ARGV: requests, counted (1/0)
+# An uncounted run (it only waited for budget) is taken back off `attempts` instead.
+_END_RUN = """
+redis.call('HINCRBYFLOAT', KEYS[1], 'requests', ARGV[1])
+if ARGV[2] == '1' then
+  redis.call('HINCRBY', KEYS[1], 'clean_ends', 1)
+else
+  redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+end
+return 1
+"""
+
 # KEYS: deferred, deferred jobs. ARGV: now_ms, lease_ms, limit
 # Due jobs get a lease (their score moves into the future) instead of being removed: a mover
 # that dies before publishing them leaves them to be taken again when the lease ends.
@@ -150,6 +162,7 @@ class ResultStore:
         self._write = client.register_script(_WRITE_RECORD)
         self._begin = client.register_script(_BEGIN_RUN)
         self._defer = client.register_script(_DEFER)
+        self._end_run = client.register_script(_END_RUN)
         self._take_due = client.register_script(_TAKE_DUE)
         self._release_moved = client.register_script(_RELEASE_MOVED)
         self._release_claim = client.register_script(_RELEASE_CLAIM)
@@ -241,6 +254,10 @@ class ResultStore:
         finally:
             if taken:
                 self._release_claim(keys=[_claim_key(job_id)], args=[token])
+
+    def end_run(self, job_id: str, *, halo_requests: float, counted: bool) -> None:
+        """End this run cleanly without a record (the job waits elsewhere)."""
+        self._end_run(keys=[_state_key(job_id)], args=[halo_requests, "1" if counted else "0"])
 
     def defer(
         self, job_id: str, payload: dict[str, Any], *, due_s: float, halo_requests: float

@@ -1,7 +1,8 @@
-"""One delivery of one job: from a queue payload to exactly one record, or a deferral.
+"""One delivery of one job: from a queue payload to exactly one record, a deferral or a park.
 
-    already recorded? → validate → claim → count the run → update Halo → record
-                                                      └→ retryable error → defer (or record)
+    already recorded? → validate → claim → count the run → backlog? → update Halo → record
+                                                             │          ├→ no budget → park
+                                                             └→ park    └→ retryable → defer
 
 The runner knows Redis and Halo but not Celery: `worker.tasks` hands it the payload and acts
 on what it returns. Delivery is at-least-once (Redis transport, late acks), so every step here
@@ -20,7 +21,14 @@ from typing import Any, Final
 
 import redis
 
-from worker.errors import InternalError, InvalidJob, JobError, RetryableError
+from worker.backlog import Backlogs
+from worker.errors import (
+    BudgetExhausted,
+    InternalError,
+    InvalidJob,
+    JobError,
+    RetryableError,
+)
 from worker.halo.client import HaloClient, HaloClients
 from worker.logs import job_finished
 from worker.models import (
@@ -32,9 +40,9 @@ from worker.models import (
     succeeded_record,
     utc_now_iso,
 )
-from worker.results import ResultStore
+from worker.results import ResultStore, RunState
 from worker.retry import RetryPolicy
-from worker.update import run_update
+from worker.update import Updated, run_update
 
 log = logging.getLogger("halo.runner")
 
@@ -47,7 +55,8 @@ class RunResult(StrEnum):
     """What became of one delivery."""
 
     RECORDED = "recorded"  # the job ended: its record is written
-    DEFERRED = "deferred"  # a retryable error: parked to run again later
+    DEFERRED = "deferred"  # a retryable error: waiting to run again after a backoff
+    PARKED = "parked"  # no Halo budget: waiting in its connection's backlog
     DUPLICATE = "duplicate"  # the job already had a record: nothing was done
     BUSY = "busy"  # another worker holds the job right now: nothing was done
 
@@ -62,14 +71,31 @@ class RunnerConfig:
     policy: RetryPolicy
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A job this process holds the claim of, with what its earlier runs left."""
+
+    job: Job
+    job_id: str
+    payload: Any
+    state: RunState
+
+
 class JobRunner:
     """Runs deliveries of jobs; one per process, shared by all worker threads."""
 
-    def __init__(self, store: ResultStore, clients: HaloClients, config: RunnerConfig) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        clients: HaloClients,
+        config: RunnerConfig,
+        backlogs: Backlogs | None = None,
+    ) -> None:
         self.store = store
         self.clients = clients
         self.config = config
-        self._lease_s = config.job_deadline_s + config.request_timeout_s + _CLAIM_MARGIN_S
+        self.backlogs = backlogs
+        self.lease_s = config.job_deadline_s + config.request_timeout_s + _CLAIM_MARGIN_S
 
     def run(self, payload: Any, *, task_id: str, submitted_at: str | None = None) -> RunResult:
         """Run one delivery of a job.
@@ -85,12 +111,42 @@ class JobRunner:
                 delivery must be retried (the caller requeues the message).
         """
         started_s = time.monotonic()
-        job_id = _job_id_of(payload, task_id)
+        job_id = job_id_of(payload, task_id)
         if self.store.get(job_id) is not None:
             return RunResult.DUPLICATE
         submitted_at = submitted_at or utc_now_iso()
+        job = self.validate(job_id, payload, submitted_at, started_s)
+        if job is None:
+            return RunResult.RECORDED
+        with self.store.claim(job_id, lease_s=self.lease_s) as taken:
+            if not taken:
+                return RunResult.BUSY
+            claimed = self.begin(job, job_id, payload, submitted_at, started_s)
+            if claimed is None:
+                return RunResult.DUPLICATE
+            if self.backlogs is not None and self.backlogs.size(job.connection) > 0:
+                # Its connection already waits for budget: take a place in line.
+                return self.park(claimed, halo_requests=0)
+            return self._update(claimed, started_s)
+
+    def reject_malformed(self, task_id: str, reason: str) -> RunResult:
+        """Record a delivery whose task arguments are not ``(job)``: it can never run."""
+        if self.store.get(task_id) is not None:
+            return RunResult.DUPLICATE
+        error = InvalidJob(f"task arguments: {reason}; expected one argument, the job object")
+        record = failed_record(
+            task_id, error, job=None, attempts=1, halo_requests=0, submitted_at=utc_now_iso()
+        )
+        return self.finish(record, None, time.monotonic())
+
+    # -- steps shared with the batch path ----------------------------------------------------
+
+    def validate(
+        self, job_id: str, payload: Any, submitted_at: str, started_s: float
+    ) -> Job | None:
+        """The job, or None after recording it as `invalid_job`."""
         try:
-            job = parse_job(payload)
+            return parse_job(payload)
         except InvalidJob as error:
             record = failed_record(
                 job_id,
@@ -101,102 +157,97 @@ class JobRunner:
                 submitted_at=submitted_at,
                 meta=_meta_of(payload),
             )
-            return self._finish(record, payload, started_s)
-        with self.store.claim(job_id, lease_s=self._lease_s) as taken:
-            if not taken:
-                return RunResult.BUSY
-            if self.store.get(job_id) is not None:
-                return RunResult.DUPLICATE
-            return self._run_claimed(job, job_id, payload, submitted_at, started_s)
+            self.finish(record, payload, started_s)
+            return None
 
-    def reject_malformed(self, task_id: str, reason: str) -> RunResult:
-        """Record a delivery whose task arguments are not ``(job)``: it can never run."""
-        if self.store.get(task_id) is not None:
-            return RunResult.DUPLICATE
-        error = InvalidJob(f"task arguments: {reason}; expected one argument, the job object")
-        record = failed_record(
-            task_id, error, job=None, attempts=1, halo_requests=0, submitted_at=utc_now_iso()
-        )
-        return self._finish(record, None, time.monotonic())
-
-    def _run_claimed(
+    def begin(
         self, job: Job, job_id: str, payload: Any, submitted_at: str, started_s: float
-    ) -> RunResult:
+    ) -> Claimed | None:
+        """Count a run of a claimed job; None when it needs no run (recorded meanwhile, or
+        failed now because its runs keep killing their worker)."""
+        if self.store.get(job_id) is not None:
+            return None
         state = self.store.begin_run(job_id, submitted_at)
+        claimed = Claimed(job, job_id, payload, state)
         if state.crashes >= self.config.max_deliveries:
             crash = InternalError(
                 f"the job's runs ended {state.crashes} times without finishing (the worker "
                 "process died each time); it is not run again"
             )
-            return self._finish(self._failed(job, job_id, crash, state, 0), payload, started_s)
-        client: HaloClient | None = None
-        try:
-            client = self.clients.for_job(
-                job.connection, deadline_s=time.monotonic() + self.config.job_deadline_s
-            )
-            updated = run_update(job, client, journal=self.store.journal(job_id))
-            record = succeeded_record(
-                job,
-                job_id,
-                ticket=updated.ticket,
-                changed_fields=updated.changed_fields,
-                warnings=updated.warnings,
-                attempts=state.attempts,
-                halo_requests=_total(state.halo_requests, client.requests_made),
-                submitted_at=state.submitted_at,
-            )
-        except RetryableError as error:
-            made = client.requests_made if client else 0
-            delay_s = self.config.policy.next_delay_s(
-                error, attempt=state.attempts, elapsed_s=time.time() - state.first_started_s
-            )
-            if delay_s is not None:
-                self.store.defer(
-                    job_id,
-                    {"job": payload, "submitted_at": state.submitted_at},
-                    due_s=time.time() + delay_s,
-                    halo_requests=made,
-                )
-                log.info(
-                    "job deferred",
-                    extra={
-                        "job_id": job_id,
-                        "connection": job.connection,
-                        "code": error.code.value,
-                        "attempts": state.attempts,
-                        "delay_s": round(delay_s, 3),
-                    },
-                )
-                return RunResult.DEFERRED
-            record = self._failed(job, job_id, error, state, made)
-        except JobError as error:
-            record = self._failed(job, job_id, error, state, client.requests_made if client else 0)
-        except redis.RedisError:
-            raise
-        except Exception:
-            # Unclassified: a bug. Not retried (it would fail the same way), reported loudly.
-            log.exception("job failed on an internal error", extra={"job_id": job_id})
-            internal = InternalError(
-                "the worker hit an internal error running this job; it was reported to the "
-                "operators and the job was not retried"
-            )
-            made = client.requests_made if client else 0
-            record = self._failed(job, job_id, internal, state, made)
-        return self._finish(record, payload, started_s)
+            self.finish(self.failure(claimed, crash, 0), payload, started_s)
+            return None
+        return claimed
 
-    def _failed(
-        self, job: Job, job_id: str, error: JobError, state: Any, made: int
-    ) -> ResultRecord:
-        return failed_record(
-            job_id,
-            error,
-            job=job,
-            attempts=state.attempts,
-            halo_requests=_total(state.halo_requests, made),
-            submitted_at=state.submitted_at,
+    def success(self, claimed: Claimed, updated: Updated, made: float) -> ResultRecord:
+        """The record of a claimed job that succeeded, after `made` Halo requests in this run."""
+        return succeeded_record(
+            claimed.job,
+            claimed.job_id,
+            ticket=updated.ticket,
+            changed_fields=updated.changed_fields,
+            warnings=updated.warnings,
+            attempts=claimed.state.attempts,
+            halo_requests=_total(claimed.state.halo_requests, made),
+            submitted_at=claimed.state.submitted_at,
         )
 
-    def _finish(self, record: ResultRecord, payload: Any, started_s: float) -> RunResult:
+    def failure(self, claimed: Claimed, error: JobError, made: float) -> ResultRecord:
+        """The record of a claimed job that failed, after `made` Halo requests in this run."""
+        return failed_record(
+            claimed.job_id,
+            error,
+            job=claimed.job,
+            attempts=claimed.state.attempts,
+            halo_requests=_total(claimed.state.halo_requests, made),
+            submitted_at=claimed.state.submitted_at,
+        )
+
+    def retry_or_fail(
+        self, claimed: Claimed, error: RetryableError, made: float, started_s: float
+    ) -> RunResult:
+        """Park (no budget), defer (inside the retry budget), or record the failure."""
+        if isinstance(error, BudgetExhausted) and self.backlogs is not None:
+            return self.park(claimed, halo_requests=made)
+        delay_s = self.config.policy.next_delay_s(
+            error,
+            attempt=claimed.state.attempts,
+            elapsed_s=time.time() - claimed.state.first_started_s,
+        )
+        if delay_s is None:
+            return self.finish(self.failure(claimed, error, made), claimed.payload, started_s)
+        self.store.defer(
+            claimed.job_id,
+            {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
+            due_s=time.time() + delay_s,
+            halo_requests=made,
+        )
+        log.info(
+            "job deferred",
+            extra={
+                "job_id": claimed.job_id,
+                "connection": claimed.job.connection,
+                "code": error.code.value,
+                "attempts": claimed.state.attempts,
+                "delay_s": round(delay_s, 3),
+            },
+        )
+        return RunResult.DEFERRED
+
+    def park(self, claimed: Claimed, *, halo_requests: float) -> RunResult:
+        """End this run and put the job in its connection's backlog.
+
+        A run that made no Halo request does not count as an attempt: waiting in line is
+        not a retry.
+        """
+        assert self.backlogs is not None
+        self.store.end_run(claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0)
+        self.backlogs.park(
+            claimed.job.connection, claimed.job_id, claimed.payload, claimed.state.submitted_at
+        )
+        return RunResult.PARKED
+
+    def finish(self, record: ResultRecord, payload: Any, started_s: float) -> RunResult:
+        """Write a record (once) and log the outcome."""
         if not self.store.write(record):
             return RunResult.DUPLICATE
         fields = payload if isinstance(payload, Mapping) else {}
@@ -209,12 +260,43 @@ class JobRunner:
         )
         return RunResult.RECORDED
 
+    def internal_error(self, job_id: str, exc: Exception) -> InternalError:
+        """Log an unclassified exception (a bug) and describe it for the record."""
+        log.error("job failed on an internal error", extra={"job_id": job_id}, exc_info=exc)
+        return InternalError(
+            "the worker hit an internal error running this job; it was reported to the "
+            "operators and the job was not retried"
+        )
 
-def _job_id_of(payload: Any, task_id: str) -> str:
+    # -- the single-job update ---------------------------------------------------------------
+
+    def _update(self, claimed: Claimed, started_s: float) -> RunResult:
+        client: HaloClient | None = None
+        try:
+            client = self.clients.for_job(
+                claimed.job.connection,
+                deadline_s=time.monotonic() + self.config.job_deadline_s,
+            )
+            updated = run_update(claimed.job, client, journal=self.store.journal(claimed.job_id))
+            record = self.success(claimed, updated, client.requests_made)
+        except RetryableError as error:
+            made = client.requests_made if client else 0
+            return self.retry_or_fail(claimed, error, made, started_s)
+        except JobError as error:
+            record = self.failure(claimed, error, client.requests_made if client else 0)
+        except redis.RedisError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: recorded, reported, never retried.
+            internal = self.internal_error(claimed.job_id, exc)
+            record = self.failure(claimed, internal, client.requests_made if client else 0)
+        return self.finish(record, claimed.payload, started_s)
+
+
+def job_id_of(payload: Any, task_id: str) -> str:
     """The job's own id when it carries a valid one, else the task id it was sent under."""
     if isinstance(payload, Mapping):
         candidate = payload.get("job_id")
-        if isinstance(candidate, str) and JOB_ID_PATTERN.match(candidate):
+        if isinstance(candidate, str) and JOB_ID_PATTERN.fullmatch(candidate):
             return candidate
     return task_id
 
@@ -224,6 +306,6 @@ def _meta_of(payload: Any) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def _total(before: float, now: int) -> int | float:
+def _total(before: float, now: float) -> int | float:
     total = before + now
     return int(total) if float(total).is_integer() else round(total, 3)

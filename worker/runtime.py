@@ -12,13 +12,15 @@ from dataclasses import dataclass
 import httpx
 import redis
 
+from worker.backlog import Backlogs
 from worker.connections import load_connections
-from worker.halo.cache import Cache
-from worker.halo.client import Budget, HaloClients, Timeouts
+from worker.governor import Governor
+from worker.halo.client import HaloClients, Timeouts
 from worker.results import ResultStore
 from worker.retry import RetryPolicy
 from worker.runner import JobRunner, RunnerConfig
 from worker.settings import Settings, get_settings
+from worker.sharedcache import RedisCache
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Runtime:
     store: ResultStore
     clients: HaloClients
     runner: JobRunner
+    governor: Governor
+    backlogs: Backlogs
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -48,14 +52,9 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
-def build_runtime(
-    settings: Settings,
-    *,
-    transport: httpx.BaseTransport | None = None,
-    cache: Cache | None = None,
-    budget: Budget | None = None,
-) -> Runtime:
-    """Assemble a runtime.
+def build_runtime(settings: Settings, *, transport: httpx.BaseTransport | None = None) -> Runtime:
+    """Assemble a runtime: the fleet shares the rate budget, tokens and lookup lists through
+    the result Redis.
 
     Raises:
         ConnectionsError: the connections file is missing or wrong; the message names the
@@ -64,6 +63,8 @@ def build_runtime(
     connections = load_connections(settings.connections_file)
     client = redis_client(settings.results_redis_url)
     store = ResultStore(client, ttl_s=settings.result_ttl_s)
+    governor = Governor(client)
+    backlogs = Backlogs(client)
     clients = HaloClients(
         connections,
         timeouts=Timeouts(
@@ -72,8 +73,8 @@ def build_runtime(
             lookup_ttl_s=settings.lookup_ttl_s,
             token_refresh_margin_s=settings.token_refresh_margin_s,
         ),
-        cache=cache,
-        budget=budget,
+        cache=RedisCache(client),
+        budget=governor,
         transport=transport,
         max_connections=settings.worker_concurrency + 16,
     )
@@ -92,8 +93,9 @@ def build_runtime(
             max_deliveries=settings.max_deliveries,
             policy=policy,
         ),
+        backlogs,
     )
-    return Runtime(settings, client, store, clients, runner)
+    return Runtime(settings, client, store, clients, runner, governor, backlogs)
 
 
 _lock = threading.Lock()

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     lookup_ttl_s: float = Field(default=300.0, gt=0)
     token_refresh_margin_s: float = Field(default=120.0, ge=0)
 
+    # A released backlog batch: at most this many jobs share one list read and one POST.
+    batch_max: int = Field(default=20, ge=1, le=100)
+
     log_level: str = "INFO"
     metrics_port: int | None = None
 

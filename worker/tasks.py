@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -9,9 +10,12 @@ from typing import Any
 import redis
 from celery import Task
 from celery.exceptions import Reject
+from celery.worker.request import Request
 
-from worker.app import app
-from worker.models import TASK_NAME
+from worker.app import BATCH_TASK_NAME, app
+from worker.backlog import Parked
+from worker.batch import run_batch
+from worker.models import TASK_NAME, redacted_view
 from worker.runtime import runtime
 
 log = logging.getLogger("halo.tasks")
@@ -21,7 +25,30 @@ log = logging.getLogger("halo.tasks")
 _STORE_DOWN_PAUSE_S = 1.0
 
 
-@app.task(name=TASK_NAME, bind=True)
+class RedactingRequest(Request):
+    """A task request that shows events, logs, Flower and `celery inspect` only a job's
+    redacted view, whoever published it.
+
+    Producers set `argsrepr`, but a message published without one would show its real
+    arguments (`saferepr`), and `inspect reserved` shows real arguments regardless
+    (`Request.info(safe=False)`): both would put email content in Flower.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        payloads = self.args if isinstance(self.args, list | tuple) else []
+        shown = [json.loads(redacted_view(p))[0] for p in payloads if isinstance(p, dict)]
+        jobs = [j for p in payloads if isinstance(p, list) for j in p if isinstance(j, dict)]
+        shown += [json.loads(redacted_view(j.get("job") or {}))[0] for j in jobs]
+        self._argsrepr = json.dumps(shown)[:4096]
+        self._kwargsrepr = json.dumps(sorted(self.kwargs)) if isinstance(self.kwargs, dict) else ""
+
+    def info(self, safe: bool = False) -> Any:
+        del safe
+        return super().info(safe=True)
+
+
+@app.task(name=TASK_NAME, bind=True, Request=RedactingRequest)
 def update_ticket(self: Task[Any, Any], *args: Any, **kwargs: Any) -> str:
     """Run one delivery of an Update Halo Ticket job.
 
@@ -44,6 +71,30 @@ def update_ticket(self: Task[Any, Any], *args: Any, **kwargs: Any) -> str:
         log.warning(
             "result store unreachable; delivery handed back to the broker",
             extra={"job_id": task_id, "error": type(exc).__name__},
+        )
+        time.sleep(_STORE_DOWN_PAUSE_S)
+        raise Reject(f"result store unreachable ({type(exc).__name__})", requeue=True) from None
+
+
+@app.task(name=BATCH_TASK_NAME, bind=True, Request=RedactingRequest)
+def update_batch(
+    self: Task[Any, Any], connection: str, jobs: list[dict[str, Any]], prepaid: int = 0
+) -> int:
+    """Run a batch released from a connection's backlog; returns how many jobs it recorded.
+
+    Published by the worker's own dispatcher only (see `worker.backlog`).
+    """
+    parked = [
+        Parked(str(j["job_id"]), j.get("job"), j.get("submitted_at"))
+        for j in jobs
+        if isinstance(j, dict) and isinstance(j.get("job_id"), str)
+    ]
+    try:
+        return run_batch(runtime().runner, connection, parked, prepaid)
+    except redis.RedisError as exc:
+        log.warning(
+            "result store unreachable; batch handed back to the broker",
+            extra={"task_id": str(self.request.id), "error": type(exc).__name__},
         )
         time.sleep(_STORE_DOWN_PAUSE_S)
         raise Reject(f"result store unreachable ({type(exc).__name__})", requeue=True) from None

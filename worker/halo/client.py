@@ -111,12 +111,15 @@ class HaloClients:
             follow_redirects=False,
         )
 
-    def for_job(self, connection: str, *, deadline_s: float | None = None) -> HaloClient:
-        """A client for one job.
+    def for_job(
+        self, connection: str, *, deadline_s: float | None = None, prepaid: int = 0
+    ) -> HaloClient:
+        """A client for one job (or one batch of jobs).
 
         Args:
             connection: the job's connection name.
             deadline_s: `time.monotonic()` value after which the job sends nothing more.
+            prepaid: requests whose budget was already granted (a released batch's).
 
         Raises:
             UnknownConnection: no connection of that name is configured.
@@ -129,7 +132,9 @@ class HaloClients:
                 f"connection {connection!r} is not configured on the workers (configured: {known})",
                 field="connection",
             ) from None
-        return HaloClient(self, conn, self._tokens[connection], deadline_s=deadline_s)
+        return HaloClient(
+            self, conn, self._tokens[connection], deadline_s=deadline_s, prepaid=prepaid
+        )
 
     def close(self) -> None:
         """Close the HTTP pool."""
@@ -146,10 +151,12 @@ class HaloClient:
         tokens: TokenSource,
         *,
         deadline_s: float | None = None,
+        prepaid: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connection = connection
         self.requests_made = 0
+        self._prepaid = prepaid
         self._clients = clients
         self._tokens = tokens
         self._deadline_s = deadline_s
@@ -274,12 +281,13 @@ class HaloClient:
         if is_expired_token_answer(response.status_code, response.text):
             token = self._tokens.refresh(self._fetch_token, stale=token)
             response = self._send(method, self.connection.api_url + path, token, params, body)
-            if response.status_code == 401:
+            if is_expired_token_answer(response.status_code, response.text):
                 raise HaloAuthFailed(
                     f"connection {self.connection.name!r}: Halo refused a freshly issued token "
-                    f"on {what} (401): check that the API application's agent is active and "
+                    f"on {what} ({response.status_code}): check that the API application's "
+                    "agent is active and "
                     f"that scope {self.connection.scope!r} covers tickets",
-                    http_status=401,
+                    http_status=response.status_code,
                 )
         if response.is_success:
             return response
@@ -330,7 +338,10 @@ class HaloClient:
                 raise HaloUnavailable(
                     f"the job's deadline passed before {method} {_path(url)} could be sent"
                 )
-        self._clients.budget.acquire(self.connection)
+        if self._prepaid > 0:
+            self._prepaid -= 1
+        else:
+            self._clients.budget.acquire(self.connection)
         self.requests_made += 1
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:

@@ -1,0 +1,234 @@
+"""Per-connection backlogs: jobs waiting for Halo budget, released in batches as it allows.
+
+When a connection's shared budget is spent, its jobs stop taking worker slots: each is parked,
+in arrival order, in its connection's backlog and its message is acked. Jobs for that
+connection that arrive while a backlog exists join the end of it, so the backlog drains in
+order. Other connections are untouched: their jobs keep running straight off the queue.
+
+A dispatcher (every worker runs one; a per-connection lock lets one act at a time) releases a
+backlog only as fast as the budget allows: for each grant of two requests (one list read, one
+POST) it takes up to `batch_max` jobs and publishes them as one batch task, with the grant
+prepaid. Parked jobs are never re-published on a timer, so a deep backlog costs nothing while
+it waits, and nothing is delivered late enough to meet the visibility timeout.
+
+Keys:
+    halo:backlogs                 connections that have a backlog (set)
+    halo:backlog:<name>           job ids in arrival order (sorted set, score = sequence)
+    halo:backlog:<name>:taken     job ids being published, scored by lease end (sorted set)
+    halo:backlog:jobs             payloads of parked jobs (hash)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import redis
+
+from worker.connections import Connection
+from worker.governor import Governor
+
+log = logging.getLogger("halo.backlog")
+
+BACKLOGS: Final = "halo:backlogs"
+BACKLOG_JOBS: Final = "halo:backlog:jobs"
+# A batch costs one list read and one POST, whatever its size.
+BATCH_COST: Final = 2
+_TAKE_LEASE_MS: Final = 30_000
+_DISPATCH_LOCK_MS: Final = 5_000
+
+
+def backlog_key(connection: str) -> str:
+    """The backlog of one connection."""
+    return f"halo:backlog:{connection}"
+
+
+# KEYS: backlog, backlogs, jobs. ARGV: connection, job_id, payload
+_PARK = """
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+local seq = redis.call('INCR', KEYS[1] .. ':seq')
+redis.call('ZADD', KEYS[1], seq, ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: backlog, taken, jobs, backlogs. ARGV: n, lease_until_ms, connection
+_TAKE = """
+local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
+local out = {}
+for i = 1, #popped, 2 do
+  local job_id = popped[i]
+  redis.call('ZADD', KEYS[2], ARGV[2], job_id)
+  table.insert(out, job_id)
+  table.insert(out, redis.call('HGET', KEYS[3], job_id) or '')
+end
+if redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[4], ARGV[3])
+end
+return out
+"""
+
+# KEYS: taken, jobs. ARGV: job ids...
+_RELEASE_TAKEN = """
+for i = 1, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
+end
+return #ARGV
+"""
+
+# Taken jobs whose publisher died go back to the front of the backlog.
+# KEYS: taken, backlog. ARGV: now_ms
+_REAP = """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, job_id in ipairs(stale) do
+  redis.call('ZREM', KEYS[1], job_id)
+  redis.call('ZADD', KEYS[2], 0, job_id)
+end
+return #stale
+"""
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A parked job, as the dispatcher hands it to a batch."""
+
+    job_id: str
+    job: Any
+    submitted_at: str | None
+
+
+class Backlogs:
+    """Parking and releasing jobs per connection."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._park = client.register_script(_PARK)
+        self._take = client.register_script(_TAKE)
+        self._release = client.register_script(_RELEASE_TAKEN)
+        self._reap = client.register_script(_REAP)
+
+    def size(self, connection: str) -> int:
+        """How many jobs of a connection wait in its backlog (including those being released)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(backlog_key(connection))
+        pipe.zcard(backlog_key(connection) + ":taken")
+        waiting, taken = pipe.execute()
+        return int(waiting) + int(taken)
+
+    def park(self, connection: str, job_id: str, job: Any, submitted_at: str) -> None:
+        """Add a job to the end of its connection's backlog (a no-op if already parked)."""
+        payload = json.dumps({"job": job, "submitted_at": submitted_at})
+        self._park(
+            keys=[backlog_key(connection), BACKLOGS, BACKLOG_JOBS],
+            args=[connection, job_id, payload],
+        )
+
+    def connections(self) -> list[str]:
+        """Connections that have a backlog now."""
+        return sorted(str(name) for name in cast(set[Any], self._redis.smembers(BACKLOGS)))
+
+    def take(self, connection: str, n: int) -> list[Parked]:
+        """Lease the `n` oldest parked jobs of a connection for publishing."""
+        key = backlog_key(connection)
+        raw = cast(
+            list[Any],
+            self._take(
+                keys=[key, key + ":taken", BACKLOG_JOBS, BACKLOGS],
+                args=[n, _now_ms() + _TAKE_LEASE_MS, connection],
+            ),
+        )
+        parked = []
+        for index in range(0, len(raw), 2):
+            payload = json.loads(raw[index + 1]) if raw[index + 1] else {}
+            submitted_at = payload.get("submitted_at")
+            parked.append(
+                Parked(
+                    str(raw[index]),
+                    payload.get("job"),
+                    submitted_at if isinstance(submitted_at, str) else None,
+                )
+            )
+        return parked
+
+    def released(self, connection: str, parked: list[Parked]) -> None:
+        """Forget jobs once their batch is on the queue."""
+        if parked:
+            key = backlog_key(connection)
+            self._release(keys=[key + ":taken", BACKLOG_JOBS], args=[p.job_id for p in parked])
+
+    def reap(self, connection: str) -> int:
+        """Return jobs whose publisher died mid-release to the front of the backlog."""
+        key = backlog_key(connection)
+        return int(self._reap(keys=[key + ":taken", key], args=[_now_ms()]))
+
+    def dispatch_lock(self, connection: str) -> bool:
+        """Take the right to release this connection's backlog for a few seconds."""
+        return bool(
+            self._redis.set(f"halo:dispatch:{connection}", "1", nx=True, px=_DISPATCH_LOCK_MS)
+        )
+
+    def dispatch_unlock(self, connection: str) -> None:
+        self._redis.delete(f"halo:dispatch:{connection}")
+
+
+class Dispatcher:
+    """Releases backlogs in batches, as fast as each connection's budget allows."""
+
+    def __init__(
+        self,
+        backlogs: Backlogs,
+        governor: Governor,
+        connections: Mapping[str, Connection],
+        publish_batch: Callable[[str, list[Parked]], None],
+        *,
+        batch_max: int,
+    ) -> None:
+        self._backlogs = backlogs
+        self._governor = governor
+        self._connections = connections
+        self._publish = publish_batch
+        self._batch_max = batch_max
+
+    def dispatch(self) -> int:
+        """Release what the budgets allow now; returns how many jobs were released."""
+        released = 0
+        # Connections take turns, one batch each per round, so equal demand gets equal service.
+        pending = [name for name in self._backlogs.connections() if name in self._connections]
+        locked = [name for name in pending if self._backlogs.dispatch_lock(name)]
+        try:
+            for name in locked:
+                self._backlogs.reap(name)
+            while locked:
+                for name in list(locked):
+                    count = self._release_one(name)
+                    if count == 0:
+                        locked.remove(name)
+                        self._backlogs.dispatch_unlock(name)
+                    released += count
+        finally:
+            for name in locked:
+                self._backlogs.dispatch_unlock(name)
+        return released
+
+    def _release_one(self, name: str) -> int:
+        if self._backlogs.size(name) == 0:
+            self._backlogs.take(name, 0)  # clears the connection from halo:backlogs
+            return 0
+        grant = self._governor.try_acquire(self._connections[name], BATCH_COST)
+        if not grant.granted:
+            return 0
+        parked = self._backlogs.take(name, self._batch_max)
+        if parked:
+            self._publish(name, parked)
+            self._backlogs.released(name, parked)
+        return len(parked)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
