@@ -92,7 +92,8 @@ def _admit(
     if job is None:
         return None, 1
     if not claims.enter_context(runner.store.claim(entry.job_id, lease_s=runner.lease_s)):
-        return None, 0  # another worker runs it; that one will record it
+        runner.busy(entry.job_id, entry.job, submitted_at)
+        return None, 0
     claimed = runner.begin(job, entry.job_id, entry.job, submitted_at, started_s)
     if claimed is None:
         return None, 0

@@ -268,6 +268,22 @@ class ResultStore:
             args=[job_id, int(due_s * 1000), json.dumps(payload), halo_requests],
         )
 
+    def claim_ttl_s(self, job_id: str) -> float:
+        """Seconds left on a job's claim (0 when nobody holds it)."""
+        return max(0, int(self.redis.pttl(_claim_key(job_id)))) / 1000
+
+    def recheck_later(self, job_id: str, payload: dict[str, Any], *, due_s: float) -> None:
+        """Schedule another delivery of a job held by another worker, without counting a run.
+
+        Redis cannot tell a duplicate delivery from the redelivery of a job whose worker died
+        holding the claim; acking either would lose the second kind. Coming back once the
+        claim's lease ends settles it: the job then has a record, or nobody holds it.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(DEFERRED_JOBS, job_id, json.dumps(payload))
+        pipe.zadd(DEFERRED, {job_id: int(due_s * 1000)}, nx=True)
+        pipe.execute()
+
     def take_due(self, *, limit: int, lease_s: float) -> list[DueJob]:
         """Lease up to `limit` deferred jobs that are due, for the caller to re-enqueue."""
         now_ms = int(time.time() * 1000)

@@ -49,6 +49,8 @@ log = logging.getLogger("halo.runner")
 # A claim outlives the longest run (deadline plus one request timeout) by this margin, so a
 # live worker never loses its claim, and a dead one blocks its job only briefly.
 _CLAIM_MARGIN_S: Final = 30.0
+# A delivery of a job held elsewhere is looked at again after at most this long.
+_BUSY_RECHECK_S: Final = 5.0
 
 
 class RunResult(StrEnum):
@@ -58,7 +60,7 @@ class RunResult(StrEnum):
     DEFERRED = "deferred"  # a retryable error: waiting to run again after a backoff
     PARKED = "parked"  # no Halo budget: waiting in its connection's backlog
     DUPLICATE = "duplicate"  # the job already had a record: nothing was done
-    BUSY = "busy"  # another worker holds the job right now: nothing was done
+    BUSY = "busy"  # another worker holds the job now: looked at again when its claim ends
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class JobRunner:
             return RunResult.RECORDED
         with self.store.claim(job_id, lease_s=self.lease_s) as taken:
             if not taken:
-                return RunResult.BUSY
+                return self.busy(job_id, payload, submitted_at)
             claimed = self.begin(job, job_id, payload, submitted_at, started_s)
             if claimed is None:
                 return RunResult.DUPLICATE
@@ -267,6 +269,17 @@ class JobRunner:
             "the worker hit an internal error running this job; it was reported to the "
             "operators and the job was not retried"
         )
+
+    def busy(self, job_id: str, payload: Any, submitted_at: str) -> RunResult:
+        """Answer a delivery of a job another worker holds: look at it again later."""
+        # The holder may be running this job, or may have died holding it: look again soon,
+        # and again, until it has a record or its claim is free. Often the holder is just
+        # releasing the claim of a run it deferred a moment ago.
+        due_s = time.time() + min(self.store.claim_ttl_s(job_id), _BUSY_RECHECK_S) + 0.5
+        self.store.recheck_later(
+            job_id, {"job": payload, "submitted_at": submitted_at}, due_s=due_s
+        )
+        return RunResult.BUSY
 
     # -- the single-job update ---------------------------------------------------------------
 
