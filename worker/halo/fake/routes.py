@@ -1,0 +1,284 @@
+"""Halo's REST endpoints, as the fake answers them: auth, tickets, lookups.
+
+Paths are matched case-insensitively and query parameter names too; unknown query parameters
+are ignored, as Halo ignores them. Every `/api/...` endpoint but `authinfo` needs a bearer
+token.
+
+Not thread-safe on its own: `FakeHalo` holds its lock around every call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from worker.halo.fake import answers, schema
+from worker.halo.fake.auth import Refusal, Token, TokenStore
+from worker.halo.fake.config import FakeConfig
+from worker.halo.fake.faults import FaultKind, FaultPlan
+from worker.halo.fake.requestlog import DecodedBody
+from worker.halo.fake.state import HaloState, TicketRejected
+
+_TICKET_PATH = re.compile(r"^/api/tickets/([^/]+)$")
+_LOOKUP_WRAPPERS = {"status": "statuses", "priority": "priorities", "agent": "agents"}
+_DOTNET_TYPES = {
+    "integer": "System.Nullable`1[System.Int32]",
+    "number": "System.Nullable`1[System.Double]",
+    "boolean": "System.Nullable`1[System.Boolean]",
+    "string": "System.String",
+    "array": "System.Collections.Generic.List`1[System.Object]",
+    "object": "System.Object",
+}
+# Halo's paging cap: a page_size above it is clamped.
+_MAX_PAGE_SIZE = 100
+
+
+@dataclass
+class Routed:
+    """A Halo answer (None: no answer), the tickets the request created, the fault applied."""
+
+    response: httpx.Response | None
+    created: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
+    fault: str | None = None
+
+
+class HaloApi:
+    """Answers Halo requests from a state, a token store and the current configuration."""
+
+    def __init__(self, state: HaloState, tokens: TokenStore, faults: FaultPlan) -> None:
+        """Serve `state`, authenticating with `tokens`; `faults` supplies answer_for_other_id."""
+        self.state = state
+        self.tokens = tokens
+        self.faults = faults
+        self._expired_answers = 0
+        self._lookups: dict[str, Callable[[Mapping[str, str]], list[Any]]] = {
+            "/api/status": lambda _: self.state.lookups["status"],
+            "/api/priority": lambda q: self.state.priorities(_int(q.get("slaid"))),
+            "/api/agent": self._agents,
+            "/api/team": lambda _: self.state.lookups["team"],
+            "/api/sla": lambda _: self.state.lookups["sla"],
+            "/api/tickettype": lambda _: self.state.lookups["tickettype"],
+        }
+
+    def answer(
+        self, request: httpx.Request, path: str, body: DecodedBody, config: FakeConfig
+    ) -> Routed:
+        """Route one request (path already normalised) to its endpoint. Never raises."""
+        method = request.method.upper()
+        query = {key.lower(): value for key, value in request.url.params.multi_items()}
+        unauthenticated = self._unauthenticated(request, path, body, config)
+        if unauthenticated is not None:
+            return Routed(unauthenticated)
+        token = self.tokens.check(request.headers.get("authorization"))
+        if isinstance(token, Refusal):
+            return Routed(self._refuse(token, config))
+        if path in self._lookups:
+            if method != "GET":
+                return Routed(answers.html_answer(405))
+            records = self._lookups[path](query)
+            return Routed(self._lookup(path.rsplit("/", 1)[1], records, config))
+        return self._tickets(method, path, query, body=body, token=token, config=config)
+
+    def _unauthenticated(
+        self, request: httpx.Request, path: str, body: DecodedBody, config: FakeConfig
+    ) -> httpx.Response | None:
+        """The answer to a request that needs no token, or None if it needs one."""
+        method = request.method.upper()
+        if path == "/auth/token":
+            if method != "POST":
+                return answers.html_answer(405)
+            status, data = self.tokens.issue(body.form or {}, ttl_s=config.token_ttl_s)
+            return answers.json_answer(status, data)
+        if path == "/api/authinfo" and method == "GET":
+            origin = f"{request.url.scheme}://{request.url.netloc.decode()}"
+            return answers.json_answer(
+                200, {"auth_url": f"{origin}/auth", "tenant_id": config.tenant}
+            )
+        if not path.startswith("/api/"):
+            return answers.html_answer(404)
+        return None
+
+    def _tickets(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        *,
+        body: DecodedBody,
+        token: Token,
+        config: FakeConfig,
+    ) -> Routed:
+        single = _TICKET_PATH.match(path)
+        if path != "/api/tickets" and single is None:
+            return Routed(answers.html_answer(404))
+        needed = "edit:tickets" if method == "POST" else "read:tickets"
+        if not token.allows(needed):
+            message = f"The API application's token lacks the '{needed}' permission."
+            return Routed(answers.text_answer(403, message))
+        if method == "GET":
+            if single is not None:
+                return Routed(self._single(single.group(1)))
+            return Routed(self._list(query))
+        if method == "POST" and single is None:
+            return self._post(path, body, config)
+        return Routed(answers.html_answer(405))
+
+    def _refuse(self, refusal: Refusal, config: FakeConfig) -> httpx.Response:
+        if refusal is not Refusal.EXPIRED:
+            return answers.text_answer(
+                401, "", content_type="", headers={"WWW-Authenticate": "Bearer"}
+            )
+        status = config.expired_token_status
+        if status == "alternate":
+            status = 400 if self._expired_answers % 2 == 0 else 401
+        self._expired_answers += 1
+        if status == 400:
+            return answers.json_answer(
+                400,
+                {
+                    "ClassName": "System.Exception",
+                    "Message": "Authorization has been denied for this request. "
+                    "The access token has expired.",
+                },
+            )
+        return answers.text_answer(
+            401,
+            "",
+            content_type="",
+            headers={
+                "WWW-Authenticate": 'Bearer error="invalid_token", '
+                'error_description="The access token has expired"'
+            },
+        )
+
+    def _lookup(self, name: str, records: list[Any], config: FakeConfig) -> httpx.Response:
+        if name not in config.wrapped_lookups:
+            return answers.json_answer(200, records)
+        if name == "team":
+            # Halo's wrapped answers are not uniform: some lists come without a count.
+            return answers.json_answer(200, {"teams": records})
+        return answers.json_answer(
+            200, {"record_count": len(records), _LOOKUP_WRAPPERS[name]: records}
+        )
+
+    def _agents(self, query: Mapping[str, str]) -> list[Any]:
+        agents = self.state.lookups["agent"]
+        search = query.get("search", "").strip().lower()
+        if not search:
+            return agents
+        return [
+            a
+            for a in agents
+            if search in str(a["name"]).lower() or search in str(a["email"]).lower()
+        ]
+
+    def _single(self, raw_id: str) -> httpx.Response:
+        ticket_id = _int(raw_id)
+        ticket = None if ticket_id is None else self.state.single(ticket_id)
+        if ticket is None:
+            # Halo's unknown-ticket answer is not JSON: clients must not parse error bodies.
+            return answers.html_answer(404, f"No ticket found with id {raw_id}.")
+        return answers.json_answer(200, ticket)
+
+    def _list(self, query: Mapping[str, str]) -> httpx.Response:
+        ids = None
+        if "ticketids" in query:
+            ids = [i for i in map(_int, query["ticketids"].split(",")) if i is not None]
+        tickets = self.state.listed(ids, include_details=_flag(query.get("includedetails")))
+        count = len(tickets)
+        if _flag(query.get("pageinate")):
+            size = min(_int(query.get("page_size")) or 50, _MAX_PAGE_SIZE)
+            page = max(_int(query.get("page_no")) or 1, 1)
+            tickets = tickets[(page - 1) * size : page * size]
+        return answers.json_answer(200, {"record_count": count, "tickets": tickets})
+
+    def _post(self, path: str, body: DecodedBody, config: FakeConfig) -> Routed:
+        if not body.is_json:
+            return Routed(answers.validation_problem("$", "The request body is not valid JSON."))
+        if not isinstance(body.json, list):
+            return Routed(
+                answers.validation_problem(
+                    "$",
+                    "The JSON value could not be converted to "
+                    "System.Collections.Generic.List`1[Halo.Models.Faults]. Path: $",
+                )
+            )
+        if not body.json:
+            return Routed(answers.text_answer(400, "No tickets were supplied."))
+        problem = self._schema_problem(body.json, config)
+        if problem is not None:
+            return Routed(problem)
+        try:
+            pending = [self.state.prepare(element) for element in body.json]
+        except TicketRejected as rejected:
+            return Routed(answers.text_answer(400, rejected.message))
+        saved, created = [], []
+        for item in pending:
+            ticket_id = self.state.commit(item)
+            if item.ticket_id is None:
+                created.append((ticket_id, item.requested_id, self.state.stored(ticket_id)))
+            saved.append(self.state.single(ticket_id))
+        fault = None
+        if self.faults.take(FaultKind.OTHER_ID, "POST", path) is not None:
+            saved[0] = self._other_ticket(saved[0])
+            fault = FaultKind.OTHER_ID.value
+        response = answers.json_answer(201, _shape(saved, config.update_answer_shape))
+        return Routed(response, created, fault)
+
+    def _schema_problem(self, elements: list[Any], config: FakeConfig) -> httpx.Response | None:
+        properties = schema.load_faults_schema()["properties"]
+        extra = {"team_id": {"type": "integer", "format": "int32", "nullable": True}}
+        for index, element in enumerate(elements):
+            where = f"$[{index}]"
+            if not isinstance(element, dict):
+                return answers.validation_problem(
+                    where,
+                    f"The JSON value could not be converted to Halo.Models.Faults. Path: {where}",
+                )
+            for key, value in element.items():
+                prop = properties.get(key)
+                if prop is None and config.tickets_have_team_id:
+                    prop = extra.get(key)
+                if prop is None:
+                    return answers.validation_problem(
+                        f"{where}.{key}",
+                        f"Could not find member '{key}' on object of type 'Faults'. "
+                        f"Path '{where}.{key}'.",
+                    )
+                reason = schema.type_error(value, prop)
+                if reason is not None:
+                    return answers.validation_problem(
+                        f"{where}.{key}",
+                        f"The JSON value could not be converted to {_DOTNET_TYPES[prop['type']]}. "
+                        f"Path: {where}.{key} | {reason}.",
+                    )
+        return None
+
+    def _other_ticket(self, ticket: Any) -> Any:
+        others = [i for i in sorted(self.state.tickets) if i != ticket["id"]]
+        if others:
+            return self.state.single(others[0])
+        return {**ticket, "id": ticket["id"] + 1}
+
+
+def _shape(saved: list[Any], shape: str) -> Any:
+    if shape == "wrapped":
+        return {"tickets": saved}
+    if shape == "object" and len(saved) == 1:
+        return saved[0]
+    return saved
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        return None
+
+
+def _flag(text: str | None) -> bool:
+    return str(text).strip().lower() in ("true", "1", "yes")
