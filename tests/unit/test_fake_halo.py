@@ -30,11 +30,12 @@ from worker.halo.fake.server import main
 
 BASE_URL = "https://acme.halopsa.example"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Halo's OpenAPI document: HALO_OPENAPI_PATH, a copy in the repository, or the shared notes.
+# Halo's OpenAPI document: HALO_OPENAPI_PATH, a copy in the repository, or the shared notes
+# beside the checkout (where CI puts them).
 OPENAPI_CANDIDATES = [
     Path(os.environ.get("HALO_OPENAPI_PATH", "/nonexistent")),
     REPO_ROOT / "docs" / "halo" / "openapi-subset.json",
-    Path("/work/shared/halo/openapi-subset.json"),
+    REPO_ROOT.parent / "shared" / "halo" / "openapi-subset.json",
 ]
 
 
