@@ -106,8 +106,11 @@ class Parked:
 class Backlogs:
     """Parking and releasing jobs per connection."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, take_lease_ms: int = _TAKE_LEASE_MS) -> None:
+        """Keep backlogs in `client` (the result Redis). Jobs a dispatcher took are its own for
+        `take_lease_ms`; after that `reap` gives them to another (tests shorten the lease)."""
         self._redis = client
+        self._take_lease_ms = take_lease_ms
         self._park = client.register_script(_PARK)
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE_TAKEN)
@@ -129,6 +132,10 @@ class Backlogs:
             args=[connection, job_id, payload],
         )
 
+    def waiting(self, connection: str) -> int:
+        """How many jobs of a connection wait to be taken (leased ones excluded)."""
+        return int(self._redis.zcard(backlog_key(connection)))
+
     def connections(self) -> list[str]:
         """Connections that have a backlog now."""
         return sorted(str(name) for name in cast(set[Any], self._redis.smembers(BACKLOGS)))
@@ -140,7 +147,7 @@ class Backlogs:
             list[Any],
             self._take(
                 keys=[key, key + ":taken", BACKLOG_JOBS, BACKLOGS],
-                args=[n, _now_ms() + _TAKE_LEASE_MS, connection],
+                args=[n, _now_ms() + self._take_lease_ms, connection],
             ),
         )
         parked = []
@@ -217,7 +224,9 @@ class Dispatcher:
         return released
 
     def _release_one(self, name: str) -> int:
-        if self._backlogs.size(name) == 0:
+        # Jobs leased to another dispatcher are not ours to release: asking for budget for
+        # them would spend it on nothing until their lease ends.
+        if self._backlogs.waiting(name) == 0:
             self._backlogs.take(name, 0)  # clears the connection from halo:backlogs
             return 0
         grant = self._governor.try_acquire(self._connections[name], BATCH_COST)

@@ -8,10 +8,13 @@ disposition. Only Halo's work is shared:
 
 If Halo refuses the combined POST (400/422 or an answer that does not match), every changed job
 is sent again on its own, so one bad ticket cannot fail its neighbours. A retryable failure
-sends every affected job back to its retry schedule, as a single job would be.
+sends every affected job back to its retry schedule, as a single job would be. A later job for
+a ticket that an earlier job of the batch also updates runs on its own after the POST (read,
+plan, POST), so jobs for one ticket take effect in order, exactly as they would one by one.
 
-`halo_requests` in a batched record is the job's share of the batch's requests (the shared
-ones divided among the jobs that took part, plus any made for it alone), rounded to 0.001.
+`halo_requests` in a batched record is the job's share of the batch's requests: those made for
+it alone, plus an equal part of each shared one among the jobs still in the batch when it was
+made, rounded to 0.001. The shares of a batch add up to the requests it made.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class _Member:
     claimed: Claimed
     rendered: Rendered
     own_requests: int = 0
+    shared_requests: float = 0.0
     plan: Plan | None = None
 
 
@@ -114,6 +118,7 @@ class _Batch:
         self.started_s = started_s
         self.open = list(members)  # members without a record, deferral or park yet
         self.listed = False  # whether tickets came from a list read (no `*_name` labels)
+        self.shared_settled = 0  # shared requests already divided among members
 
     def run(self) -> int:
         done = 0
@@ -123,8 +128,16 @@ class _Batch:
             return self._retry_all(error)
         except PermanentError as error:
             return self.fail_all(error)
+        planned: set[int] = set()
+        later: list[_Member] = []
         for member in list(self.open):
             ticket = tickets.get(member.rendered.ticket_id)
+            if ticket is not None and member.rendered.ticket_id in planned:
+                # Planned against the same read, its diff would miss (or undo) what the
+                # earlier job writes: it runs alone, after the batch's POST.
+                later.append(member)
+                continue
+            planned.add(member.rendered.ticket_id)
             if ticket is None:
                 done += self._fail(member, TicketNotFound(
                     f"Halo has no ticket {member.rendered.ticket_id} on connection "
@@ -139,7 +152,8 @@ class _Batch:
                 done += self._retry(member, error)
             except JobError as error:
                 done += self._fail(member, error)
-        return done + self._write()
+        done += self._write()
+        return done + sum(self._alone(member) for member in later)
 
     def _plan(self, member: _Member, ticket: Ticket) -> Plan:
         job, rendered = member.claimed.job, member.rendered
@@ -188,6 +202,26 @@ class _Batch:
             return self._retry(member, error)
         except JobError as error:
             return self._fail(member, error)
+        return self._succeed(member, updated)
+
+    def _alone(self, member: _Member) -> int:
+        """Run a member as a single job would run: read its ticket, plan, apply."""
+        job, rendered = member.claimed.job, member.rendered
+        journal = self.runner.store.journal(member.claimed.job_id)
+
+        def update() -> Updated:
+            plan = plan_update(job, self.client, rendered=rendered)
+            return apply_plan(plan, self.client, journal=journal)
+
+        try:
+            updated = self._own(member, update)
+        except RetryableError as error:
+            return self._retry(member, error)
+        except JobError as error:
+            return self._fail(member, error)
+        return self._succeed(member, updated)
+
+    def _succeed(self, member: _Member, updated: Updated) -> int:
         record = self.runner.success(member.claimed, updated, self._share(member))
         self.open.remove(member)
         self.runner.finish(record, member.claimed.payload, self.started_s)
@@ -211,19 +245,28 @@ class _Batch:
             member.own_requests += self.client.requests_made - before
 
     def _share(self, member: _Member) -> float:
-        own_total = sum(m.own_requests for m in self.members)
-        shared = self.client.requests_made - own_total
-        return member.own_requests + shared / len(self.members)
+        """The requests `member` made so far; call it before the member leaves `open`."""
+        # Shared requests made since the last call are divided among the members still open:
+        # members leave only through here, so those are the ones that were in when they were
+        # made, and every shared request is divided exactly once.
+        shared = self.client.requests_made - sum(m.own_requests for m in self.members)
+        if shared > self.shared_settled and self.open:
+            part = (shared - self.shared_settled) / len(self.open)
+            for other in self.open:
+                other.shared_requests += part
+            self.shared_settled = shared
+        return member.own_requests + member.shared_requests
 
     def _fail(self, member: _Member, error: JobError) -> int:
+        made = self._share(member)
         self.open.remove(member)
-        record = self.runner.failure(member.claimed, error, self._share(member))
+        record = self.runner.failure(member.claimed, error, made)
         self.runner.finish(record, member.claimed.payload, self.started_s)
         return 1
 
     def _retry(self, member: _Member, error: RetryableError) -> int:
-        self.open.remove(member)
         made = self._share(member)
+        self.open.remove(member)
         result = self.runner.retry_or_fail(member.claimed, error, made, self.started_s)
         return 1 if result is RunResult.RECORDED else 0
 

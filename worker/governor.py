@@ -85,7 +85,8 @@ if pause < 0 then
   if oldest[2] then pause = math.max(1000, tonumber(oldest[2]) + tonumber(ARGV[3]) - now) end
 end
 local current = redis.call('PTTL', KEYS[2])
-if current < pause then redis.call('SET', KEYS[2], '1', 'PX', pause) end
+-- `Retry-After: 0` (or a date already past) asks for no pause; PX 0 would be an error.
+if pause > 0 and current < pause then redis.call('SET', KEYS[2], '1', 'PX', pause) end
 return pause
 """
 
