@@ -42,34 +42,45 @@ _LEARNED_TTL_S: Final = 24 * 3600
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
+local rules = {{tonumber(ARGV[1]), tonumber(ARGV[2])}}
 local learned = redis.call('GET', KEYS[3])
 if learned then
   local l, w = string.match(learned, '(%d+)/(%d+)')
-  if tonumber(l) < limit then limit = tonumber(l); window = math.max(window, tonumber(w)) end
+  if l then table.insert(rules, {tonumber(l), tonumber(w)}) end
 end
-local pad = math.max(math.floor(window * tonumber(ARGV[5])), tonumber(ARGV[6]))
-local span = window + pad
+local longest, tightest = 0, rules[1]
+for _, rule in ipairs(rules) do
+  rule[3] = rule[2] + math.max(math.floor(rule[2] * tonumber(ARGV[5])), tonumber(ARGV[6]))
+  longest = math.max(longest, rule[3])
+  if rule[1] / rule[2] < tightest[1] / tightest[2] then tightest = rule end
+end
 local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return {0, paused, limit, window, -1} end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
-local count = redis.call('ZCARD', KEYS[1])
+if paused > 0 then return {0, paused, tightest[1], tightest[2], -1} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
 local n = tonumber(ARGV[3])
-if count + n <= limit then
-  local seq = redis.call('INCR', KEYS[1] .. ':seq')
-  for i = 1, n do
-    redis.call('ZADD', KEYS[1], now, ARGV[4] .. seq .. ':' .. i)
+local wait, binding, in_window = 0, tightest, 0
+for i, rule in ipairs(rules) do
+  local since = '(' .. tostring(now - rule[3])
+  local count = redis.call('ZCOUNT', KEYS[1], since, '+inf')
+  if i == 1 then in_window = count end
+  if count + n > rule[1] then
+    -- Room comes when enough of the oldest entries in this window have left it.
+    local need = count + n - rule[1]
+    local entry = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES',
+                             'LIMIT', need - 1, 1)
+    local until_room = rule[3]
+    if entry[2] then until_room = math.max(1, tonumber(entry[2]) + rule[3] - now) end
+    if until_room > wait then wait, binding = until_room, rule end
   end
-  redis.call('PEXPIRE', KEYS[1], span)
-  redis.call('PEXPIRE', KEYS[1] .. ':seq', span)
-  return {1, 0, limit, window, count + n}
 end
-local need = count + n - limit
-local entry = redis.call('ZRANGE', KEYS[1], need - 1, need - 1, 'WITHSCORES')
-local wait = span
-if entry[2] then wait = math.max(1, tonumber(entry[2]) + span - now) end
-return {0, wait, limit, window, count}
+if wait > 0 then return {0, wait, binding[1], binding[2], in_window} end
+local seq = redis.call('INCR', KEYS[1] .. ':seq')
+for i = 1, n do
+  redis.call('ZADD', KEYS[1], now, ARGV[4] .. seq .. ':' .. i)
+end
+redis.call('PEXPIRE', KEYS[1], longest)
+redis.call('PEXPIRE', KEYS[1] .. ':seq', longest)
+return {1, 0, tightest[1], tightest[2], in_window + n}
 """
 
 # KEYS: log, pause, learned. ARGV: pause_ms (or -1: until the oldest entry leaves the window),
@@ -93,7 +104,9 @@ return pause
 
 @dataclass(frozen=True)
 class Grant:
-    """The governor's answer: granted, or how long until there is room."""
+    """The governor's answer: granted, or how long until there is room. `limit`/`window_s`
+    name the limit that refused, or (on a grant) the enforced one with the lowest rate;
+    `in_window` counts grants in the configured window."""
 
     granted: bool
     wait_s: float
@@ -162,15 +175,22 @@ class Governor:
             args=[pause_ms, learned, int(connection.rate_limit.window_s * 1000), _LEARNED_TTL_S],
         )
 
-    def effective_limit(self, connection: Connection) -> RateLimit:
-        """The limit in force: the configured one, or the lower one Halo stated."""
+    def limits(self, connection: Connection) -> list[RateLimit]:
+        """Every limit the governor enforces: the configured one, then the one Halo stated.
+
+        Both are enforced at once, each over its own window, so a stated limit can only ever
+        lower the rate, and never lifts a lower limit an operator configured.
+        """
+        limits = [connection.rate_limit]
         learned = self._redis.get(_keys(connection.name)[2])
-        configured = connection.rate_limit
         if learned:
             requests, window_ms = (int(part) for part in str(learned).split("/"))
-            if requests < configured.requests:
-                return RateLimit(requests, max(configured.window_s, window_ms / 1000))
-        return configured
+            limits.append(RateLimit(requests, window_ms / 1000))
+        return limits
+
+    def effective_limit(self, connection: Connection) -> RateLimit:
+        """The binding limit for reports: the enforced one with the lowest average rate."""
+        return min(self.limits(connection), key=lambda limit: limit.requests / limit.window_s)
 
 
 def _keys(name: str) -> list[str]:
