@@ -1,4 +1,5 @@
-"""`halo-jobs`: submit jobs, read records, preview an update (CONTRACT §4).
+"""`halo-jobs`: submit jobs, read records, preview an update (CONTRACT §4); replay failed
+jobs and check a connection (`producers.replay`, `producers.doctor`).
 
 Exit codes: 0 succeeded (or submitted), 1 the job failed, 2 bad input, a timeout, or an
 unreachable broker. Errors are one readable line on stderr, never a traceback.
@@ -13,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from producers import replay
 from producers.jobs import Producer, SubmitError, record_json
 from worker.errors import InvalidJob
 from worker.models import MAX_JOB_BYTES
@@ -64,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("file", help="a job as JSON, or - for standard input")
     preview.set_defaults(run=_preview)
+
+    replay.add_parser(commands)
+
+    doctor = commands.add_parser(
+        "doctor", help="check a Halo connection end to end and say what to fix; only reads Halo"
+    )
+    doctor.add_argument("connection", help="the connection's name in the connections file")
+    doctor.add_argument("--ticket", type=int, metavar="ID", help="also read this ticket")
+    doctor.set_defaults(run=_doctor)
     return parser
 
 
@@ -121,6 +132,13 @@ def _preview(args: argparse.Namespace) -> int:
     shown = preview(_read_job(args.file))
     print(json.dumps(shown, indent=2, ensure_ascii=False))
     return EXIT_FAILED if "error" in shown else EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    # Imported here for the same reason as preview: it talks to Halo.
+    from producers.doctor import doctor  # noqa: PLC0415
+
+    return doctor(args.connection, ticket_id=args.ticket)
 
 
 def _print_record(record: dict[str, Any] | None, job_id: str, wait_s: float | None) -> int:

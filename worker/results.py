@@ -10,9 +10,16 @@ Keys (CONTRACT §3 names the first two; the rest are this worker's own):
     halo:notify:<job_id>    a wake-up for producers blocked waiting on the record (list)
     halo:deferred           jobs waiting to run again, scored by due time in ms (sorted set)
     halo:deferred:jobs      their payloads (hash)
+    halo:failed-job:<job_id>
+                            what `halo-jobs replay` needs of a failed job (hash): `connection`,
+                            `job` (the payload as submitted; absent when it was invalid) and
+                            `replays` (counted by replay); expires with the record
 
 A record and its feed entry are written by one Lua script, so a worker dying between the two
-cannot leave one without the other, and a second write for the same job_id is a no-op.
+cannot leave one without the other, and a second write for the same job_id is a no-op. The
+same script keeps a failed job's payload for replay: only failed jobs, only for the record's
+lifetime. A payload holds no credential (jobs never do) but does hold email-derived
+`variables`, `summary` and `details`, so it is kept no longer than the record it explains.
 """
 
 from __future__ import annotations
@@ -20,14 +27,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import redis
 
-from worker.models import RESULTS_STREAM, ResultRecord, result_key
+from worker.errors import ErrorCode
+from worker.models import RESULTS_STREAM, Outcome, ResultRecord, result_key
 
 DEFERRED: Final = "halo:deferred"
 DEFERRED_JOBS: Final = "halo:deferred:jobs"
@@ -47,8 +55,13 @@ def _notify_key(job_id: str) -> str:
     return f"halo:notify:{job_id}"
 
 
-# KEYS: result, stream, state, notify, deferred, deferred jobs
-# ARGV: record, ttl_s, job_id, outcome, notify ttl_s
+def failed_job_key(job_id: str) -> str:
+    """Where a failed job's payload is kept for replay: ``halo:failed-job:<job_id>``."""
+    return f"halo:failed-job:{job_id}"
+
+
+# KEYS: result, stream, state, notify, deferred, deferred jobs, failed job
+# ARGV: record, ttl_s, job_id, outcome, notify ttl_s, keep failed job (1/0), connection, job
 _WRITE_RECORD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -61,6 +74,11 @@ redis.call('ZREM', KEYS[5], ARGV[3])
 redis.call('HDEL', KEYS[6], ARGV[3])
 redis.call('RPUSH', KEYS[4], '1')
 redis.call('EXPIRE', KEYS[4], ARGV[5])
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[7], 'connection', ARGV[7])
+  if ARGV[8] ~= '' then redis.call('HSET', KEYS[7], 'job', ARGV[8]) end
+  redis.call('EXPIRE', KEYS[7], ARGV[2])
+end
 return 1
 """
 
@@ -174,12 +192,18 @@ class ResultStore:
         raw = self.redis.get(result_key(job_id))
         return json.loads(raw) if raw else None
 
-    def write(self, record: ResultRecord) -> bool:
+    def write(self, record: ResultRecord, job: Any = None) -> bool:
         """Write a record and its feed entry, atomically, once per job_id.
+
+        Args:
+            record: the record.
+            job: the job's payload as it came off the queue; kept beside a failed record
+                for `halo-jobs replay` (see the module docstring), ignored otherwise.
 
         Returns:
             False when the job already had a record (then nothing was written).
         """
+        kept = _kept_for_replay(record, job)
         written = self._write(
             keys=[
                 result_key(record.job_id),
@@ -188,6 +212,7 @@ class ResultStore:
                 _notify_key(record.job_id),
                 DEFERRED,
                 DEFERRED_JOBS,
+                failed_job_key(record.job_id),
             ],
             args=[
                 record.model_dump_json(),
@@ -195,6 +220,8 @@ class ResultStore:
                 record.job_id,
                 record.outcome.value,
                 _NOTIFY_TTL_S,
+                "1" if kept else "0",
+                *(kept or ("", "")),
             ],
         )
         return bool(written)
@@ -323,3 +350,18 @@ class RedisJournal:
 
     def note(self, changed_fields: list[str]) -> None:
         self._redis.hset(self._key, "journal", json.dumps(changed_fields))
+
+
+def _kept_for_replay(record: ResultRecord, job: Any) -> tuple[str, str] | None:
+    """``(connection, job JSON)`` to keep beside a failed record, or None to keep nothing.
+
+    The job JSON is empty when the job was invalid: it cannot be replayed as it was.
+    """
+    if record.outcome is not Outcome.FAILED or not isinstance(job, Mapping):
+        return None
+    connection = job.get("connection")
+    valid = record.error is not None and record.error.code is not ErrorCode.INVALID_JOB
+    return (
+        connection if isinstance(connection, str) else "",
+        json.dumps(job, separators=(",", ":"), ensure_ascii=False) if valid else "",
+    )

@@ -249,8 +249,9 @@ class JobRunner:
         return RunResult.PARKED
 
     def finish(self, record: ResultRecord, payload: Any, started_s: float) -> RunResult:
-        """Write a record (once) and log the outcome."""
-        if not self.store.write(record):
+        """Write a record (once), keeping a failed job's payload for replay, and log the
+        outcome."""
+        if not self.store.write(record, payload):
             return RunResult.DUPLICATE
         fields = payload if isinstance(payload, Mapping) else {}
         connection, ticket_id = fields.get("connection"), fields.get("ticket_id")
