@@ -53,10 +53,16 @@ class _Process:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        # Where this run's output starts in the log: a restart appends to the same file.
+        self._run_offset = 0
 
     def _spawn(self, argv: list[str], env: Mapping[str, str] | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._log is not None:
+            # A restart after kill(): the killed process's log handle is still open.
+            self._log.close()
         self._log = self.log_path.open("ab")
+        self._run_offset = self._log.tell()
         self.proc = subprocess.Popen(  # noqa: S603 - argv is built here, never from input.
             argv,
             stdout=self._log,
@@ -70,6 +76,15 @@ class _Process:
         """The process's output so far."""
         try:
             return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def run_text(self) -> str:
+        """The output of the current run only (since the last start)."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._run_offset)
+                return log.read().decode(errors="replace")
         except OSError:
             return ""
 
@@ -111,7 +126,7 @@ class _Process:
     def _wait_for(self, marker: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if marker in self.log_text():
+            if marker in self.run_text():
                 return
             if not self.running:
                 raise self._fail(f"exited with {self.proc.returncode if self.proc else '?'}")

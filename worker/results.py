@@ -308,7 +308,11 @@ class ResultStore:
         """
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(DEFERRED_JOBS, job_id, json.dumps(payload))
-        pipe.zadd(DEFERRED, {job_id: int(due_s * 1000)}, nx=True)
+        # Always set the due time (no NX): when this delivery was published by a mover that
+        # has not yet released its lease on the entry, an NX add would leave the lease score,
+        # the mover's `release_moved` would then delete the entry, and the job, whose message
+        # is acked, would be lost.
+        pipe.zadd(DEFERRED, {job_id: int(due_s * 1000)})
         pipe.execute()
 
     def take_due(self, *, limit: int, lease_s: float) -> list[DueJob]:
