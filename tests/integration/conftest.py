@@ -5,8 +5,9 @@ worker (`worker`), configured by the module's `worker_settings`. Between tests t
 keys (`halo:*`) are deleted and the fake is reset; the broker's own keys (`_kombu.*`, the
 queue) are kept, since a producer declares its queue bindings once per connection.
 
-Tests that kill a worker start their own with `worker_factory` and must not share a module
-with `worker`. Every process started here is stopped at teardown.
+Tests that kill a worker start their own with `start_worker`, stopped when the test ends, and
+must not share a module with `worker`: both would consume the same queue. Every process started
+here is stopped at teardown.
 """
 
 from __future__ import annotations
@@ -105,6 +106,23 @@ def worker_factory(
         process = WorkerProcess(env_for(**settings), logs / f"{name}.log", name=name)
         started.append(process)
         return process.start()
+
+    yield start
+    for process in started:
+        process.stop(timeout_s=15)
+
+
+@pytest.fixture
+def start_worker(
+    worker_factory: Callable[..., WorkerProcess],
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts workers for one test (`start_worker(name, **settings)`), stopped when it ends,
+    so that none of them takes the jobs of a later module."""
+    started: list[WorkerProcess] = []
+
+    def start(name: str, **settings: str) -> WorkerProcess:
+        started.append(worker_factory(name, **settings))
+        return started[-1]
 
     yield start
     for process in started:

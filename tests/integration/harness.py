@@ -44,10 +44,18 @@ def new_job(**fields: Any) -> Job:
     return job
 
 
-def wait_for_record(producer: Producer, job_id: str, timeout_s: float = RECORD_WAIT_S) -> Record:
-    """The job's record; fails the test when there is none within `timeout_s`."""
+def wait_for_record(
+    producer: Producer,
+    job_id: str,
+    timeout_s: float = RECORD_WAIT_S,
+    *,
+    worker: WorkerProcess | None = None,
+) -> Record:
+    """The job's record; fails the test when there is none within `timeout_s`, quoting the
+    end of `worker`'s log when given."""
     record = producer.wait(job_id, timeout_s)
-    assert record is not None, f"no record for {job_id} within {timeout_s:g} s"
+    if record is None:
+        raise AssertionError(f"no record for {job_id} within {timeout_s:g} s{_log_tail(worker)}")
     return record
 
 
@@ -73,8 +81,9 @@ def wait_until(
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() >= deadline:
-            tail = f"\n--- {worker.log_path} ---\n{worker.log_text()[-4000:]}" if worker else ""
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{tail}")
+            raise AssertionError(
+                f"timed out after {timeout_s:g} s waiting for {what}{_log_tail(worker)}"
+            )
         time.sleep(0.01)
 
 
@@ -91,5 +100,12 @@ def wait_for_deliveries(worker: WorkerProcess, task_id: str, count: int) -> list
         lambda: len(deliveries(worker, task_id)) >= count,
         RECORD_WAIT_S,
         f"{count} finished deliveries of {task_id}",
+        worker=worker,
     )
     return deliveries(worker, task_id)
+
+
+def _log_tail(worker: WorkerProcess | None) -> str:
+    if worker is None:
+        return ""
+    return f"\n--- end of {worker.log_path} ---\n{worker.log_text()[-4000:]}"

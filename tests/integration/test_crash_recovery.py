@@ -21,10 +21,10 @@ def test_a_job_whose_worker_was_killed_finishes_once_after_a_restart(
     producer: Producer,
     fake: FakeHalo,
     redis_client: redis.Redis,
-    worker_factory: Callable[..., WorkerProcess],
+    start_worker: Callable[..., WorkerProcess],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    first = worker_factory("crash-first")
+    first = start_worker("crash-first")
     # Every Halo answer takes 0.5 s, so the job is certainly mid-run when its worker dies:
     # it has read the ticket and waits on its next request (a lookup), not yet the POST.
     fake.configure(latency_s=0.5)
@@ -40,8 +40,8 @@ def test_a_job_whose_worker_was_killed_finishes_once_after_a_restart(
     killed_s = time.monotonic()
     fake.configure(latency_s=0)
 
-    worker_factory("crash-second")
-    record = wait_for_record(producer, job_id, timeout_s=100)
+    second = start_worker("crash-second")
+    record = wait_for_record(producer, job_id, timeout_s=100, worker=second)
     recovery_s = time.monotonic() - killed_s
     with capsys.disabled():
         print(f"\n[SIGKILL recovery] record {recovery_s:.1f} s after the kill")
