@@ -12,7 +12,8 @@ must not land inside Halo's.
 
 It learns from Halo: a 429 whose text states ``N Requests per rolling M minute window`` lowers
 the connection's limit for every worker, and a 429 pauses the connection for every worker until
-``Retry-After`` (or, without one, until the oldest logged request leaves the window).
+``Retry-After``; without one, for a jittered pause that doubles with each 429 in a row, from
+2 s up to a minute.
 
 Keys, per connection:
     halo:rate:<name>          the sliding log (sorted set of grant times, ms)
@@ -23,6 +24,7 @@ Keys, per connection:
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -34,6 +36,11 @@ from worker.errors import BudgetExhausted, HaloRateLimited
 # Padding of the window: 5 % (at least 0.2 s) keeps 95 % of Halo's budget usable.
 _PAD_FRACTION: Final = 0.05
 _MIN_PAD_MS: Final = 200
+# A 429 without Retry-After pauses the connection for 2, 4, 8 ... 60 s (jittered by half)
+# as they follow each other; two quiet minutes start the count again.
+_FIRST_PAUSE_MS: Final = 2_000
+_MAX_PAUSE_MS: Final = 60_000
+_STRIKES_TTL_S: Final = 120
 # A learned limit is forgotten after a day, so that a raised tenant limit is used again.
 _LEARNED_TTL_S: Final = 24 * 3600
 
@@ -83,17 +90,18 @@ redis.call('PEXPIRE', KEYS[1] .. ':seq', longest)
 return {1, 0, tightest[1], tightest[2], in_window + n}
 """
 
-# KEYS: log, pause, learned. ARGV: pause_ms (or -1: until the oldest entry leaves the window),
-# learned "requests/window_ms" or "", window_ms for the default pause
+# KEYS: log, pause, learned. ARGV: pause_ms (-1: none given), learned "requests/window_ms" or "",
+# learned ttl_s, strikes ttl_s, max pause ms, first pause ms, jitter in [0, 1)
 _OBSERVE_429 = """
-if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[4]) end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) end
+local strikes = redis.call('INCR', KEYS[1] .. ':strikes')
+redis.call('EXPIRE', KEYS[1] .. ':strikes', ARGV[4])
 local pause = tonumber(ARGV[1])
 if pause < 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  pause = 1000
-  if oldest[2] then pause = math.max(1000, tonumber(oldest[2]) + tonumber(ARGV[3]) - now) end
+  -- No Retry-After: back off the whole connection exponentially with consecutive 429s,
+  -- with jitter, up to the cap (FACTS: "up to about a minute; 5 s is known to be too short").
+  local ceiling = math.min(tonumber(ARGV[5]), tonumber(ARGV[6]) * 2 ^ (strikes - 1))
+  pause = math.floor(ceiling * (0.5 + 0.5 * tonumber(ARGV[7])))
 end
 local current = redis.call('PTTL', KEYS[2])
 -- `Retry-After: 0` (or a date already past) asks for no pause; PX 0 would be an error.
@@ -172,7 +180,15 @@ class Governor:
         pause_ms = -1 if error.retry_after_s is None else math.ceil(error.retry_after_s * 1000)
         self._observe(
             keys=_keys(connection.name),
-            args=[pause_ms, learned, int(connection.rate_limit.window_s * 1000), _LEARNED_TTL_S],
+            args=[
+                pause_ms,
+                learned,
+                _LEARNED_TTL_S,
+                _STRIKES_TTL_S,
+                _MAX_PAUSE_MS,
+                _FIRST_PAUSE_MS,
+                random.random(),  # noqa: S311 - jitter, not security.
+            ],
         )
 
     def limits(self, connection: Connection) -> list[RateLimit]:

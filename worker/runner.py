@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import redis
 
@@ -48,7 +48,7 @@ log = logging.getLogger("halo.runner")
 
 # A claim outlives the longest run (deadline plus one request timeout) by this margin, so a
 # live worker never loses its claim, and a dead one blocks its job only briefly.
-_CLAIM_MARGIN_S: Final = 30.0
+_CLAIM_MARGIN_S: Final = 10.0
 # A delivery of a job held elsewhere is looked at again after at most this long.
 _BUSY_RECHECK_S: Final = 5.0
 
@@ -83,6 +83,24 @@ class Claimed:
     state: RunState
 
 
+class JobObserver(Protocol):
+    """Told what becomes of jobs (metrics, error reporting); called in the job's thread."""
+
+    def job_finished(
+        self, record: ResultRecord, *, connection: str | None, duration_s: float
+    ) -> None:
+        """A job's record was written (once per job); `duration_s` is its last run's."""
+        ...
+
+    def job_deferred(self, connection: str, code: str) -> None:
+        """A job waits to run again after a retryable error with this code."""
+        ...
+
+    def job_parked(self, connection: str) -> None:
+        """A job waits in its connection's backlog for Halo budget."""
+        ...
+
+
 class JobRunner:
     """Runs deliveries of jobs; one per process, shared by all worker threads."""
 
@@ -98,6 +116,7 @@ class JobRunner:
         self.config = config
         self.backlogs = backlogs
         self.lease_s = config.job_deadline_s + config.request_timeout_s + _CLAIM_MARGIN_S
+        self.observers: list[JobObserver] = []
 
     def run(self, payload: Any, *, task_id: str, submitted_at: str | None = None) -> RunResult:
         """Run one delivery of a job.
@@ -233,6 +252,8 @@ class JobRunner:
                 "delay_s": round(delay_s, 3),
             },
         )
+        for observer in self.observers:
+            observer.job_deferred(claimed.job.connection, error.code.value)
         return RunResult.DEFERRED
 
     def park(self, claimed: Claimed, *, halo_requests: float) -> RunResult:
@@ -246,6 +267,8 @@ class JobRunner:
         self.backlogs.park(
             claimed.job.connection, claimed.job_id, claimed.payload, claimed.state.submitted_at
         )
+        for observer in self.observers:
+            observer.job_parked(claimed.job.connection)
         return RunResult.PARKED
 
     def finish(self, record: ResultRecord, payload: Any, started_s: float) -> RunResult:
@@ -255,17 +278,25 @@ class JobRunner:
             return RunResult.DUPLICATE
         fields = payload if isinstance(payload, Mapping) else {}
         connection, ticket_id = fields.get("connection"), fields.get("ticket_id")
+        connection = connection if isinstance(connection, str) else None
+        duration_s = time.monotonic() - started_s
         job_finished(
             record,
-            connection=connection if isinstance(connection, str) else None,
+            connection=connection,
             ticket_id=str(ticket_id) if isinstance(ticket_id, str | int) else None,
-            duration_s=time.monotonic() - started_s,
+            duration_s=duration_s,
         )
+        for observer in self.observers:
+            observer.job_finished(record, connection=connection, duration_s=duration_s)
         return RunResult.RECORDED
 
     def internal_error(self, job_id: str, exc: Exception) -> InternalError:
         """Log an unclassified exception (a bug) and describe it for the record."""
-        log.error("job failed on an internal error", extra={"job_id": job_id}, exc_info=exc)
+        log.error(
+            "job failed on an internal error",
+            extra={"job_id": job_id, "code": "internal_error"},
+            exc_info=exc,
+        )
         return InternalError(
             "the worker hit an internal error running this job; it was reported to the "
             "operators and the job was not retried"
