@@ -236,6 +236,39 @@ class FakeHaloProcess(_Process):
         return self
 
 
+class FlowerProcess(_Process):
+    """`celery -A worker.app flower`, bound to loopback, as the containers run it.
+
+    Authentication comes from the environment (``FLOWER_BASIC_AUTH=user:password``); without
+    it Flower 2.2 refuses its HTTP API but still serves `/metrics` and `/healthcheck`.
+    """
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, port: int | None = None) -> None:
+        super().__init__("flower", log_path)
+        self.env = env
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> Self:
+        """Start and wait until Flower listens."""
+        self._spawn(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "worker.app",
+                "flower",
+                f"--port={self.port}",
+                "--address=127.0.0.1",
+            ],
+            self.env,
+        )
+        self._wait_for("Visit me at", timeout_s)
+        return self
+
+
 def service_env(
     *, broker_url: str, connections_file: Path, secrets: Mapping[str, str], **settings: str
 ) -> dict[str, str]:

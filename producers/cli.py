@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from producers import replay
+from producers import health, replay
 from producers.jobs import Producer, SubmitError, record_json
 from worker.errors import InvalidJob
 from worker.models import MAX_JOB_BYTES
@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     preview.set_defaults(run=_preview)
 
     replay.add_parser(commands)
+    health.add_parser(commands)
 
     doctor = commands.add_parser(
         "doctor", help="check a Halo connection end to end and say what to fix; only reads Halo"

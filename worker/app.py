@@ -32,7 +32,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from worker import logs
+from worker import liveness, logs, metrics, sentry
 from worker.backlog import BATCH_COST, Dispatcher, Parked
 from worker.deferrals import move_due, start_mover, stop_mover
 from worker.models import QUEUE, TASK_NAME, redacted_view
@@ -144,3 +144,40 @@ def _start_background(**_: Any) -> None:
 @signals.worker_shutdown.connect
 def _stop_background(**_: Any) -> None:
     stop_mover()
+
+
+# -- monitoring: Sentry (worker.sentry), metrics (worker.metrics), the canary (worker.liveness)
+
+
+@signals.worker_init.connect
+def _start_monitoring(sender: Any, **_: Any) -> None:
+    # Connected after _build_runtime, so it runs after it.
+    current = runtime()
+    secrets = [c.client_secret.get_secret_value() for c in current.clients.connections.values()]
+    reporter = sentry.init(current.settings, secrets)
+    if reporter is not None:
+        current.runner.observers.append(reporter)
+    metrics.install(current)
+    liveness.prepare(app, sender.hostname, current.settings)
+
+
+@signals.task_prerun.connect
+def _tag_task(task_id: str | None = None, args: Any = None, **_: Any) -> None:
+    sentry.tag_task(task_id, args)
+
+
+@signals.worker_ready.connect
+def _start_canary(**_: Any) -> None:
+    liveness.start()
+
+
+@signals.worker_shutting_down.connect
+def _stop_canary(**_: Any) -> None:
+    # From the signal handler: no canary is sent once consumers stop, and nothing waits here.
+    liveness.stop(timeout_s=0)
+
+
+@signals.worker_shutdown.connect
+def _stop_monitoring(**_: Any) -> None:
+    liveness.stop()
+    sentry.flush()

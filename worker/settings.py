@@ -56,7 +56,18 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=20, ge=1, le=100)
 
     log_level: str = "INFO"
-    metrics_port: int | None = None
+    # Prometheus metrics of the worker (worker.metrics): off unless a port is set; containers
+    # use 9808. Bound to every interface, since the scraper runs outside the container.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_address: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container.
+
+    # Liveness (worker.liveness): every `canary_interval_s` the worker sends itself a canary
+    # task, whose run touches `heartbeat_file`; `halo-jobs health --worker` checks its age.
+    heartbeat_file: Path = Path("/tmp/halo-worker-heartbeat")  # noqa: S108 - a liveness stamp, not data.
+    canary_interval_s: float = Field(default=10.0, gt=0)
+    # A worker whose every slot holds a job for its whole deadline (120 s plus a 30 s read)
+    # takes no canary until one ends: busy, not dead. So the default allows that, plus a canary.
+    heartbeat_max_age_s: float = Field(default=180.0, gt=0)
 
     @model_validator(mode="after")
     def _visibility_outlasts_a_job(self) -> Settings:

@@ -15,6 +15,7 @@ from celery.worker.request import Request
 from worker.app import BATCH_TASK_NAME, app
 from worker.backlog import Parked
 from worker.batch import run_batch
+from worker.liveness import CANARY_TASK_NAME, canary_ran
 from worker.models import TASK_NAME, redacted_view
 from worker.runtime import runtime
 
@@ -98,3 +99,9 @@ def update_batch(
         )
         time.sleep(_STORE_DOWN_PAUSE_S)
         raise Reject(f"result store unreachable ({type(exc).__name__})", requeue=True) from None
+
+
+@app.task(name=CANARY_TASK_NAME, ignore_result=True)
+def canary(sent_at: float) -> None:
+    """Stamp the heartbeat: this worker consumed its own canary (see `worker.liveness`)."""
+    canary_ran(sent_at)

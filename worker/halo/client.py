@@ -68,6 +68,17 @@ class Unmetered:
 
 
 @dataclass(frozen=True)
+class SentRequest:
+    """One request, as an observer (metrics) sees it: no URL, header or body."""
+
+    connection: str
+    method: str
+    endpoint: str  # "token" (the token request) or "api"
+    status: str  # the HTTP status code, or "timeout" / "error" when Halo gave no answer
+    duration_s: float
+
+
+@dataclass(frozen=True)
 class Timeouts:
     """Per-request limits in seconds; a job's deadline can shorten them further."""
 
@@ -110,6 +121,8 @@ class HaloClients:
             ),
             follow_redirects=False,
         )
+        # Called after every request sent (metrics); must be quick and thread-safe.
+        self.on_request: Callable[[SentRequest], None] | None = None
 
     def for_job(
         self, connection: str, *, deadline_s: float | None = None, prepaid: int = 0
@@ -344,8 +357,9 @@ class HaloClient:
             self._clients.budget.acquire(self.connection)
         self.requests_made += 1
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        sent_s = time.monotonic()
         try:
-            return self._clients.http.request(
+            response = self._clients.http.request(
                 method,
                 url,
                 params=params,
@@ -355,13 +369,23 @@ class HaloClient:
                 timeout=httpx.Timeout(remaining_s, connect=min(timeouts.connect_s, remaining_s)),
             )
         except httpx.TimeoutException as exc:
+            self._observe(method, token, "timeout", sent_s)
             raise HaloUnavailable(
                 f"Halo did not answer {method} {_path(url)} in time ({type(exc).__name__})"
             ) from None
         except httpx.TransportError as exc:
+            self._observe(method, token, "error", sent_s)
             raise HaloUnavailable(
                 f"could not reach Halo for {method} {_path(url)} ({type(exc).__name__}: {exc})"
             ) from None
+        self._observe(method, token, str(response.status_code), sent_s)
+        return response
+
+    def _observe(self, method: str, token: str | None, status: str, sent_s: float) -> None:
+        if (hook := self._clients.on_request) is not None:
+            endpoint = "api" if token else "token"
+            duration_s = time.monotonic() - sent_s
+            hook(SentRequest(self.connection.name, method, endpoint, status, duration_s))
 
 
 def _json(response: httpx.Response, what: str) -> Any:

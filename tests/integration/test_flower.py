@@ -1,0 +1,174 @@
+"""Flower, end to end: a real Flower with basic auth, watching a real worker on a real Redis.
+
+Workers and tasks show up through Flower's HTTP API, but a task's arguments show only the
+redacted view of its job (job_id, connection, ticket_id template), also after the job was
+deferred and sent again, inside a released batch, and in the worker's live task list; the API
+refuses callers without credentials; and `/metrics` serves Flower's task metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from integration.harness import new_job, run_job, wait_for_record, wait_until
+from ops.processes import FlowerProcess, WorkerProcess
+from producers.jobs import Producer
+from worker.halo.fake import FakeHalo
+from worker.models import TASK_NAME
+
+USER, PASSWORD = "ops", f"pw-{uuid.uuid4().hex}"
+BATCH_TASK_NAME = "halo.update_batch"
+FLOWER_WAIT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def flower(
+    worker: WorkerProcess,
+    env_for: Callable[..., dict[str, str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[FlowerProcess]:
+    """Flower with basic auth, started after the module's worker, stopped at the end."""
+    del worker
+    env = env_for()
+    env["FLOWER_BASIC_AUTH"] = f"{USER}:{PASSWORD}"
+    process = FlowerProcess(env, tmp_path_factory.mktemp("flower") / "flower.log")
+    process.start()
+    yield process
+    process.stop(timeout_s=10)
+
+
+@pytest.fixture(scope="module")
+def api(flower: FlowerProcess) -> Iterator[httpx.Client]:
+    """An authenticated client of Flower's HTTP API, once Flower sees the worker."""
+    with httpx.Client(base_url=flower.url, auth=(USER, PASSWORD), timeout=10) as client:
+        wait_until(lambda: bool(client.get("/api/workers").json()), FLOWER_WAIT_S, "a worker")
+        yield client
+
+
+def job_with_text(marker: str, **fields: Any) -> dict[str, Any]:
+    """A job whose variables, summary, details and meta carry `marker`."""
+    text: dict[str, Any] = {
+        "ticket_id": "{{custom.ticket.id}}",
+        "summary": f"SUMMARY-{marker}",
+        "details": f"<p>DETAILS-{marker}</p>",
+        "variables": {"custom": {"ticket": {"id": 4711}, "note": f"VARIABLE-{marker}"}},
+        "meta": {"rule_id": f"META-{marker}"},
+    }
+    return new_job(**{**text, **fields})
+
+
+def tasks(api: httpx.Client) -> dict[str, dict[str, Any]]:
+    answer = api.get("/api/tasks", params={"limit": 1000})
+    answer.raise_for_status()
+    found: dict[str, dict[str, Any]] = answer.json()
+    return found
+
+
+def settled(api: httpx.Client, job_ids: list[str]) -> bool:
+    """Whether Flower has seen every job's task succeed."""
+    seen = tasks(api)
+    return all(seen.get(job_id, {}).get("state") == "SUCCESS" for job_id in job_ids)
+
+
+def shows_only_the_redacted_view(task: dict[str, Any], job: dict[str, Any]) -> None:
+    args = json.loads(task["args"])
+    assert args == [{k: job[k] for k in ("job_id", "connection", "ticket_id")}], task["args"]
+    assert task["kwargs"] in ("{}", '["submitted_at"]'), task["kwargs"]
+
+
+def test_flower_shows_workers_and_tasks_with_redacted_arguments_only(
+    api: httpx.Client, producer: Producer, fake: FakeHalo, redis_client: redis.Redis
+) -> None:
+    marker = uuid.uuid4().hex
+    plain = job_with_text(marker, status="Closed")
+    retried = job_with_text(marker, status="Pending")
+    fake.fail_next(2, 503, path="/api/tickets", method="GET")
+    record = run_job(producer, retried)
+    assert record["attempts"] == 3
+    run_job(producer, plain)
+    # A paused connection (as after a 429) parks jobs; they are released as one batch.
+    redis_client.set("halo:rate:acme:pause", "1", px=1500)
+    batched = [job_with_text(marker, ticket_id=str(t), status="Closed") for t in (4712, 4713)]
+    for job in batched:
+        producer.submit(job)
+    for job in batched:
+        wait_for_record(producer, job["job_id"])
+    singles = [plain["job_id"], retried["job_id"]]
+
+    wait_until(lambda: settled(api, singles), FLOWER_WAIT_S, "Flower to see the jobs succeed")
+
+    seen = tasks(api)
+    assert marker not in json.dumps(seen)
+    for job in (plain, retried):
+        task = seen[job["job_id"]]
+        assert task["name"] == TASK_NAME
+        shows_only_the_redacted_view(task, job)
+        info = api.get(f"/api/task/info/{job['job_id']}").json()
+        assert marker not in json.dumps(info)
+        shows_only_the_redacted_view(info, job)
+    batches = [t for t in seen.values() if t["name"] == BATCH_TASK_NAME]
+    assert batches, "the parked jobs were not released as a batch"
+    shown = json.dumps([json.loads(t["args"]) for t in batches])
+    for job in batched:
+        assert job["job_id"] in shown
+    workers = api.get("/api/workers").json()
+    assert any(name.startswith("test_flower@") for name in workers)
+
+
+def test_a_running_jobs_arguments_are_redacted_in_flowers_live_worker_view(
+    api: httpx.Client, producer: Producer, fake: FakeHalo
+) -> None:
+    marker = uuid.uuid4().hex
+    # The ticket read hangs past the read timeout: the job stays active a while, then retries.
+    fake.hang_next(1, seconds=3, path="/api/tickets", method="GET")
+    job = job_with_text(marker, status="Closed")
+    name = next(n for n in api.get("/api/workers").json() if n.startswith("test_flower@"))
+    producer.submit(job)
+    workers: dict[str, Any] = {}
+
+    def active_in_flower() -> bool:
+        # With a worker name Flower also asks it for its task lists: active, reserved,
+        # scheduled (Flower 2.2 asks only `active` for the safe view; the request class
+        # makes every view safe).
+        nonlocal workers
+        query = {"refresh": 1, "workername": name}
+        workers = api.get("/api/workers", params=query).json()
+        return job["job_id"] in json.dumps(workers)
+
+    wait_until(active_in_flower, FLOWER_WAIT_S, "the job to show as active in Flower")
+
+    assert marker not in json.dumps(workers)
+    live = workers[name]["active"] + workers[name]["reserved"]
+    shows_only_the_redacted_view(next(t for t in live if t["id"] == job["job_id"]), job)
+    assert wait_for_record(producer, job["job_id"])["outcome"] == "succeeded"
+
+
+def test_the_api_refuses_callers_without_the_right_credentials(flower: FlowerProcess) -> None:
+    for path in ("/api/workers", "/api/tasks", f"/api/task/info/{uuid.uuid4()}"):
+        assert httpx.get(flower.url + path, timeout=10).status_code == 401, path
+        wrong = httpx.get(flower.url + path, auth=(USER, "wrong"), timeout=10)
+        assert wrong.status_code == 401, path
+
+
+def test_flower_serves_task_metrics_to_prometheus(
+    api: httpx.Client, flower: FlowerProcess, producer: Producer
+) -> None:
+    run_job(producer, new_job(status="Closed"))
+
+    def counted() -> bool:
+        text = httpx.get(flower.url + "/metrics", timeout=10).text  # no credentials needed
+        return 'task="halo.update_ticket"' in text and 'type="task-succeeded"' in text
+
+    wait_until(counted, FLOWER_WAIT_S, "Flower's task metrics")
+    text = httpx.get(flower.url + "/metrics", timeout=10).text
+    assert "flower_events_total{" in text
+    assert "flower_task_runtime_seconds_bucket{" in text
+    assert "flower_worker_online{" in text
+    del api

@@ -1,0 +1,362 @@
+"""Prometheus metrics of a worker process, served on ``HALO_METRICS_PORT`` (off when unset).
+
+One registry per process, shared by every worker thread (prometheus_client is thread-safe).
+Counters and histograms are fed by hooks: the runner tells `JobMetrics` what became of each
+job, the Halo client reports each request it sent. Gauges of the fleet's shared state are read
+from Redis when Prometheus scrapes (`RedisStateCollector`), so every worker reports the same
+values for them: aggregate those with ``max``, not ``sum``.
+
+    halo_jobs_total{outcome,code,connection}          jobs that ended (one per record)
+    halo_job_duration_seconds{outcome}                the job's last run, delivery to record
+    halo_job_latency_seconds{outcome}                 submitted_at to finished_at
+    halo_job_retries_total{connection,code}           deferrals after a retryable error
+    halo_jobs_parked_total{connection}                jobs put in a backlog to wait for budget
+    halo_requests_total{connection,method,endpoint,status}   Halo requests; status 429 counts
+                                                      rate limiting, "timeout"/"error" no answer
+    halo_request_duration_seconds{connection,endpoint}
+    halo_queue_length{queue}                          messages in the broker queues (Redis LLEN)
+    halo_deferred_jobs                                jobs waiting to retry (halo:deferred)
+    halo_backlog_jobs{connection}                     jobs waiting for Halo budget
+    halo_oldest_job_age_seconds{source}               age (since submitted_at) of the job at
+                                                      the head of queue/batch_queue/backlog/deferred
+    halo_deferred_overdue_seconds                     how late the most overdue retry is
+    halo_worker_heartbeat_age_seconds                 since this worker last ran its canary
+    halo_metrics_redis_up                             whether the scrape could read Redis
+
+A `connection` label takes only configured connection names; any other value (a job naming
+an unknown connection) is counted as "other", so a bad producer cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, cast
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from worker import heartbeat
+from worker.backlog import BACKLOG_JOBS, BACKLOGS, backlog_key
+from worker.halo.client import SentRequest
+from worker.models import QUEUE, ResultRecord
+from worker.results import DEFERRED, DEFERRED_JOBS
+from worker.runtime import Runtime
+
+log = logging.getLogger("halo.metrics")
+
+OTHER: Final = "other"
+# The broker queues whose depth is reported: single jobs, and released backlog batches.
+QUEUES: Final = {"queue": QUEUE, "batch_queue": "halo.batch"}
+# A scrape must answer within Prometheus's default 10 s timeout even when Redis is gone.
+_REDIS_TIMEOUT_S: Final = 1.0
+# From a no-op update (tens of ms) to a job that used its whole deadline (120 s).
+_DURATION_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# End to end, a job may wait through retries (up to 900 s) and a backlog.
+_LATENCY_BUCKETS_S: Final = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800)
+_REQUEST_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class WorkerMetrics:
+    """The process's metrics: the registry, the instruments, and the hooks that feed them."""
+
+    def __init__(self, connections: Iterable[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = frozenset(connections)
+        self.jobs = Counter(
+            "halo_jobs_total",
+            "Jobs that ended, by outcome and error code (code is 'none' on success).",
+            ["outcome", "code", "connection"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "halo_job_duration_seconds",
+            "Duration of the run that ended a job, from its delivery to its record.",
+            ["outcome"],
+            buckets=_DURATION_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "halo_job_latency_seconds",
+            "From a job's submitted_at to its finished_at: queueing, retries and backlog waits.",
+            ["outcome"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "halo_job_retries_total",
+            "Jobs deferred to run again after a retryable error, by its code.",
+            ["connection", "code"],
+            registry=self.registry,
+        )
+        self.parked = Counter(
+            "halo_jobs_parked_total",
+            "Jobs parked in their connection's backlog to wait for Halo budget.",
+            ["connection"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "halo_requests_total",
+            "Requests sent to Halo, by HTTP status ('timeout' or 'error' without an answer).",
+            ["connection", "method", "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "halo_request_duration_seconds",
+            "Time from sending a Halo request to its answer (or failure).",
+            ["connection", "endpoint"],
+            buckets=_REQUEST_BUCKETS_S,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+
+    def label(self, connection: str | None) -> str:
+        """The `connection` label for a name: itself if configured, else "other"."""
+        return connection if connection in self.connections else OTHER
+
+    # -- worker.runner.JobObserver -----------------------------------------------------------
+
+    def job_finished(
+        self, record: ResultRecord, *, connection: str | None, duration_s: float
+    ) -> None:
+        outcome = record.outcome.value
+        code = record.error.code.value if record.error else "none"
+        self.jobs.labels(outcome, code, self.label(connection)).inc()
+        self.duration.labels(outcome).observe(duration_s)
+        latency_s = _seconds_between(record.submitted_at, record.finished_at)
+        if latency_s is not None:
+            self.latency.labels(outcome).observe(latency_s)
+
+    def job_deferred(self, connection: str, code: str) -> None:
+        self.retries.labels(self.label(connection), code).inc()
+
+    def job_parked(self, connection: str) -> None:
+        self.parked.labels(self.label(connection)).inc()
+
+    # -- worker.halo.client.HaloClients.on_request -------------------------------------------
+
+    def request_sent(self, request: SentRequest) -> None:
+        """Count one Halo request (the client's `on_request` hook)."""
+        connection = self.label(request.connection)
+        self.requests.labels(connection, request.method, request.endpoint, request.status).inc()
+        self.request_duration.labels(connection, request.endpoint).observe(request.duration_s)
+
+    def serve(self, port: int, address: str) -> None:
+        """Serve the registry over HTTP from a daemon thread.
+
+        Raises:
+            OSError: the port is taken.
+        """
+        start_http_server(port, addr=address, registry=self.registry)
+        log.info("metrics served", extra={"port": port, "address": address})
+
+
+class RedisStateCollector(Collector):
+    """Gauges of the fleet's shared state, read from Redis at scrape time.
+
+    Each read is O(1) or O(log n) in the number of waiting jobs (LLEN, ZCARD, the head entry
+    of each list or set), so a scrape stays cheap however deep the queue is.
+    """
+
+    def __init__(
+        self,
+        broker: redis.Redis,
+        results: redis.Redis,
+        connections: Sequence[str],
+        heartbeat_file: Path,
+    ) -> None:
+        self._broker = broker
+        self._results = results
+        self._connections = list(connections)
+        self._heartbeat_file = heartbeat_file
+
+    def describe(self) -> Iterator[Metric]:
+        # Given explicitly, so registering does not run a scrape against Redis.
+        yield from _Families().all()
+
+    def collect(self) -> Iterator[Metric]:
+        families = _Families()
+        now_s = time.time()
+        try:
+            self._read(families, now_s)
+            families.redis_up.add_metric([], 1)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("metrics: Redis unreachable (%s)", type(exc).__name__)
+            families = _Families()
+            families.redis_up.add_metric([], 0)
+        age = heartbeat.age_s(self._heartbeat_file, now_s)
+        if age is not None:
+            families.heartbeat_age.add_metric([], age)
+        yield from families.all()
+
+    def _read(self, families: _Families, now_s: float) -> None:
+        oldest: dict[str, float] = {}
+        for source, queue in QUEUES.items():
+            families.queue_length.add_metric([queue], self._broker.llen(queue))
+            # Publishing is LPUSH and consuming BRPOP: the head of the queue is its last item.
+            head = cast(str | None, self._broker.lindex(queue, -1))
+            submitted = _submitted_at_of_message(head) if head else None
+            if submitted is not None:
+                oldest[source] = now_s - submitted
+        families.deferred.add_metric([], self._results.zcard(DEFERRED))
+        first_due = cast(
+            list[tuple[str, float]], self._results.zrange(DEFERRED, 0, 0, withscores=True)
+        )
+        if first_due:
+            job_id, due_ms = first_due[0]
+            families.overdue.add_metric([], max(0.0, now_s - due_ms / 1000))
+            submitted = _submitted_at_of_entry(self._results.hget(DEFERRED_JOBS, job_id))
+            if submitted is not None:
+                oldest["deferred"] = now_s - submitted
+        else:
+            families.overdue.add_metric([], 0)
+        listed = {str(n) for n in cast(set[Any], self._results.smembers(BACKLOGS))}
+        sizes: dict[str, int] = {}
+        for name in sorted(set(self._connections) | listed):
+            key = backlog_key(name)
+            label = name if name in self._connections else OTHER
+            size = self._results.zcard(key) + self._results.zcard(key + ":taken")
+            sizes[label] = sizes.get(label, 0) + size
+            first = cast(list[str], self._results.zrange(key, 0, 0))
+            if first:
+                submitted = _submitted_at_of_entry(self._results.hget(BACKLOG_JOBS, first[0]))
+                if submitted is not None:
+                    oldest["backlog"] = max(oldest.get("backlog", 0.0), now_s - submitted)
+        for label, size in sizes.items():
+            families.backlog.add_metric([label], size)
+        for source in (*QUEUES, "backlog", "deferred"):
+            families.oldest.add_metric([source], max(0.0, oldest.get(source, 0.0)))
+
+
+class _Families:
+    """The collector's metric families, freshly made for one scrape."""
+
+    def __init__(self) -> None:
+        self.queue_length = GaugeMetricFamily(
+            "halo_queue_length", "Messages waiting in a broker queue.", labels=["queue"]
+        )
+        self.deferred = GaugeMetricFamily(
+            "halo_deferred_jobs", "Jobs waiting to run again after a retryable error."
+        )
+        self.backlog = GaugeMetricFamily(
+            "halo_backlog_jobs",
+            "Jobs waiting in a connection's backlog for Halo budget.",
+            labels=["connection"],
+        )
+        self.oldest = GaugeMetricFamily(
+            "halo_oldest_job_age_seconds",
+            "Seconds since the job at the head of a queue, backlog or the retry set was "
+            "submitted (0 when empty).",
+            labels=["source"],
+        )
+        self.overdue = GaugeMetricFamily(
+            "halo_deferred_overdue_seconds",
+            "How long past its due time the next retry still waits (0 when none is due).",
+        )
+        self.heartbeat_age = GaugeMetricFamily(
+            "halo_worker_heartbeat_age_seconds",
+            "Seconds since this worker last ran its liveness canary.",
+        )
+        self.redis_up = GaugeMetricFamily(
+            "halo_metrics_redis_up", "Whether this scrape could read the queue state from Redis."
+        )
+
+    def all(self) -> list[Metric]:
+        return [
+            self.queue_length,
+            self.deferred,
+            self.backlog,
+            self.oldest,
+            self.overdue,
+            self.heartbeat_age,
+            self.redis_up,
+        ]
+
+
+def _submitted_at_of_message(raw: str) -> float | None:
+    """The oldest `submitted_at` in a kombu Redis message (a job, or a batch of jobs)."""
+    try:
+        message = json.loads(raw)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        decoded = json.loads(body)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(decoded, list) or len(decoded) != 3:  # Celery's protocol 2 body
+        return None
+    args, kwargs, _ = decoded
+    stamps = [kwargs.get("submitted_at")] if isinstance(kwargs, dict) else []
+    if isinstance(args, list) and len(args) == 2 and isinstance(args[1], list):  # a batch
+        stamps += [j.get("submitted_at") for j in args[1] if isinstance(j, dict)]
+    parsed = [t for s in stamps if (t := _timestamp(s)) is not None]
+    return min(parsed, default=None)
+
+
+def _submitted_at_of_entry(raw: Any) -> float | None:
+    """The `submitted_at` of a deferred or parked entry's payload."""
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return _timestamp(payload.get("submitted_at")) if isinstance(payload, dict) else None
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _seconds_between(start: str, end: str) -> float | None:
+    first, last = _timestamp(start), _timestamp(end)
+    return None if first is None or last is None else max(0.0, last - first)
+
+
+def redis_for_scrapes(url: str) -> redis.Redis:
+    """A Redis client with short timeouts, so a scrape answers even when Redis is gone.
+    ``rediss://`` verifies certificates."""
+    options: dict[str, Any] = {"ssl_cert_reqs": "required"} if url.startswith("rediss") else {}
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=_REDIS_TIMEOUT_S,
+        socket_connect_timeout=_REDIS_TIMEOUT_S,
+        **options,
+    )
+
+
+def install(current: Runtime) -> WorkerMetrics | None:
+    """Feed and serve this process's metrics when ``HALO_METRICS_PORT`` is set (at worker
+    start); None when metrics are off.
+
+    Raises:
+        OSError: the port is taken.
+    """
+    settings = current.settings
+    if settings.metrics_port is None:
+        return None
+    names = sorted(current.clients.connections)
+    metrics = WorkerMetrics(names)
+    current.runner.observers.append(metrics)
+    current.clients.on_request = metrics.request_sent
+    results = redis_for_scrapes(settings.results_redis_url)
+    broker = (
+        results
+        if settings.broker_url == settings.results_redis_url
+        else redis_for_scrapes(settings.broker_url)
+    )
+    metrics.registry.register(RedisStateCollector(broker, results, names, settings.heartbeat_file))
+    metrics.serve(settings.metrics_port, settings.metrics_address)
+    return metrics
