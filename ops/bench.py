@@ -1,0 +1,91 @@
+"""`make bench`: the worker's figures against its targets, in one run of a few minutes.
+
+Four scenarios, each with a fresh private Redis, its own fake Halo processes (over HTTP) and
+real worker processes, all on loopback, all stopped at the end whatever happens:
+
+    costs     one worker: Halo requests per job (cold, warm, nothing to change), overhead
+              latency of single jobs, then throughput and CPU per job against a bare Celery
+              no-op task served by the same broker settings and concurrency (figures 1, 2, 5)
+    budget    four workers against a fake enforcing 60/10s with a deep backlog: budget use,
+              429s, and Halo requests per job when batched (figures 2, 3)
+    tenants   tenant A with a 2,000-job backlog on a small budget; latency of tenant B (4)
+    inflight  one worker at 300 ms Halo latency: requests in flight and peak RSS (6)
+
+Prints the JSON report and a table, and writes the report to bench-report.json. Exits 0 when
+every scenario ran, whatever the figures (a missed target is a finding, not a crash); 1 when a
+scenario could not run (its error is in the report, the other scenarios still run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ops.bench_budget import budget, tenants
+from ops.bench_costs import costs, inflight
+from ops.bench_report import REPORT_PATH, evaluate, print_table
+
+SCENARIOS: list[tuple[str, Callable[[Path, str], dict[str, Any]]]] = [
+    ("costs", costs),
+    ("budget", budget),
+    ("tenants", tenants),
+    ("inflight", inflight),
+]
+
+
+def main() -> int:
+    # SIGTERM unwinds like Ctrl-C, so every process started so far is stopped on the way out.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    started = time.monotonic()
+    run = uuid.uuid4().hex[:8]
+    report: dict[str, Any] = {
+        "run": {
+            "id": run,
+            "started_at": _now(),
+            "cpus": os.cpu_count(),
+            # Other load on the machine skews every figure: it is shown, not hidden.
+            "load_average_1m": {},
+        }
+    }
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="halo-bench-") as tmp:
+        root = Path(tmp)
+        for name, scenario in SCENARIOS:
+            print(f"[{time.monotonic() - started:6.1f} s] {name} ...", flush=True)
+            report["run"]["load_average_1m"][name] = round(os.getloadavg()[0], 2)
+            try:
+                report.update(scenario(root, run))
+            except Exception as exc:  # noqa: BLE001 - reported; the other scenarios still run.
+                failed.append(name)
+                report.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+                print(f"  {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    report["run"]["load_average_1m"]["end"] = round(os.getloadavg()[0], 2)
+    report["run"]["duration_s"] = round(time.monotonic() - started, 1)
+    report["targets"] = evaluate(report)
+    text = json.dumps(report, indent=2)
+    REPORT_PATH.write_text(text + "\n")
+    print(text)
+    print_table(report)
+    return 1 if failed else 0
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    del frame
+    sys.exit(128 + signum)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The benchmark's targets (issue 4) and how its report is judged and shown.
+
+Each row names a figure of the report, the measured value, the target, and PASS or MISS.
+Rows without a target give context (the two throughputs, CPU per job, cold requests).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPORT_PATH = Path("bench-report.json")
+
+# (figure, label, path into the report, comparison, target, unit); comparison None: context.
+_ROWS: list[tuple[str, str, str, str | None, float, str]] = [
+    ("1", "throughput, Halo jobs", "throughput.halo.jobs_per_s", None, 0, "jobs/s"),
+    ("1", "throughput, no-op task", "throughput.noop.jobs_per_s", None, 0, "jobs/s"),
+    ("1", "throughput ratio", "throughput.ratio", ">=", 0.5, ""),
+    ("1", "CPU per job, Halo jobs", "throughput.halo.cpu_ms_per_job", None, 0, "ms"),
+    ("1", "CPU per job, no-op task", "throughput.noop.cpu_ms_per_job", None, 0, "ms"),
+    ("2", "requests/job, cold", "halo_requests_per_job.cold.per_job", None, 0, ""),
+    ("2", "requests/job, warm", "halo_requests_per_job.warm.per_job", "<=", 2.0, ""),
+    ("2", "requests/job, unchanged", "halo_requests_per_job.unchanged.per_job", "==", 1.0, ""),
+    ("2", "requests/job, batched", "halo_requests_batched.per_job", "<=", 0.5, ""),
+    ("3", "budget use, 4 workers", "rate_budget.utilisation", ">=", 0.9, ""),
+    ("3", "429 answers", "rate_budget.http_429", "==", 0, ""),
+    ("4", "tenant B p50 above Halo", "tenant_isolation.p50_above_halo_ms", None, 0, "ms"),
+    ("4", "tenant B p99 above Halo", "tenant_isolation.p99_above_halo_ms", "<=", 1000, "ms"),
+    ("5", "overhead p50", "overhead_latency.p50_ms", "<=", 15, "ms"),
+    ("5", "overhead p99", "overhead_latency.p99_ms", "<=", 50, "ms"),
+    ("6", "in flight, 1 process", "inflight.peak_in_flight", ">=", 200, ""),
+    ("6", "peak RSS, 1 process", "inflight.peak_rss_mb", "<=", 300, "MB"),
+]
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": lambda value, target: math.isclose(value, target, abs_tol=1e-9),
+}
+
+
+def _lookup(report: dict[str, Any], path: str) -> Any:
+    node: Any = report
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per figure: value, target and verdict (None for context rows)."""
+    rows = []
+    for figure, label, path, comparison, target, unit in _ROWS:
+        value = _lookup(report, path)
+        verdict = None
+        if comparison is not None:
+            ok = isinstance(value, int | float) and _COMPARE[comparison](value, target)
+            verdict = "PASS" if ok else "MISS"
+        rows.append(
+            {
+                "figure": figure,
+                "name": label,
+                "value": value,
+                "unit": unit,
+                "target": None if comparison is None else f"{comparison} {target:g}",
+                "verdict": verdict,
+            }
+        )
+    return rows
+
+
+def print_table(report: dict[str, Any]) -> None:
+    """The short table: one line per row of `report["targets"]`."""
+    lines = [("#", "figure", "measured", "target", "")]
+    for row in report["targets"]:
+        value = row["value"]
+        shown = "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+        lines.append(
+            (
+                row["figure"],
+                row["name"],
+                f"{shown} {row['unit']}".strip(),
+                f"{row['target']} {row['unit']}".strip() if row["target"] else "",
+                row["verdict"] or "",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    print()
+    for index, line in enumerate(lines):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+    missed = sum(1 for row in report["targets"] if row["verdict"] == "MISS")
+    print(
+        f"\n{missed} target(s) missed; run took {report['run']['duration_s']:g} s; "
+        f"report in {REPORT_PATH}"
+    )
