@@ -12,6 +12,7 @@ neither the worker's Celery tasks nor its HTTP client.
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 import uuid
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from kombu.exceptions import OperationalError
 from worker.models import QUEUE, TASK_NAME, Job, parse_job, redacted_view, utc_now_iso
 from worker.results import ResultStore
 from worker.settings import Settings, get_settings
+
+log = logging.getLogger("halo.producer")
 
 
 class SubmitError(Exception):
@@ -94,11 +97,12 @@ class Producer:
         parsed = self.validate(job)
         job_id = str(parsed.job_id)
         payload = parsed.model_dump(mode="json")
+        submitted_at = utc_now_iso()
         try:
             self._celery.send_task(
                 TASK_NAME,
                 args=[payload],
-                kwargs={"submitted_at": utc_now_iso()},
+                kwargs={"submitted_at": submitted_at},
                 task_id=job_id,
                 queue=QUEUE,
                 argsrepr=redacted_view(payload),
@@ -111,6 +115,16 @@ class Producer:
                 f"({type(exc).__name__}); nothing was enqueued, submit it again later",
                 retryable=True,
             ) from None
+        try:
+            # The safety net for a message the broker loses (see ResultStore.track).
+            self.results.track(job_id, {"job": payload, "submitted_at": submitted_at})
+        except redis.RedisError as exc:
+            # Accepted all the same: the job is on the queue, only without the net.
+            log.warning(
+                "job enqueued, but not tracked: the result store is unreachable (%s)",
+                type(exc).__name__,
+                extra={"job_id": job_id},
+            )
         return job_id
 
     def result(self, job_id: str) -> dict[str, Any] | None:

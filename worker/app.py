@@ -33,8 +33,8 @@ from celery import Celery, signals
 from kombu import Queue
 
 from worker import liveness, logs, metrics, sentry
-from worker.backlog import BATCH_COST, Dispatcher, Parked
-from worker.deferrals import move_due, start_mover, stop_mover
+from worker.backlog import BACKLOG_JOBS, BATCH_COST, Dispatcher, Parked
+from worker.deferrals import move_due, redeliver_lost, start_mover, stop_mover
 from worker.models import QUEUE, TASK_NAME, redacted_view
 from worker.runtime import runtime
 from worker.settings import get_settings
@@ -138,7 +138,16 @@ def _start_background(**_: Any) -> None:
         partial(publish_batch, prepaid=BATCH_COST),
         batch_max=current.settings.batch_max,
     )
-    start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch])
+    # A job silent for longer than a stranded message and a dead worker's claim take to
+    # come back was lost by the broker (see ResultStore.take_lost).
+    redeliver = partial(
+        redeliver_lost,
+        current.store,
+        publish_job,
+        quiet_s=current.settings.visibility_timeout_s + current.runner.lease_s,
+        backlog_jobs=BACKLOG_JOBS,
+    )
+    start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch, redeliver])
 
 
 @signals.worker_shutdown.connect

@@ -9,6 +9,10 @@ message is acked. A lease (not a removal) covers a mover that dies between takin
 publishing: the job is taken again when the lease ends. A job published twice that way runs
 once: the runner's claim and record check make the second a no-op.
 
+The same thread is the safety net under the broker: an accepted job that has had no sign of
+life for too long (no record, no run, no deferral, no backlog place) is published again
+(`redeliver_lost`, see `ResultStore.take_lost`).
+
 Every worker runs one `Mover` thread, which also drives the backlog dispatcher
 (`worker.backlog`).
 """
@@ -45,6 +49,29 @@ def move_due(store: ResultStore, publish: Publish) -> int:
         if len(batch) < _BATCH:
             break
     return moved
+
+
+def redeliver_lost(
+    store: ResultStore, publish: Publish, *, quiet_s: float, backlog_jobs: str
+) -> int:
+    """Publish again every accepted job whose message the broker lost; returns how many.
+
+    `quiet_s` must outlast the slowest legitimate silence: a message stranded by a dead
+    worker (the visibility timeout) and that worker's claim (the runner's lease).
+    """
+    lost = store.take_lost(quiet_s=quiet_s, limit=_BATCH, backlog_jobs=backlog_jobs)
+    for due in lost:
+        job = due.payload.get("job")
+        submitted_at = due.payload.get("submitted_at")
+        if job is None:
+            continue
+        log.warning(
+            "job had no record, run, deferral or backlog place for %.0f s; published again",
+            quiet_s,
+            extra={"job_id": due.job_id},
+        )
+        publish(due.job_id, job, submitted_at if isinstance(submitted_at, str) else None)
+    return len(lost)
 
 
 def _move(store: ResultStore, publish: Publish, due: DueJob) -> None:

@@ -10,6 +10,9 @@ Keys (CONTRACT §3 names the first two; the rest are this worker's own):
     halo:notify:<job_id>    a wake-up for producers blocked waiting on the record (list)
     halo:deferred           jobs waiting to run again, scored by due time in ms (sorted set)
     halo:deferred:jobs      their payloads (hash)
+    halo:unfinished         accepted jobs without a record yet, scored by when one was last
+                            seen on its way, in ms (sorted set); see `take_lost`
+    halo:unfinished:jobs    their payloads (hash)
     halo:failed-job:<job_id>
                             what `halo-jobs replay` needs of a failed job (hash): `connection`,
                             `job` (the payload as submitted; absent when it was invalid) and
@@ -39,6 +42,8 @@ from worker.models import RESULTS_STREAM, Outcome, ResultRecord, result_key
 
 DEFERRED: Final = "halo:deferred"
 DEFERRED_JOBS: Final = "halo:deferred:jobs"
+UNFINISHED: Final = "halo:unfinished"
+UNFINISHED_JOBS: Final = "halo:unfinished:jobs"
 # A producer that waits for a record finds the wake-up for this long after the write.
 _NOTIFY_TTL_S: Final = 300
 
@@ -60,7 +65,8 @@ def failed_job_key(job_id: str) -> str:
     return f"halo:failed-job:{job_id}"
 
 
-# KEYS: result, stream, state, notify, deferred, deferred jobs, failed job
+# KEYS: result, stream, state, notify, deferred, deferred jobs, failed job, unfinished,
+#       unfinished jobs
 # ARGV: record, ttl_s, job_id, outcome, notify ttl_s, keep failed job (1/0), connection, job
 _WRITE_RECORD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -72,6 +78,8 @@ redis.call('XADD', KEYS[2], 'MINID', '~', tostring(oldest_ms), '*',
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[5], ARGV[3])
 redis.call('HDEL', KEYS[6], ARGV[3])
+redis.call('ZREM', KEYS[8], ARGV[3])
+redis.call('HDEL', KEYS[9], ARGV[3])
 redis.call('RPUSH', KEYS[4], '1')
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 if ARGV[6] == '1' then
@@ -140,6 +148,44 @@ end
 return 0
 """
 
+# KEYS: result, unfinished, unfinished jobs. ARGV: job_id, payload
+_TRACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+           ARGV[1])
+redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: unfinished, unfinished jobs, deferred, backlog jobs
+# ARGV: quiet_ms, limit, result key prefix, claim key prefix
+# Every job quiet for quiet_ms is marked seen now; those with no record, no run (claim), no
+# deferral and no backlog place are returned: the broker has lost them, or they still wait
+# in the queue (a copy is then a harmless duplicate).
+_TAKE_LOST = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local quiet = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
+                         'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, job_id in ipairs(quiet) do
+  if redis.call('EXISTS', ARGV[3] .. job_id) == 1 then
+    redis.call('ZREM', KEYS[1], job_id)
+    redis.call('HDEL', KEYS[2], job_id)
+  else
+    redis.call('ZADD', KEYS[1], 'XX', now, job_id)
+    if redis.call('EXISTS', ARGV[4] .. job_id) == 0
+        and not redis.call('ZSCORE', KEYS[3], job_id)
+        and redis.call('HEXISTS', KEYS[4], job_id) == 0 then
+      table.insert(out, job_id)
+      table.insert(out, redis.call('HGET', KEYS[2], job_id) or '')
+    end
+  end
+end
+return out
+"""
+
 _RELEASE_CLAIM = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -184,6 +230,8 @@ class ResultStore:
         self._take_due = client.register_script(_TAKE_DUE)
         self._release_moved = client.register_script(_RELEASE_MOVED)
         self._release_claim = client.register_script(_RELEASE_CLAIM)
+        self._track = client.register_script(_TRACK)
+        self._take_lost = client.register_script(_TAKE_LOST)
 
     # -- records -------------------------------------------------------------------------------
 
@@ -213,6 +261,8 @@ class ResultStore:
                 DEFERRED,
                 DEFERRED_JOBS,
                 failed_job_key(record.job_id),
+                UNFINISHED,
+                UNFINISHED_JOBS,
             ],
             args=[
                 record.model_dump_json(),
@@ -333,6 +383,47 @@ class ResultStore:
     def release_moved(self, due: DueJob) -> None:
         """Forget a deferred job once it is back on the queue."""
         self._release_moved(keys=[DEFERRED, DEFERRED_JOBS], args=[due.job_id, due.lease])
+
+    # -- the safety net under the broker -------------------------------------------------------
+
+    def track(self, job_id: str, payload: dict[str, Any]) -> None:
+        """Remember an accepted job until it has a record (a no-op once it has one).
+
+        Kombu's Redis transport pops a message (BRPOP) before it records it as unacked, so a
+        worker killed between the two loses the message for good; so can a Redis that lost
+        its data. A job tracked here is published again if that happens (`take_lost`).
+        Idempotent: tracking a job again keeps its first entry.
+        """
+        self._track(
+            keys=[result_key(job_id), UNFINISHED, UNFINISHED_JOBS],
+            args=[job_id, json.dumps(payload)],
+        )
+
+    def take_lost(self, *, quiet_s: float, limit: int, backlog_jobs: str) -> list[DueJob]:
+        """Unfinished jobs nobody has shown a sign of for `quiet_s`, for re-enqueueing.
+
+        A job is accounted for while it runs (its claim), waits to run again (`halo:deferred`)
+        or waits for budget (the backlog payloads, hash `backlog_jobs`); otherwise, once
+        quiet for longer than a stranded message takes to come back (the visibility timeout
+        plus a dead worker's claim), its message is gone. Each job returned is marked seen,
+        so it is returned again only after another quiet period. A job still waiting in the
+        queue is returned too: its copy is a duplicate, which the record check makes a no-op.
+
+        Returns:
+            The jobs, as `DueJob`s with an empty `lease` (being marked seen is their lease).
+        """
+        raw = cast(
+            list[Any],
+            self._take_lost(
+                keys=[UNFINISHED, UNFINISHED_JOBS, DEFERRED, backlog_jobs],
+                args=[int(quiet_s * 1000), limit, result_key(""), _claim_key("")],
+            ),
+        )
+        lost = []
+        for index in range(0, len(raw), 2):
+            payload = json.loads(raw[index + 1]) if raw[index + 1] else {}
+            lost.append(DueJob(str(raw[index]), payload, ""))
+        return lost
 
     # -- the write journal -----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
 from worker.models import result_key
+from worker.runner import _CLAIM_MARGIN_S
 
 Job = dict[str, Any]
 Record = dict[str, Any]
@@ -42,9 +43,6 @@ SETTINGS: Final[dict[str, str]] = {
     "worker_concurrency": "3",
     "result_ttl_s": "3600",
 }
-# `worker.runner._CLAIM_MARGIN_S`: a dead worker's claim blocks its job for deadline + read
-# timeout + this margin.
-CLAIM_MARGIN_S: Final = 30.0
 
 
 def ticket_fields(ticket_id: int) -> dict[str, Any]:
@@ -109,11 +107,12 @@ class Fleet(contextlib.ExitStack):
 
     @property
     def lease_s(self) -> float:
-        """How long a claim left by a dead worker blocks its job."""
+        """How long a claim left by a dead worker blocks its job: the runner's lease, deadline
+        + read timeout + its margin."""
         return (
             float(self.settings["job_deadline_s"])
             + float(self.settings["http_read_timeout_s"])
-            + CLAIM_MARGIN_S
+            + _CLAIM_MARGIN_S
         )
 
     @property
