@@ -107,6 +107,9 @@ class TokenSource:
         self._clock = clock
         self._key = f"halo:token:{connection.name}"
         self._seal = Fernet(_sealing_key(connection))
+        # This process's copy of the shared token: every job needs the token, and reading and
+        # unsealing it from the shared cache for each would be most of a job's token cost.
+        self._memo: AccessToken | None = None
 
     def get(self, fetch: Callable[[], AccessToken]) -> str:
         """A token valid now, fetching one with `fetch` when needed.
@@ -114,9 +117,13 @@ class TokenSource:
         Raises:
             Whatever `fetch` raises (HaloAuthFailed, HaloUnavailable, HaloRateLimited).
         """
-        cached = self._load()
         now = self._clock()
+        memo = self._memo
+        if memo is not None and memo.expires_at_s - self._margin_s > now:
+            return memo.value
+        cached = self._load()
         if cached and cached.expires_at_s - self._margin_s > now:
+            self._memo = cached
             return cached.value
         if cached and cached.expires_at_s > now:
             with self._cache.lock(self._key, ttl_s=_REFRESH_LOCK_S, wait_s=0) as held:
@@ -130,9 +137,11 @@ class TokenSource:
 
     def refresh(self, fetch: Callable[[], AccessToken], *, stale: str | None) -> str:
         """A token other than `stale`: the one another worker just fetched, or a new one."""
+        self._memo = None
         with self._cache.lock(self._key, ttl_s=_REFRESH_LOCK_S, wait_s=_REFRESH_LOCK_S):
             cached = self._load()
             if cached and cached.value != stale and cached.expires_at_s > self._clock():
+                self._memo = cached
                 return cached.value
             return self._store(fetch()).value
 
@@ -152,6 +161,7 @@ class TokenSource:
         if ttl_s > 0:
             payload = json.dumps({"value": token.value, "expires_at_s": token.expires_at_s})
             self._cache.set(self._key, self._seal.encrypt(payload.encode()).decode(), ttl_s)
+        self._memo = token
         return token
 
 

@@ -33,6 +33,7 @@ from worker.halo.lookups import LookupKind, unwrap_records
 
 Ticket = dict[str, Any]
 _USER_AGENT: Final = "halo-update-worker/0.1"
+_LOCAL_LOOKUP_S: Final = 10.0
 _LOOKUP_PATHS: Final[dict[str, str]] = {
     "status": "/Status",
     "priority": "/Priority",
@@ -104,6 +105,9 @@ class HaloClients:
         self.connections = dict(connections)
         self.timeouts = timeouts or Timeouts()
         self.cache: Cache = cache or MemoryCache()
+        # A few seconds' copy of the shared lookup lists in this process, so that each job does
+        # not read them from the shared cache again; a miss still refreshes from Halo.
+        self.local = MemoryCache()
         self.budget: Budget = budget or Unmetered()
         self._tokens = {
             name: TokenSource(
@@ -267,13 +271,17 @@ class HaloClient:
             key += f":{sla_id}"
             # A ticket without an SLA lists every SLA's priorities; never send "slaid=None".
             params = {"slaid": str(sla_id)} if sla_id is not None else {}
-        if not fresh and (cached := self._clients.cache.get(key)) is not None:
+        local = self._clients.local
+        if not fresh and (cached := local.get(key) or self._clients.cache.get(key)) is not None:
+            local.set(key, cached, _LOCAL_LOOKUP_S)
             records: list[dict[str, Any]] = json.loads(cached)
             return records, True
         path = _LOOKUP_PATHS[kind]
         response = self._call("GET", path, params=params)
         records = unwrap_records(_json(response, f"GET /api{path}"), kind)
-        self._clients.cache.set(key, json.dumps(records), self._clients.timeouts.lookup_ttl_s)
+        encoded = json.dumps(records)
+        self._clients.cache.set(key, encoded, self._clients.timeouts.lookup_ttl_s)
+        self._clients.local.set(key, encoded, _LOCAL_LOOKUP_S)
         return records, False
 
     # -- the choke point ---------------------------------------------------------------------
