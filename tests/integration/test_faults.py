@@ -124,7 +124,9 @@ def test_a_token_that_expires_mid_run_and_is_answered_400_is_refreshed_once(
     assert record["attempts"] == 1
     refused = [r for r in fake.requests() if r.status == 400]
     assert len(refused) == 1
-    assert statuses(token_requests(fake)) == [200, 200]
+    # The worker may hold a token from an earlier job; either way, every token request
+    # succeeds and exactly one follows the refusal.
+    assert set(statuses(token_requests(fake))) == {200}
     [refresh] = [r for r in token_requests(fake) if r.seq > refused[0].seq]
     # The refused request is sent again with the new token, and succeeds.
     retried = [r for r in fake.requests() if r.seq > refresh.seq and r.path == refused[0].path]
