@@ -56,7 +56,9 @@ def test_server_errors_are_retried_until_halo_answers(producer: Producer, fake: 
     assert record["outcome"] == "succeeded", record["error"]
     assert record["attempts"] == 3
     assert statuses(fake.requests_to("GET", TICKET)) == [503, 503, 200]
-    assert statuses(fake.posts()) == [201]
+    # One update took effect; a POST refused for its token (if that was the refused request)
+    # changed nothing.
+    assert statuses([p for p in fake.posts() if p.seq != refused[0].seq]) == [201]
     assert record["halo_requests"] == len(fake.requests())
 
 
@@ -131,7 +133,9 @@ def test_a_token_that_expires_mid_run_and_is_answered_400_is_refreshed_once(
     # The refused request is sent again with the new token, and succeeds.
     retried = [r for r in fake.requests() if r.seq > refresh.seq and r.path == refused[0].path]
     assert retried[0].status in (200, 201)
-    assert statuses(fake.posts()) == [201]
+    # One update took effect; a POST refused for its token (if that was the refused request)
+    # changed nothing.
+    assert statuses([p for p in fake.posts() if p.seq != refused[0].seq]) == [201]
     assert record["halo_requests"] == len(fake.requests())
 
 
