@@ -56,9 +56,7 @@ def test_server_errors_are_retried_until_halo_answers(producer: Producer, fake: 
     assert record["outcome"] == "succeeded", record["error"]
     assert record["attempts"] == 3
     assert statuses(fake.requests_to("GET", TICKET)) == [503, 503, 200]
-    # One update took effect; a POST refused for its token (if that was the refused request)
-    # changed nothing.
-    assert statuses([p for p in fake.posts() if p.seq != refused[0].seq]) == [201]
+    assert statuses(fake.posts()) == [201]
     assert record["halo_requests"] == len(fake.requests())
 
 
