@@ -87,11 +87,32 @@ for i = 1, n do
 end
 redis.call('PEXPIRE', KEYS[1], longest)
 redis.call('PEXPIRE', KEYS[1] .. ':seq', longest)
-return {1, 0, tightest[1], tightest[2], in_window + n}
+return {1, 0, tightest[1], tightest[2], in_window + n, ARGV[4] .. seq}
 """
 
 # KEYS: log, pause, learned. ARGV: pause_ms (-1: none given), learned "requests/window_ms" or "",
 # learned ttl_s, strikes ttl_s, max pause ms, first pause ms, jitter in [0, 1)
+# KEYS: log. ARGV: reservation, n, longest span ms
+# A grant taken ahead of its requests (a released batch) is moved to the moment they are sent,
+# so the log holds them when Halo sees them, not when they were granted. Entries that already
+# left the log are not brought back: those requests must take budget again.
+_RESTAMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local kept = 0
+for i = 1, tonumber(ARGV[2]) do
+  local member = ARGV[1] .. ':' .. i
+  if redis.call('ZSCORE', KEYS[1], member) then
+    redis.call('ZADD', KEYS[1], 'XX', now, member)
+    kept = kept + 1
+  end
+end
+if kept > 0 and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return kept
+"""
+
 _OBSERVE_429 = """
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) end
 local strikes = redis.call('INCR', KEYS[1] .. ':strikes')
@@ -121,6 +142,7 @@ class Grant:
     limit: int
     window_s: float
     in_window: int
+    reservation: str | None = None
 
 
 class Governor:
@@ -130,6 +152,7 @@ class Governor:
         self._redis = client
         self._acquire = client.register_script(_ACQUIRE)
         self._observe = client.register_script(_OBSERVE_429)
+        self._restamp = client.register_script(_RESTAMP)
 
     def try_acquire(self, connection: Connection, n: int = 1) -> Grant:
         """Take room for `n` requests if there is room for all of them now."""
@@ -154,7 +177,19 @@ class Governor:
             limit=int(raw[2]),
             window_s=int(raw[3]) / 1000,
             in_window=int(raw[4]),
+            reservation=str(raw[5]) if len(raw) > 5 else None,
         )
+
+    def use_reservation(self, connection: Connection, reservation: str, n: int) -> int:
+        """Spend a grant taken earlier (by the backlog dispatcher) now.
+
+        Returns:
+            How many of its `n` requests are still covered; the rest must take budget again.
+        """
+        longest_s = max(limit.window_s for limit in self.limits(connection))
+        span_ms = int(longest_s * 1000 * (1 + _PAD_FRACTION)) + _MIN_PAD_MS
+        kept = self._restamp(keys=_keys(connection.name)[:1], args=[reservation, n, span_ms])
+        return int(kept)
 
     def acquire(self, connection: Connection) -> None:
         """Take room for one request.
