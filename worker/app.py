@@ -35,7 +35,7 @@ from kombu import Queue
 from worker import liveness, logs, metrics, sentry
 from worker.backlog import BACKLOG_JOBS, BATCH_COST, Dispatcher, Parked
 from worker.deferrals import move_due, redeliver_lost, start_mover, stop_mover
-from worker.models import QUEUE, TASK_NAME, redacted_view
+from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.runtime import runtime
 from worker.settings import get_settings
 
@@ -46,7 +46,8 @@ BATCH_TASK_NAME = "halo.update_batch"
 
 settings = get_settings()
 
-app = Celery("halo", include=["worker.tasks"])
+# Every task takes its messages through a guard against malformed ones (worker.strategy).
+app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")
 app.conf.update(
     broker_url=settings.broker_url,
     broker_connection_retry_on_startup=True,
@@ -67,7 +68,10 @@ app.conf.update(
     accept_content=["json"],
     event_serializer="json",
     task_default_queue=QUEUE,
-    task_queues=(Queue(QUEUE), Queue(BATCH_QUEUE)),
+    # Routing keys spelled out: left out, Celery binds every queue to the default exchange with
+    # the default routing key ("halo"), and a message published to that exchange (as a
+    # non-Python producer does) would land in both queues.
+    task_queues=(Queue(QUEUE, routing_key=QUEUE), Queue(BATCH_QUEUE, routing_key=BATCH_QUEUE)),
     task_routes={TASK_NAME: {"queue": QUEUE}, BATCH_TASK_NAME: {"queue": BATCH_QUEUE}},
     task_ignore_result=True,
     task_acks_late=True,
@@ -111,7 +115,7 @@ def publish_job(job_id: str, job: Any, submitted_at: str | None) -> None:
 def publish_batch(connection: str, parked: list[Parked], *, prepaid: int) -> None:
     """Put a released backlog batch on the batch queue."""
     jobs = [{"job_id": p.job_id, "job": p.job, "submitted_at": p.submitted_at} for p in parked]
-    shown = [json.loads(redacted_view(p.job if isinstance(p.job, dict) else {}))[0] for p in parked]
+    shown = [redacted_fields(p.job if isinstance(p.job, dict) else {}) for p in parked]
     app.send_task(
         BATCH_TASK_NAME,
         args=[connection, jobs],

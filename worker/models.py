@@ -41,8 +41,10 @@ __all__ = [
     "Job",
     "Outcome",
     "ResultRecord",
+    "encodes_as_utf8",
     "failed_record",
     "parse_job",
+    "redacted_fields",
     "redacted_view",
     "result_key",
     "succeeded_record",
@@ -201,7 +203,7 @@ def parse_job(raw: bytes | str | Mapping[str, Any]) -> Job:
             names the key to fix, e.g. ``job.ticket_id: field required``.
     """
     if isinstance(raw, bytes | str):
-        size = len(raw.encode() if isinstance(raw, str) else raw)
+        size = len(raw.encode(errors="surrogatepass") if isinstance(raw, str) else raw)
         if size > MAX_JOB_BYTES:
             raise InvalidJob(f"job: {size} bytes is larger than the limit of {MAX_JOB_BYTES}")
         try:
@@ -220,17 +222,35 @@ def parse_job(raw: bytes | str | Mapping[str, Any]) -> Job:
             raise InvalidJob(f"job: {size} bytes is larger than the limit of {MAX_JOB_BYTES}")
     if not isinstance(data, Mapping):
         raise InvalidJob(f"job: expected a JSON object, got {_json_type(data)}")
+    if not encodes_as_utf8(data):
+        # JSON can carry "\ud800", but no UTF-8 text can: such a job could neither be sent
+        # to Halo nor have its record written. The message cannot quote the text either.
+        raise InvalidJob(
+            "job: holds text that is not valid Unicode (an unpaired UTF-16 surrogate such as "
+            "\\ud800); fix the encoding of the text that was put in the job"
+        )
     try:
         return Job.model_validate(data)
     except ValidationError as exc:
         raise InvalidJob(describe_validation_error(exc), field=_first_field(exc)) from None
 
 
+def encodes_as_utf8(value: Any) -> bool:
+    """Whether every string in a JSON value (keys included) can be written as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode()
+    except UnicodeEncodeError:
+        return False
+    except (ValueError, RecursionError):
+        return True  # not representable at all: reported by whoever serialises it
+    return True
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One readable line per problem, each naming the key: ``job.status: ...; job.x: ...``."""
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in ("job", *error["loc"]))
+        where = _where(error["loc"])
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(Job.model_fields)
             parts.append(f"{where}: unknown key (allowed keys: {allowed})")
@@ -249,13 +269,38 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def redacted_view(job: Mapping[str, Any]) -> str:
+# An unknown key is quoted this far in a message; the job author can find it from there.
+_KEY_CHARS: Final = 60
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A key path as a message names it: ``job.meta``, or ``job[""]`` for a key that is
+    empty, not a plain name, or long (JSON-quoted, so control characters show escaped)."""
+    where = "job"
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif part.isidentifier() and part.isascii() and len(part) <= _KEY_CHARS:
+            where += f".{part}"
+        else:
+            shown = part if len(part) <= _KEY_CHARS else part[: _KEY_CHARS - 1] + "…"
+            where += f"[{json.dumps(shown)}]"
+    return where
+
+
+def redacted_fields(job: Mapping[str, Any]) -> dict[str, Any]:
     """What events, logs and Flower may show of a job: its ids and the ticket id template.
 
-    Never `variables`, `details`, `summary` or `meta`: they carry email content.
+    Never `variables`, `details`, `summary` or `meta`: they carry email content. Each value
+    shown is a number or a string cut to `_SHOWN_CHARS`; any other value (in a job that does
+    not validate) shows only as its JSON type.
     """
-    shown = {key: job.get(key) for key in ("job_id", "connection", "ticket_id")}
-    return json.dumps([shown], default=str)[:1024]
+    return {key: _shown(job.get(key)) for key in ("job_id", "connection", "ticket_id")}
+
+
+def redacted_view(job: Mapping[str, Any]) -> str:
+    """`redacted_fields` as the JSON text of Celery's `argsrepr`: ``[{...}]``."""
+    return json.dumps([redacted_fields(job)])
 
 
 def utc_now_iso() -> str:
@@ -277,6 +322,23 @@ def _depth(value: Any, level: int = 0) -> int:
     if isinstance(value, list):
         return max((_depth(v, level + 1) for v in value), default=level + 1)
     return level
+
+
+# Enough of a shown value to recognise a ticket id template; bounds what one job puts in an event.
+_SHOWN_CHARS: Final = 200
+_SHOWN_MAX_INT: Final = 2**63
+
+
+def _shown(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        # A huge integer cannot even be printed (Python caps int-to-text at 4300 digits), and
+        # NaN is not JSON.
+        return value if abs(value) < _SHOWN_MAX_INT else "<a number>"
+    if isinstance(value, str):
+        return value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 1] + "…"
+    return "<an object>" if isinstance(value, Mapping) else f"<{_json_type(value)}>"
 
 
 def _json_type(value: Any) -> str:

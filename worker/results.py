@@ -289,7 +289,9 @@ class ResultStore:
         pool = self.redis.connection_pool
         kwargs = {**pool.connection_kwargs, "socket_timeout": None}
         blocking_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        with redis.Redis(connection_pool=blocking_pool) as blocking:
+        # `from_pool`: closing the client disconnects the pool, rather than leaving its socket
+        # to the garbage collector (which warns of it as unclosed).
+        with redis.Redis.from_pool(blocking_pool) as blocking:
             while record is None:
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:

@@ -35,6 +35,7 @@ from worker.models import (
     JOB_ID_PATTERN,
     Job,
     ResultRecord,
+    encodes_as_utf8,
     failed_record,
     parse_job,
     succeeded_record,
@@ -348,7 +349,8 @@ def job_id_of(payload: Any, task_id: str) -> str:
 
 def _meta_of(payload: Any) -> dict[str, Any]:
     meta = payload.get("meta") if isinstance(payload, Mapping) else None
-    return meta if isinstance(meta, dict) else {}
+    # An invalid job's meta is echoed as sent, unless no record could hold it.
+    return meta if isinstance(meta, dict) and encodes_as_utf8(meta) else {}
 
 
 def _total(before: float, now: float) -> int | float:

@@ -16,7 +16,7 @@ from worker.app import BATCH_TASK_NAME, app
 from worker.backlog import Parked
 from worker.batch import run_batch
 from worker.liveness import CANARY_TASK_NAME, canary_ran
-from worker.models import TASK_NAME, redacted_view
+from worker.models import TASK_NAME, redacted_fields
 from worker.runtime import runtime
 
 log = logging.getLogger("halo.tasks")
@@ -38,15 +38,20 @@ class RedactingRequest(Request):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         payloads = self.args if isinstance(self.args, list | tuple) else []
-        shown = [json.loads(redacted_view(p))[0] for p in payloads if isinstance(p, dict)]
+        shown = [redacted_fields(p) for p in payloads if isinstance(p, dict)]
         jobs = [j for p in payloads if isinstance(p, list) for j in p if isinstance(j, dict)]
-        shown += [json.loads(redacted_view(j.get("job") or {}))[0] for j in jobs]
+        shown += [redacted_fields(_mapping(j.get("job"))) for j in jobs]
         self._argsrepr = json.dumps(shown)[:4096]
         self._kwargsrepr = json.dumps(sorted(self.kwargs)) if isinstance(self.kwargs, dict) else ""
 
     def info(self, safe: bool = False) -> Any:
         del safe
         return super().info(safe=True)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    # A malformed batch message may carry anything as a job; showing it must not fail.
+    return value if isinstance(value, dict) else {}
 
 
 @app.task(name=TASK_NAME, bind=True, Request=RedactingRequest)
@@ -60,7 +65,9 @@ def update_ticket(self: Task[Any, Any], *args: Any, **kwargs: Any) -> str:
     runner = runtime().runner
     task_id = str(self.request.id)
     submitted_at = kwargs.get("submitted_at")
-    submitted_at = submitted_at if isinstance(submitted_at, str) else None
+    # A timestamp (ISO 8601): anything else from a hand-made message is ignored, not recorded.
+    timestamp = isinstance(submitted_at, str) and submitted_at.isascii() and len(submitted_at) < 64
+    submitted_at = submitted_at if timestamp else None
     try:
         if len(args) == 1 and set(kwargs) <= {"submitted_at"}:
             return runner.run(args[0], task_id=task_id, submitted_at=submitted_at).value
