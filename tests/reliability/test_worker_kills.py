@@ -15,13 +15,14 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 import redis
 
 from ops.processes import WorkerProcess
 from reliability.audit import AgentEdits, Audit, audit, wait_for_records
-from reliability.fleet import Fleet
+from reliability.fleet import Fleet, Record
 from reliability.scale import SCALE
 
 # Every Halo answer takes this long: a job (ticket read, POST) holds its slot for about 2 s,
@@ -42,7 +43,9 @@ class Chaos:
         self.hit = hit
         self.seed = random.randrange(2**32)  # noqa: S311 - chaos, not cryptography
         self.back_in_s: list[float] = []
-        self.busy_at_hit: list[int] = []
+        # At each hit: the wall-clock time and the jobs then claimed fleet-wide (running, or
+        # held by an earlier dead worker).
+        self.claimed_at_hit: list[tuple[float, list[str]]] = []
         self._restarting: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -63,7 +66,11 @@ class Chaos:
             with self._lock:
                 self._restarting.add(victim.name)
             # Jobs being run fleet-wide at the hit, and claims dead workers left.
-            self.busy_at_hit.append(len(list(redis_client.scan_iter("halo:claim:*"))))
+            claims = [
+                str(key).removeprefix("halo:claim:")
+                for key in redis_client.scan_iter("halo:claim:*")
+            ]
+            self.claimed_at_hit.append((time.time(), claims))
             thread = threading.Thread(target=self._hit_and_restart, args=(victim,))
             self._threads.append(thread)
             thread.start()
@@ -78,12 +85,26 @@ class Chaos:
             self.back_in_s.append(time.monotonic() - started)
             self._restarting.discard(victim.name)
 
-    def figures(self) -> dict[str, object]:
+    def figures(self, records: dict[str, Record]) -> dict[str, object]:
+        """How long a hit worker took to be back, and how long until every job claimed at a
+        hit had its record (the recovery time of that hit)."""
+        recovery = []
+        for at, claims in self.claimed_at_hit:
+            done = [finished_s(records[j]) - at for j in claims if j in records]
+            if done:
+                recovery.append(max(done))
         return {
             "hit_back_in_s_median": round(statistics.median(self.back_in_s), 2),
             "hit_back_in_s_max": round(max(self.back_in_s), 2),
-            "claims_in_redis_at_hit_median": statistics.median(self.busy_at_hit),
+            "jobs_claimed_at_hit_median": statistics.median(len(c) for _, c in self.claimed_at_hit),
+            "recovery_s_median": round(statistics.median(recovery), 1) if recovery else None,
+            "recovery_s_max": round(max(recovery), 1) if recovery else None,
         }
+
+
+def finished_s(record: Record) -> float:
+    """When a record was written, as a Unix time."""
+    return datetime.fromisoformat(str(record["finished_at"])).timestamp()
 
 
 def report(title: str, figures: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,7 +154,7 @@ def test_sigkilled_workers_lose_no_job_and_write_no_ticket_twice(
         **found.summary(),
         "workers": WORKERS,
         "kills": SCALE.kills,
-        **chaos.figures(),
+        **chaos.figures(found.records),
         "republished_as_lost": republished(fleet),
         "records_after_last_kill_s": round(drain_s, 1),
         "run_s": round(time.monotonic() - started, 1),
@@ -174,7 +195,8 @@ def test_sigtermed_workers_finish_what_they_hold_and_rerun_nothing(
         **found.summary(),
         "workers": WORKERS,
         "sigterms": SCALE.stops,
-        **chaos.figures(),
+        **chaos.figures(found.records),
+        "republished_as_lost": republished(fleet),
         "records_after_last_stop_s": round(drain_s, 1),
         "run_s": round(time.monotonic() - started, 1),
     }
