@@ -33,7 +33,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from worker import liveness, logs, metrics, sentry
-from worker.backlog import BACKLOG_JOBS, BATCH_COST, Dispatcher, Parked
+from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
 from worker.deferrals import move_due, redeliver_lost, start_mover, stop_mover
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.runtime import runtime
@@ -112,17 +112,20 @@ def publish_job(job_id: str, job: Any, submitted_at: str | None) -> None:
     )
 
 
-def publish_batch(connection: str, parked: list[Parked], *, prepaid: int) -> None:
-    """Put a released backlog batch on the batch queue."""
+def publish_batch(
+    connection: str, parked: list[Parked], prepaid: int, reservation: str | None
+) -> None:
+    """Put a released backlog batch on the batch queue, with the budget granted for it."""
     jobs = [{"job_id": p.job_id, "job": p.job, "submitted_at": p.submitted_at} for p in parked]
     shown = [redacted_fields(p.job if isinstance(p.job, dict) else {}) for p in parked]
+    budget = {"prepaid": prepaid, "reservation": reservation}
     app.send_task(
         BATCH_TASK_NAME,
         args=[connection, jobs],
-        kwargs={"prepaid": prepaid},
+        kwargs=budget,
         queue=BATCH_QUEUE,
         argsrepr=json.dumps([connection, shown])[:4096],
-        kwargsrepr=json.dumps({"prepaid": prepaid}),
+        kwargsrepr=json.dumps(budget),
     )
 
 
@@ -139,7 +142,7 @@ def _start_background(**_: Any) -> None:
         current.backlogs,
         current.governor,
         current.clients.connections,
-        partial(publish_batch, prepaid=BATCH_COST),
+        publish_batch,
         batch_max=current.settings.batch_max,
     )
     # A job silent for longer than a stranded message and a dead worker's claim take to

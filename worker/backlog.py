@@ -7,9 +7,10 @@ order. Other connections are untouched: their jobs keep running straight off the
 
 A dispatcher (every worker runs one; a per-connection lock lets one act at a time) releases a
 backlog only as fast as the budget allows: for each grant of two requests (one list read, one
-POST) it takes up to `batch_max` jobs and publishes them as one batch task, with the grant
-prepaid. Parked jobs are never re-published on a timer, so a deep backlog costs nothing while
-it waits, and nothing is delivered late enough to meet the visibility timeout.
+POST) it takes up to `batch_max` jobs and publishes them as one batch task, with the grant as a
+reservation that the batch spends when it runs (see `Governor.use_reservation`). Parked jobs
+are never re-published on a timer, so a deep backlog costs nothing while it waits, and nothing
+is delivered late enough to meet the visibility timeout.
 
 Keys:
     halo:backlogs                 connections that have a backlog (set)
@@ -192,7 +193,7 @@ class Dispatcher:
         backlogs: Backlogs,
         governor: Governor,
         connections: Mapping[str, Connection],
-        publish_batch: Callable[[str, list[Parked]], None],
+        publish_batch: Callable[[str, list[Parked], int, str | None], None],
         *,
         batch_max: int,
     ) -> None:
@@ -229,12 +230,15 @@ class Dispatcher:
         if self._backlogs.waiting(name) == 0:
             self._backlogs.take(name, 0)  # clears the connection from halo:backlogs
             return 0
-        grant = self._governor.try_acquire(self._connections[name], BATCH_COST)
+        connection = self._connections[name]
+        # A limit below a batch's cost would never grant it: such a tiny budget pays one.
+        cost = min(BATCH_COST, connection.rate_limit.requests)
+        grant = self._governor.try_acquire(connection, cost)
         if not grant.granted:
             return 0
         parked = self._backlogs.take(name, self._batch_max)
         if parked:
-            self._publish(name, parked)
+            self._publish(name, parked, cost, grant.reservation)
             self._backlogs.released(name, parked)
         return len(parked)
 

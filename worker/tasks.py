@@ -86,19 +86,32 @@ def update_ticket(self: Task[Any, Any], *args: Any, **kwargs: Any) -> str:
 
 @app.task(name=BATCH_TASK_NAME, bind=True, Request=RedactingRequest)
 def update_batch(
-    self: Task[Any, Any], connection: str, jobs: list[dict[str, Any]], prepaid: int = 0
+    self: Task[Any, Any],
+    connection: str,
+    jobs: list[dict[str, Any]],
+    prepaid: int = 0,
+    reservation: str | None = None,
 ) -> int:
     """Run a batch released from a connection's backlog; returns how many jobs it recorded.
 
-    Published by the worker's own dispatcher only (see `worker.backlog`).
+    Published by the worker's own dispatcher only (see `worker.backlog`), with the budget it
+    was granted: spent now, as the batch sends, and never twice (a redelivered batch, whose
+    first delivery may have sent, takes budget afresh).
     """
+    current = runtime()
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    if redelivered or not reservation or connection not in current.clients.connections:
+        prepaid = 0
+    else:
+        conn = current.clients.connections[connection]
+        prepaid = current.governor.use_reservation(conn, reservation, prepaid)
     parked = [
         Parked(str(j["job_id"]), j.get("job"), j.get("submitted_at"))
         for j in jobs
         if isinstance(j, dict) and isinstance(j.get("job_id"), str)
     ]
     try:
-        return run_batch(runtime().runner, connection, parked, prepaid)
+        return run_batch(current.runner, connection, parked, prepaid)
     except redis.RedisError as exc:
         log.warning(
             "result store unreachable; batch handed back to the broker",

@@ -44,9 +44,13 @@ class Published:
 
     def __init__(self) -> None:
         self.batches: list[tuple[str, list[Parked]]] = []
+        self.budgets: list[tuple[int, str | None]] = []
 
-    def __call__(self, connection: str, parked: list[Parked]) -> None:
+    def __call__(
+        self, connection: str, parked: list[Parked], prepaid: int, reservation: str | None
+    ) -> None:
         self.batches.append((connection, list(parked)))
+        self.budgets.append((prepaid, reservation))
 
     def job_ids(self) -> list[str]:
         return [p.job_id for _, parked in self.batches for p in parked]
@@ -69,10 +73,16 @@ def _dispatcher(
 
 
 def _run_batches(runtime: Runtime, published: Published) -> int:
-    return sum(
-        run_batch(runtime.runner, connection, parked, BATCH_COST)
-        for connection, parked in published.batches
-    )
+    """Run the published batches as the batch task does: spending each one's reservation."""
+    recorded = 0
+    for (connection, parked), (prepaid, reservation) in zip(
+        published.batches, published.budgets, strict=True
+    ):
+        assert reservation is not None
+        conn = runtime.clients.connections[connection]
+        covered = runtime.governor.use_reservation(conn, reservation, prepaid)
+        recorded += run_batch(runtime.runner, connection, parked, covered)
+    return recorded
 
 
 def _park(runtime: Runtime, *jobs: Job) -> None:
@@ -173,13 +183,13 @@ def test_no_parked_job_is_lost_when_a_dispatcher_dies_mid_release(
 
     # Dies after publishing its second batch but before forgetting it, and while taking its
     # third: two batches' jobs stay leased to a dispatcher that will never come back.
-    survived: list[tuple[str, list[Parked]]] = []
+    survived = Published()
 
-    def dying(connection: str, parked: list[Parked]) -> None:
-        if len(survived) == 2:
+    def dying(connection: str, parked: list[Parked], prepaid: int, reservation: str | None) -> None:
+        if len(survived.batches) == 2:
             raise DispatcherDied
-        survived.append((connection, list(parked)))
-        if len(survived) == 2:
+        survived(connection, parked, prepaid, reservation)
+        if len(survived.batches) == 2:
             raise DispatcherDied
 
     short_lease = Backlogs(runtime.redis, take_lease_ms=300)
@@ -189,7 +199,8 @@ def test_no_parked_job_is_lost_when_a_dispatcher_dies_mid_release(
         _dispatcher(runtime, dying, batch_max=5, backlogs=short_lease).dispatch()
 
     published = Published()
-    published.batches.extend(survived)
+    published.batches.extend(survived.batches)
+    published.budgets.extend(survived.budgets)
     dispatcher = _dispatcher(runtime, published, batch_max=5)
     wait_until(
         lambda: dispatcher.dispatch() >= 0 and runtime.backlogs.size("acme") == 0,
@@ -212,7 +223,7 @@ def test_jobs_leased_to_a_dead_dispatcher_cost_no_budget_while_the_lease_runs(
     acme = runtime.clients.connections["acme"]
     _park(runtime, *(job(4711, summary=f"Leased {i}") for i in range(3)))
 
-    def dead(connection: str, parked: list[Parked]) -> None:
+    def dead(connection: str, parked: list[Parked], prepaid: int, reservation: str | None) -> None:
         raise DispatcherDied
 
     with pytest.raises(DispatcherDied):

@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Final
 
 import pytest
+import redis
 
 from integration.budget import (
     Fleet,
@@ -265,3 +266,39 @@ def test_a_client_without_budget_is_refused_before_sending_anything(fleet: Fleet
 
     assert halo.requests() == []
     assert client.requests_made == 0
+
+
+def test_a_reserved_grant_counts_from_when_it_is_spent_not_when_it_was_granted(
+    fleet: Fleet, budget_redis: redis.Redis
+) -> None:
+    runtime = fleet(Tenants(), rates={"acme": "2/1s"})
+    acme = runtime.clients.connections["acme"]
+    grant = runtime.governor.try_acquire(acme, 2)
+    assert grant.granted
+    assert grant.reservation is not None
+    granted_at = _log(budget_redis)
+    time.sleep(0.3)
+
+    assert runtime.governor.use_reservation(acme, grant.reservation, 2) == 2
+
+    spent_at = _log(budget_redis)
+    assert set(spent_at) == set(granted_at)
+    assert all(spent_at[m] >= granted_at[m] + 250 for m in granted_at)
+    # Still two requests in the window: nobody else gets budget meanwhile.
+    assert not runtime.governor.try_acquire(acme).granted
+
+
+def test_a_reservation_whose_window_has_passed_covers_nothing(fleet: Fleet) -> None:
+    runtime = fleet(Tenants(), rates={"acme": "2/1s"})
+    acme = runtime.clients.connections["acme"]
+    grant = runtime.governor.try_acquire(acme, 2)
+    assert grant.reservation is not None
+    time.sleep(1.5)  # past the padded window: the grant's entries have left the log
+
+    assert runtime.governor.use_reservation(acme, grant.reservation, 2) == 0
+
+
+def _log(client: redis.Redis) -> dict[str, float]:
+    """The sliding log of connection acme: member -> grant time (ms)."""
+    entries: list[tuple[str, float]] = client.zrange("halo:rate:acme", 0, -1, withscores=True)
+    return dict(entries)
