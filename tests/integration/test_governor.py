@@ -10,7 +10,7 @@ import multiprocessing
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Final
+from typing import Final, cast
 
 import pytest
 import redis
@@ -300,5 +300,5 @@ def test_a_reservation_whose_window_has_passed_covers_nothing(fleet: Fleet) -> N
 
 def _log(client: redis.Redis) -> dict[str, float]:
     """The sliding log of connection acme: member -> grant time (ms)."""
-    entries: list[tuple[str, float]] = client.zrange("halo:rate:acme", 0, -1, withscores=True)
-    return dict(entries)
+    entries = client.zrange("halo:rate:acme", 0, -1, withscores=True)
+    return {str(member): float(score) for member, score in cast(list[tuple[str, float]], entries)}
