@@ -153,6 +153,7 @@ def _start_background(**_: Any) -> None:
         publish_job,
         quiet_s=current.settings.visibility_timeout_s + current.runner.lease_s,
         backlog_jobs=BACKLOG_JOBS,
+        queues=(QUEUE, BATCH_QUEUE),
     )
     start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch, redeliver])
 

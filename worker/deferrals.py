@@ -52,14 +52,19 @@ def move_due(store: ResultStore, publish: Publish) -> int:
 
 
 def redeliver_lost(
-    store: ResultStore, publish: Publish, *, quiet_s: float, backlog_jobs: str
+    store: ResultStore,
+    publish: Publish,
+    *,
+    quiet_s: float,
+    backlog_jobs: str,
+    queues: Sequence[str],
 ) -> int:
     """Publish again every accepted job whose message the broker lost; returns how many.
 
     `quiet_s` must outlast the slowest legitimate silence: a message stranded by a dead
     worker (the visibility timeout) and that worker's claim (the runner's lease).
     """
-    lost = store.take_lost(quiet_s=quiet_s, limit=_BATCH, backlog_jobs=backlog_jobs)
+    lost = store.take_lost(quiet_s=quiet_s, limit=_BATCH, backlog_jobs=backlog_jobs, queues=queues)
     for due in lost:
         job = due.payload.get("job")
         submitted_at = due.payload.get("submitted_at")

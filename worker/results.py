@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -158,12 +158,15 @@ redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: unfinished, unfinished jobs, deferred, backlog jobs
+# KEYS: unfinished, unfinished jobs, deferred, backlog jobs, job queues...
 # ARGV: quiet_ms, limit, result key prefix, claim key prefix
-# Every job quiet for quiet_ms is marked seen now; those with no record, no run (claim), no
-# deferral and no backlog place are returned: the broker has lost them, or they still wait
-# in the queue (a copy is then a harmless duplicate).
+# Nothing is taken while a job queue holds messages: a quiet job may be one of them. Else every
+# job quiet for quiet_ms is marked seen now; those with no record, no run (claim), no deferral
+# and no backlog place are returned: the broker has lost them.
 _TAKE_LOST = """
+for i = 5, #KEYS do
+  if redis.call('LLEN', KEYS[i]) > 0 then return {} end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local quiet = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
@@ -401,15 +404,18 @@ class ResultStore:
             args=[job_id, json.dumps(payload)],
         )
 
-    def take_lost(self, *, quiet_s: float, limit: int, backlog_jobs: str) -> list[DueJob]:
+    def take_lost(
+        self, *, quiet_s: float, limit: int, backlog_jobs: str, queues: Sequence[str]
+    ) -> list[DueJob]:
         """Unfinished jobs nobody has shown a sign of for `quiet_s`, for re-enqueueing.
 
         A job is accounted for while it runs (its claim), waits to run again (`halo:deferred`)
         or waits for budget (the backlog payloads, hash `backlog_jobs`); otherwise, once
         quiet for longer than a stranded message takes to come back (the visibility timeout
         plus a dead worker's claim), its message is gone. Each job returned is marked seen,
-        so it is returned again only after another quiet period. A job still waiting in the
-        queue is returned too: its copy is a duplicate, which the record check makes a no-op.
+        so it is returned again only after another quiet period. Nothing is returned while
+        a job queue (the broker's lists `queues`) holds messages, since a quiet job may just
+        be waiting there: a lost job is then found once the queues drain.
 
         Returns:
             The jobs, as `DueJob`s with an empty `lease` (being marked seen is their lease).
@@ -417,7 +423,7 @@ class ResultStore:
         raw = cast(
             list[Any],
             self._take_lost(
-                keys=[UNFINISHED, UNFINISHED_JOBS, DEFERRED, backlog_jobs],
+                keys=[UNFINISHED, UNFINISHED_JOBS, DEFERRED, backlog_jobs, *queues],
                 args=[int(quiet_s * 1000), limit, result_key(""), _claim_key("")],
             ),
         )
