@@ -63,11 +63,13 @@ for _, rule in ipairs(rules) do
 end
 local paused = redis.call('PTTL', KEYS[2])
 if paused > 0 then return {0, paused, tightest[1], tightest[2], -1} end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
+-- Times are whole milliseconds, so a window includes its oldest millisecond: two grants a
+-- whole span apart on Redis's clock may be a little less than a span apart in truth.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. tostring(now - longest))
 local n = tonumber(ARGV[3])
 local wait, binding, in_window = 0, tightest, 0
 for i, rule in ipairs(rules) do
-  local since = '(' .. tostring(now - rule[3])
+  local since = tostring(now - rule[3])
   local count = redis.call('ZCOUNT', KEYS[1], since, '+inf')
   if i == 1 then in_window = count end
   if count + n > rule[1] then
@@ -76,7 +78,7 @@ for i, rule in ipairs(rules) do
     local entry = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES',
                              'LIMIT', need - 1, 1)
     local until_room = rule[3]
-    if entry[2] then until_room = math.max(1, tonumber(entry[2]) + rule[3] - now) end
+    if entry[2] then until_room = math.max(1, tonumber(entry[2]) + rule[3] + 1 - now) end
     if until_room > wait then wait, binding = until_room, rule end
   end
 end

@@ -128,7 +128,7 @@ def test_two_connections_have_independent_budgets(fleet: Fleet) -> None:
     refused = runtime.governor.try_acquire(acme)
 
     assert not refused.granted
-    assert 0 < refused.wait_s <= 63.0  # 60 s window + 5 % pad
+    assert 0 < refused.wait_s <= 63.001  # 60 s window + 5 % pad, + the oldest millisecond
     assert runtime.governor.try_acquire(globex, 5).granted
 
 
