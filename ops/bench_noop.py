@@ -3,8 +3,9 @@
 `celery -A ops.bench_noop worker` serves the same task name on the same queue as the real
 worker, so the benchmark submits to it with the same `Producer.submit` and the same job
 payloads. Broker, serialisation, acks, prefetch, pool, concurrency, events and logging are
-those of `worker.app` (copied, not imported: importing `worker.app` would wire its signal
-hooks, and with them the Halo runtime and the deferral mover, into the baseline). The only
+those of `worker.app`, from the same `worker.celeryconfig.celery_config` (not `worker.app`
+itself, which would wire its signal hooks, and with them the Halo runtime and the deferral
+mover, into the baseline). The only
 difference is the task body: one Redis INCR, the cheapest way to say "done" that the
 benchmark can count, where the real task writes a record and its feed entry.
 """
@@ -19,6 +20,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from worker import logs
+from worker.celeryconfig import celery_config
 from worker.models import QUEUE, TASK_NAME
 from worker.settings import get_settings
 
@@ -27,33 +29,9 @@ DONE_KEY = "bench:noop:done"
 settings = get_settings()
 
 app = Celery("halo-bench-noop")
-app.conf.update(
-    broker_url=settings.broker_url,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options={
-        "visibility_timeout": settings.visibility_timeout_s,
-        "unacked_restore_interval": 5,
-        "unacked_restore_throttle": 1,
-        "socket_keepalive": True,
-        "health_check_interval": 10,
-    },
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    event_serializer="json",
-    task_default_queue=QUEUE,
-    task_queues=(Queue(QUEUE),),
-    task_ignore_result=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    task_acks_on_failure_or_timeout=True,
-    worker_prefetch_multiplier=1,
-    worker_pool="threads",
-    worker_concurrency=settings.worker_concurrency,
-    worker_send_task_events=True,
-    task_send_sent_event=True,
-    worker_hijack_root_logger=False,
-)
+app.conf.update(celery_config(settings))
+# The baseline serves only the main queue: it never releases backlog batches.
+app.conf.update(task_queues=(Queue(QUEUE, routing_key=QUEUE),))
 
 
 @signals.setup_logging.connect

@@ -25,73 +25,24 @@ settings below are chosen against the traps of the kombu Redis transport (kombu 
 from __future__ import annotations
 
 import json
-import ssl
 from functools import partial
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
 
 from worker import liveness, logs, metrics, sentry
 from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
+from worker.celeryconfig import BATCH_QUEUE, BATCH_TASK_NAME, celery_config
 from worker.deferrals import move_due, redeliver_lost, start_mover, stop_mover
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.runtime import runtime
 from worker.settings import get_settings
 
-# Released backlog batches have their own queue, so they do not wait behind the main one:
-# their Halo budget is already granted and should be spent now.
-BATCH_QUEUE = "halo.batch"
-BATCH_TASK_NAME = "halo.update_batch"
-
 settings = get_settings()
 
 # Every task takes its messages through a guard against malformed ones (worker.strategy).
 app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")
-app.conf.update(
-    broker_url=settings.broker_url,
-    broker_connection_retry_on_startup=True,
-    broker_connection_max_retries=None,
-    broker_transport_options={
-        "visibility_timeout": settings.visibility_timeout_s,
-        "unacked_restore_interval": 5,
-        "unacked_restore_throttle": 1,
-        "socket_keepalive": True,
-        "health_check_interval": 10,
-    },
-    # kombu turns certificate checks off for a rediss:// broker given no SSL options.
-    broker_use_ssl=(
-        {"ssl_cert_reqs": ssl.CERT_REQUIRED} if settings.broker_url.startswith("rediss") else None
-    ),
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    event_serializer="json",
-    task_default_queue=QUEUE,
-    # Routing keys spelled out: left out, Celery binds every queue to the default exchange with
-    # the default routing key ("halo"), and a message published to that exchange (as a
-    # non-Python producer does) would land in both queues.
-    task_queues=(Queue(QUEUE, routing_key=QUEUE), Queue(BATCH_QUEUE, routing_key=BATCH_QUEUE)),
-    task_routes={TASK_NAME: {"queue": QUEUE}, BATCH_TASK_NAME: {"queue": BATCH_QUEUE}},
-    task_ignore_result=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    task_acks_on_failure_or_timeout=True,
-    worker_prefetch_multiplier=1,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
-    # SIGTERM is Celery's warm shutdown: the worker stops taking messages, puts reserved ones
-    # back at the head of the queue, and waits for running jobs, each bounded by its deadline.
-    # Soft shutdown (worker_soft_shutdown_timeout) applies only to SIGQUIT and cannot stop a
-    # thread, so it is left off. Orchestrators must wait at least job_deadline_s plus one
-    # request timeout before killing (compose stop_grace_period, Kubernetes
-    # terminationGracePeriodSeconds).
-    # Halo calls are I/O: threads keep hundreds of requests in flight in one process.
-    worker_pool="threads",
-    worker_concurrency=settings.worker_concurrency,
-    worker_send_task_events=True,
-    task_send_sent_event=True,
-    worker_hijack_root_logger=False,
-)
+app.conf.update(celery_config(settings))
 
 
 @signals.setup_logging.connect

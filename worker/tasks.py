@@ -12,9 +12,10 @@ from celery import Task
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
-from worker.app import BATCH_TASK_NAME, app
+from worker.app import app
 from worker.backlog import Parked
 from worker.batch import run_batch
+from worker.celeryconfig import BATCH_TASK_NAME
 from worker.liveness import CANARY_TASK_NAME, canary_ran
 from worker.models import TASK_NAME, redacted_fields
 from worker.runtime import runtime
