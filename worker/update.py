@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 from worker.errors import InvalidTicketId
 from worker.halo.client import HaloClient, Ticket
-from worker.halo.lookups import LookupKind, Resolved, name_of, resolve_refreshing
+from worker.halo.lookups import LookupKind, Resolved, as_int, name_of, resolve_refreshing
 from worker.models import RESULT_TICKET_KEYS, Job
 from worker.templating import render
 
@@ -138,7 +138,7 @@ def plan_update(
     for kind in _LOOKUP_FIELDS:
         if kind not in rendered.values:
             continue
-        sla_id = _int_or_none(current.get("sla_id")) if kind == "priority" else None
+        sla_id = as_int(current.get("sla_id")) if kind == "priority" else None
 
         def load(fresh: bool, kind: LookupKind = kind, sla_id: int | None = sla_id) -> Any:
             return client.lookup(kind, sla_id=sla_id, fresh=fresh)
@@ -149,12 +149,12 @@ def plan_update(
             # The ticket's team is the string `team`; `team_id` exists on newer builds only.
             if current.get("team") != match.name:
                 payload["team"] = match.name
-            if "team_id" in current and _int_or_none(current["team_id"]) != match.id:
+            if "team_id" in current and as_int(current["team_id"]) != match.id:
                 payload["team_id"] = match.id
                 payload.setdefault("team", match.name)
         else:
             id_field = _LABELS[kind][0]
-            if _int_or_none(current.get(id_field)) != match.id:
+            if as_int(current.get(id_field)) != match.id:
                 payload[id_field] = match.id
     changed = [key for key in payload if key != "id"]
     return Plan(rendered.ticket_id, current, payload, changed, list(rendered.warnings), resolved)
@@ -215,7 +215,7 @@ def shape_ticket(plan: Plan, after: Mapping[str, Any], client: HaloClient) -> di
         if name_field not in after and touched:
             view[name_field] = plan.resolved[kind].name
         elif view.get(name_field) is None and view.get(id_field) is not None:
-            sla_id = _int_or_none(view.get("sla_id")) if kind == "priority" else None
+            sla_id = as_int(view.get("sla_id")) if kind == "priority" else None
             records, _ = client.lookup(kind, sla_id=sla_id)
             view[name_field] = name_of(records, kind, view[id_field])
     return {key: view.get(key) for key in RESULT_TICKET_KEYS}
@@ -229,13 +229,5 @@ def _team_id(plan: Plan, team: str, client: HaloClient) -> int | None:
     folded = team.strip().casefold()
     for record in records:
         if str(record.get("name", "")).strip().casefold() == folded:
-            return _int_or_none(record.get("id"))
-    return None
-
-
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+            return as_int(record.get("id"))
     return None

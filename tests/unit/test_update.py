@@ -665,3 +665,14 @@ def test_fields_the_update_answer_omits_show_the_values_written(
     assert updated.ticket["details"] == "<p>New</p>"
     assert (updated.ticket["status_id"], updated.ticket["status_name"]) == (9, "Closed")
     assert (updated.ticket["team_id"], updated.ticket["team_name"]) == (3, "Projects")
+
+
+def test_a_ticket_field_of_non_ascii_digits_is_not_an_id_and_crashes_nothing(
+    clients: HaloClients,
+) -> None:
+    client = clients.for_job("acme")
+    ticket = {**client.get_ticket(4711), "sla_id": "²"}  # str.isdigit() is true; int() refuses
+
+    # No SLA to scope by: "High" is then a priority of both SLAs, which is ambiguous, not a bug.
+    with pytest.raises(LookupAmbiguous):
+        plan_update(job(priority="High"), client, ticket=ticket)

@@ -29,7 +29,7 @@ from worker.errors import (
 from worker.halo.auth import AccessToken, TokenSource, token_from_answer
 from worker.halo.cache import Cache, MemoryCache
 from worker.halo.errors import error_from_response, is_expired_token_answer, summarize_body
-from worker.halo.lookups import LookupKind, unwrap_records
+from worker.halo.lookups import LookupKind, as_int, unwrap_records
 
 Ticket = dict[str, Any]
 _USER_AGENT: Final = "halo-update-worker/0.1"
@@ -410,12 +410,7 @@ def _json(response: httpx.Response, what: str) -> Any:
 
 
 def _ticket_id(ticket: Mapping[str, Any]) -> int | None:
-    value = ticket.get("id")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
+    return as_int(ticket.get("id"))
 
 
 def _path(url: str) -> str:

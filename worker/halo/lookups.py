@@ -82,7 +82,7 @@ def resolve(
     if text.isascii() and text.isdigit():
         wanted = int(text)
         for record in records:
-            if _as_int(record.get(id_key)) == wanted:
+            if as_int(record.get(id_key)) == wanted:
                 return _resolved(kind, record, id_key)
         raise LookupNotFound(
             f"{kind} id {wanted} is not a Halo {kind}{scope}; valid: {_listing(records, id_key)}",
@@ -95,7 +95,7 @@ def resolve(
         if kind == "agent":
             names.append(record.get("email"))
         if any(isinstance(n, str) and n.strip().casefold() == folded for n in names):
-            record_id = _as_int(record.get(id_key))
+            record_id = as_int(record.get(id_key))
             if record_id is None:
                 # The name matched, so "no such name, closest: <the same name>" would mislead.
                 raise HaloUnexpectedResponse(
@@ -141,16 +141,16 @@ def resolve_refreshing(
 
 def name_of(records: Records, kind: LookupKind, record_id: Any) -> str | None:
     """The name of the record with that id, for result labels Halo's answer lacks."""
-    wanted = _as_int(record_id)
+    wanted = as_int(record_id)
     for record in records:
-        if wanted is not None and _as_int(record.get(_ID_KEY[kind])) == wanted:
+        if wanted is not None and as_int(record.get(_ID_KEY[kind])) == wanted:
             name = record.get("name")
             return name if isinstance(name, str) else None
     return None
 
 
 def _resolved(kind: LookupKind, record: dict[str, Any], id_key: str) -> Resolved:
-    record_id = _as_int(record.get(id_key))
+    record_id = as_int(record.get(id_key))
     if record_id is None:
         raise HaloUnexpectedResponse(f"a Halo {kind} record has no integer {id_key!r}")
     return Resolved(kind, record_id, str(record.get("name", "")).strip())
@@ -178,7 +178,11 @@ def _listing(records: Records, id_key: str) -> str:
     return ", ".join(pairs) or "none"
 
 
-def _as_int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """A Halo id or number as an int: an int, or a string of ASCII digits; else None.
+
+    ASCII only: "²" is `str.isdigit()` but `int()` refuses it.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
