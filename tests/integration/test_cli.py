@@ -177,6 +177,19 @@ def test_preview_prints_the_exact_update_and_writes_nothing(
     assert redis_client.llen("halo") == 0
 
 
+def test_preview_takes_its_halo_requests_from_the_connections_shared_budget(
+    halo_jobs: HaloJobs, tmp_path: Path, fake: FakeHalo, redis_client: redis.Redis
+) -> None:
+    result = halo_jobs("preview", job_file(tmp_path, new_job(status="Closed")))
+
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["halo_requests"] == len(fake.requests()) > 0
+    # Every request, the token request included, is in the fleet's sliding log for acme.
+    assert redis_client.zcard("halo:rate:acme") == shown["halo_requests"]
+    assert shown["warnings"] == []
+
+
 def test_preview_of_a_job_that_changes_nothing_shows_no_request(
     halo_jobs: HaloJobs, tmp_path: Path, fake: FakeHalo
 ) -> None:
