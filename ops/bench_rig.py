@@ -22,6 +22,7 @@ from ops.bench_noop import DONE_KEY
 from ops.processes import BIN, FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
 from worker.backlog import backlog_key
+from worker.halo.fake.seeds import plain_ticket
 from worker.models import RESULTS_STREAM, result_key
 
 SECRET_ENV = "HALO_BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret.
@@ -70,21 +71,7 @@ class Fake:
         """Add `count` tickets (and the reference ticket), all In Progress; returns their ids."""
         ids = [FIRST_TICKET + i for i in range(count)]
         for ticket_id in [REFERENCE_TICKET, *ids]:
-            answer = self.http.post(
-                "/_fake/tickets",
-                json={
-                    "id": ticket_id,
-                    "summary": f"ticket {ticket_id}",
-                    "status_id": 2,
-                    "sla_id": 1,
-                    "priority_id": 3,
-                    "agent_id": 1,
-                    "team": "Service Desk",
-                    "client_id": 12,
-                    "site_id": 31,
-                    "user_id": 101,
-                },
-            )
+            answer = self.http.post("/_fake/tickets", json=plain_ticket(ticket_id))
             answer.raise_for_status()
         return ids
 

@@ -21,8 +21,9 @@ from typing import Any, Final, cast
 
 import redis
 
-from reliability.fleet import Fleet, Record, summary_of, ticket_fields
+from reliability.fleet import Fleet, Record, summary_of
 from worker.halo.fake import FakeHalo
+from worker.halo.fake.seeds import plain_ticket
 from worker.models import QUEUE, RESULTS_STREAM
 from worker.results import DEFERRED, DEFERRED_JOBS, UNFINISHED, UNFINISHED_JOBS
 
@@ -78,7 +79,7 @@ class AgentEdits(threading.Thread):
         ticket_id = self._tickets.get(job_id)
         if ticket_id is None or job_id in self.edited_at():
             return
-        ticket = self._fake.ticket(ticket_id) or ticket_fields(ticket_id)
+        ticket = self._fake.ticket(ticket_id) or plain_ticket(ticket_id)
         self._fake.add_ticket(**{**ticket, "summary": edited_summary(job_id)})
         with self._lock:
             self._edited_at[job_id] = time.monotonic()

@@ -18,6 +18,7 @@ import redis
 from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
+from worker.halo.fake.seeds import plain_ticket
 from worker.models import result_key
 from worker.runner import _CLAIM_MARGIN_S
 
@@ -43,22 +44,6 @@ SETTINGS: Final[dict[str, str]] = {
     "worker_concurrency": "3",
     "result_ttl_s": "3600",
 }
-
-
-def ticket_fields(ticket_id: int) -> dict[str, Any]:
-    """A valid In Progress ticket whose summary names it."""
-    return {
-        "id": ticket_id,
-        "summary": f"ticket {ticket_id}",
-        "status_id": 2,
-        "sla_id": 1,
-        "priority_id": 3,
-        "agent_id": 1,
-        "team": "Service Desk",
-        "client_id": 12,
-        "site_id": 31,
-        "user_id": 101,
-    }
 
 
 def summary_of(job_id: str) -> str:
@@ -141,7 +126,7 @@ class Fleet(contextlib.ExitStack):
         for index in range(count):
             job_id = f"{tag}-{index:05d}"
             ticket_id = FIRST_TICKET + len(self.tickets)
-            self.fake.add_ticket(**ticket_fields(ticket_id))
+            self.fake.add_ticket(**plain_ticket(ticket_id))
             self.tickets[job_id] = ticket_id
             made.append(
                 {

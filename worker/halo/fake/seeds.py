@@ -219,3 +219,21 @@ def tickets(seed: str) -> list[dict[str, Any]]:
             }
         )
     return records
+
+
+def plain_ticket(ticket_id: int) -> dict[str, Any]:
+    """A valid In Progress ticket of the demo lookups whose summary names it: for tests and
+    benchmarks that need many tickets (add it with `FakeHalo.add_ticket(**plain_ticket(n))`
+    or `POST /_fake/tickets`)."""
+    return {
+        "id": ticket_id,
+        "summary": f"ticket {ticket_id}",
+        "status_id": 2,
+        "sla_id": 1,
+        "priority_id": 3,
+        "agent_id": 1,
+        "team": "Service Desk",
+        "client_id": 12,
+        "site_id": 31,
+        "user_id": 101,
+    }
