@@ -33,12 +33,13 @@ from celery import Celery, signals
 from worker import liveness, logs, metrics, sentry
 from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
 from worker.celeryconfig import BATCH_QUEUE, BATCH_TASK_NAME, celery_config
-from worker.deferrals import move_due, redeliver_lost, start_mover, stop_mover
+from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.runtime import runtime
 from worker.settings import get_settings
 
 settings = get_settings()
+_LOST_SCAN_S = 5.0
 
 # Every task takes its messages through a guard against malformed ones (worker.strategy).
 app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")
@@ -106,7 +107,9 @@ def _start_background(**_: Any) -> None:
         backlog_jobs=BACKLOG_JOBS,
         queues=(QUEUE, BATCH_QUEUE),
     )
-    start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch, redeliver])
+    # Lost jobs are looked for every few seconds: they are found minutes after going quiet.
+    lost = every(_LOST_SCAN_S, redeliver)
+    start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch, lost])
 
 
 @signals.worker_shutdown.connect

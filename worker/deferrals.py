@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -77,6 +78,22 @@ def redeliver_lost(
         )
         publish(due.job_id, job, submitted_at if isinstance(submitted_at, str) else None)
     return len(lost)
+
+
+def every(interval_s: float, step: Callable[[], int]) -> Callable[[], int]:
+    """A mover step that does its work at most once per `interval_s` (the mover ticks far more
+    often, for the steps that must react quickly)."""
+    next_s = 0.0
+
+    def throttled() -> int:
+        nonlocal next_s
+        now_s = time.monotonic()
+        if now_s < next_s:
+            return 0
+        next_s = now_s + interval_s
+        return step()
+
+    return throttled
 
 
 def _move(store: ResultStore, publish: Publish, due: DueJob) -> None:
