@@ -30,12 +30,12 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker import liveness, logs, metrics, sentry
+from worker import fleet, liveness, logs, metrics, sentry
 from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
-from worker.celeryconfig import BATCH_QUEUE, BATCH_TASK_NAME, celery_config
+from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
-from worker.runtime import runtime
+from worker.runtime import redis_client, runtime
 from worker.settings import get_settings
 
 settings = get_settings()
@@ -67,7 +67,7 @@ def publish_job(job_id: str, job: Any, submitted_at: str | None) -> None:
 def publish_batch(
     connection: str, parked: list[Parked], prepaid: int, reservation: str | None
 ) -> None:
-    """Put a released backlog batch on the batch queue, with the budget granted for it."""
+    """Put a released backlog batch on the queue, with the budget granted for it."""
     jobs = [{"job_id": p.job_id, "job": p.job, "submitted_at": p.submitted_at} for p in parked]
     shown = [redacted_fields(p.job if isinstance(p.job, dict) else {}) for p in parked]
     budget = {"prepaid": prepaid, "reservation": reservation}
@@ -75,15 +75,17 @@ def publish_batch(
         BATCH_TASK_NAME,
         args=[connection, jobs],
         kwargs=budget,
-        queue=BATCH_QUEUE,
+        queue=QUEUE,
         argsrepr=json.dumps([connection, shown])[:4096],
         kwargsrepr=json.dumps(budget),
     )
 
 
 @signals.worker_init.connect
-def _build_runtime(**_: Any) -> None:
-    # Fail at start, naming the connection and key, rather than on every job.
+def _build_runtime(sender: Any, **_: Any) -> None:
+    # Fail at start, naming what to fix, rather than strand or fail every job: a worker that
+    # would not consume `halo` (worker.fleet), or a connection that cannot load.
+    fleet.require_home_queue(set(sender.app.amqp.queues.consume_from))
     runtime()
 
 
@@ -105,11 +107,17 @@ def _start_background(**_: Any) -> None:
         publish_job,
         quiet_s=current.settings.visibility_timeout_s + current.runner.lease_s,
         backlog_jobs=BACKLOG_JOBS,
-        queues=(QUEUE, BATCH_QUEUE),
+        queues=(QUEUE, RETIRED_BATCH_QUEUE),
     )
     # Lost jobs are looked for every few seconds: they are found minutes after going quiet.
     lost = every(_LOST_SCAN_S, redeliver)
-    start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch, lost])
+    broker = (
+        current.redis
+        if current.settings.broker_url == current.settings.results_redis_url
+        else redis_client(current.settings.broker_url)
+    )
+    retired = every(_LOST_SCAN_S, partial(fleet.drain_retired_queue, broker))
+    start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch, lost, retired])
 
 
 @signals.worker_shutdown.connect
@@ -129,7 +137,12 @@ def _start_monitoring(sender: Any, **_: Any) -> None:
     if reporter is not None:
         current.runner.observers.append(reporter)
     metrics.install(current)
-    liveness.prepare(app, sender.hostname, current.settings)
+    liveness.prepare(
+        app,
+        sender.hostname,
+        current.settings,
+        announce=partial(fleet.announce, current.store.redis, sender.hostname),
+    )
 
 
 @signals.task_prerun.connect
@@ -138,7 +151,8 @@ def _tag_task(task_id: str | None = None, args: Any = None, **_: Any) -> None:
 
 
 @signals.worker_ready.connect
-def _start_canary(**_: Any) -> None:
+def _start_canary(sender: Any, **_: Any) -> None:
+    liveness.attach(sender)  # the Consumer: whose queues the canary reports
     liveness.start()
 
 

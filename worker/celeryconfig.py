@@ -14,10 +14,12 @@ from kombu import Queue
 from worker.models import QUEUE, TASK_NAME
 from worker.settings import Settings
 
-# Released backlog batches have their own queue, so they do not wait behind the main one:
-# their Halo budget is already granted and should be spent now.
-BATCH_QUEUE = "halo.batch"
 BATCH_TASK_NAME = "halo.update_batch"
+# Earlier releases put released backlog batches on a queue of their own. A worker started for
+# the contract's queue alone (`-Q halo`, as Celery users do) never consumed it, and parked jobs
+# waited there for ever. Everything the fleet publishes now goes to `halo`; a worker moves what
+# is left on the old queue back to it (`worker.fleet.drain_retired_queue`).
+RETIRED_BATCH_QUEUE = "halo.batch"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -44,14 +46,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "event_serializer": "json",
         "task_default_queue": QUEUE,
-        # Routing keys spelled out: left out, Celery binds every queue to the default exchange with
-        # the default routing key ("halo"), and a message published to that exchange (as a
-        # non-Python producer does) would land in both queues.
-        "task_queues": (
-            Queue(QUEUE, routing_key=QUEUE),
-            Queue(BATCH_QUEUE, routing_key=BATCH_QUEUE),
-        ),
-        "task_routes": {TASK_NAME: {"queue": QUEUE}, BATCH_TASK_NAME: {"queue": BATCH_QUEUE}},
+        # One queue for everything: jobs, retries, rechecks and released batches. A worker that
+        # consumes it can run every message the fleet publishes, however it was started
+        # (`worker.fleet.require_home_queue` refuses a worker that would not consume it).
+        "task_queues": (Queue(QUEUE, routing_key=QUEUE),),
+        "task_routes": {TASK_NAME: {"queue": QUEUE}, BATCH_TASK_NAME: {"queue": QUEUE}},
         "task_ignore_result": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

@@ -111,6 +111,7 @@ class Mover:
 
     def __init__(self, steps: Sequence[Callable[[], int]]) -> None:
         self._steps = list(steps)
+        self.last_round_s: float | None = None  # time.monotonic() when a round last finished
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="halo-mover", daemon=True)
 
@@ -125,7 +126,9 @@ class Mover:
 
     def run_once(self) -> int:
         """One round of every step."""
-        return sum(step() for step in self._steps)
+        moved = sum(step() for step in self._steps)
+        self.last_round_s = time.monotonic()
+        return moved
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -149,6 +152,14 @@ def start_mover(steps: Sequence[Callable[[], int]]) -> None:
     if _mover is None:
         _mover = Mover(steps)
         _mover.start()
+
+
+def mover_age_s() -> float | None:
+    """Seconds since this process's mover last finished a round; None before the first (or
+    where no mover runs)."""
+    if _mover is None or _mover.last_round_s is None:
+        return None
+    return time.monotonic() - _mover.last_round_s
 
 
 def stop_mover() -> None:

@@ -8,6 +8,11 @@ adds, `celery/worker/worker.py` `setup_queues`), and the canary's run stamps the
 file (`worker.heartbeat`). The stamp's age covers the path a job takes: the broker, the
 consumer and a pool thread. `halo-jobs health --worker` reads it.
 
+Each canary run also writes into the heartbeat the queues this worker consumes at that moment
+and the age of its mover's last round (`worker.deferrals`), and announces the queues in Redis
+for the fleet's health check (`worker.fleet`): a worker whose `halo` consumer was cancelled at
+run time still runs canaries, but is not healthy.
+
 The direct queue keeps other workers from taking this one's canary. No canary is sent while
 one is outstanding, unless it is three intervals old (lost with a Redis that kept no AOF), so
 a worker that stops consuming leaves at most a few in its queue. A canary that waited past its
@@ -19,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,7 +33,7 @@ from celery import Celery
 from celery.utils.nodenames import worker_direct
 from kombu.exceptions import OperationalError
 
-from worker import heartbeat
+from worker import deferrals, heartbeat
 from worker.settings import Settings
 
 log = logging.getLogger("halo.liveness")
@@ -42,11 +47,17 @@ class Canary:
     """Sends canaries from a daemon thread, and stamps the heartbeat when one runs."""
 
     def __init__(
-        self, publish: Callable[[float], None], *, interval_s: float, heartbeat_file: Path
+        self,
+        publish: Callable[[float], None],
+        *,
+        interval_s: float,
+        heartbeat_file: Path,
+        announce: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self.interval_s = interval_s
         self.heartbeat_file = heartbeat_file
         self._publish = publish
+        self._announce = announce
         self._outstanding_s: float | None = None  # time.monotonic() of the unanswered send
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -80,10 +91,18 @@ class Canary:
         return True
 
     def ran(self) -> None:
-        """A canary ran: this worker consumes. Stamp the heartbeat."""
+        """A canary ran: this worker consumes. Stamp the heartbeat with what it consumes and
+        how its mover fares, and announce its queues to the fleet."""
         with self._lock:
             self._outstanding_s = None
-        stamp_heartbeat(self.heartbeat_file)
+        queues = consumed_queues()
+        detail = heartbeat.Detail(queues, deferrals.mover_age_s())
+        stamp_heartbeat(self.heartbeat_file, detail)
+        if self._announce is not None:
+            try:
+                self._announce(queues)
+            except redis.RedisError as exc:
+                log.warning("queues not announced: Redis unreachable (%s)", type(exc).__name__)
 
     def _loop(self) -> None:
         while True:
@@ -92,10 +111,10 @@ class Canary:
                 return
 
 
-def stamp_heartbeat(path: Path) -> None:
+def stamp_heartbeat(path: Path, detail: heartbeat.Detail | None = None) -> None:
     """Stamp the heartbeat file; a failure is logged (the health check will then fail)."""
     try:
-        heartbeat.stamp(path)
+        heartbeat.stamp(path, detail=detail)
     except OSError as exc:
         # Not log.exception: the reason is the whole story, a traceback adds nothing.
         log.error("cannot write the heartbeat file %s: %s", path, exc.strerror or exc)  # noqa: TRY400
@@ -111,9 +130,32 @@ class _QuietCanaries(logging.Filter):
 
 
 _canary: Canary | None = None
+# The worker's consumer (Celery's `Consumer` blueprint), once it is ready.
+_consumer: Any = None
 
 
-def prepare(app: Celery, hostname: str, settings: Settings) -> None:
+def attach(consumer: Any) -> None:
+    """At worker ready: remember the consumer, whose queues the canary reports."""
+    global _consumer  # noqa: PLW0603 - one consumer per worker process.
+    _consumer = consumer
+
+
+def consumed_queues() -> list[str]:
+    """The queues this worker consumes now (add_consumer / cancel_consumer included)."""
+    task_consumer = getattr(_consumer, "task_consumer", None)
+    if task_consumer is None:
+        return []
+    # Read from a pool thread while the consumer thread may change it: a copy of a list of
+    # names, at worst one update behind, and the next canary reads it again.
+    return sorted({str(queue.name) for queue in list(task_consumer.queues)})
+
+
+def prepare(
+    app: Celery,
+    hostname: str,
+    settings: Settings,
+    announce: Callable[[Sequence[str]], None] | None = None,
+) -> None:
     """At worker start: consume this worker's direct queue, and stamp the heartbeat once
     (a starting worker gets one maximum age of grace)."""
     global _canary  # noqa: PLW0603 - one canary per worker process.
@@ -134,7 +176,10 @@ def prepare(app: Celery, hostname: str, settings: Settings) -> None:
         )
 
     _canary = Canary(
-        publish, interval_s=settings.canary_interval_s, heartbeat_file=settings.heartbeat_file
+        publish,
+        interval_s=settings.canary_interval_s,
+        heartbeat_file=settings.heartbeat_file,
+        announce=announce,
     )
     stamp_heartbeat(settings.heartbeat_file)
     for logger in ("celery.worker.strategy", "celery.app.trace"):

@@ -15,6 +15,8 @@ values for them: aggregate those with ``max``, not ``sum``.
                                                       rate limiting, "timeout"/"error" no answer
     halo_request_duration_seconds{connection,endpoint}
     halo_queue_length{queue}                          messages in the broker queues (Redis LLEN)
+    halo_queue_consumers{queue}                       workers that announced consuming the queue
+                                                      within the heartbeat's maximum age
     halo_deferred_jobs                                jobs waiting to retry (halo:deferred)
     halo_backlog_jobs{connection}                     jobs waiting for Halo budget
     halo_oldest_job_age_seconds{source}               age (since submitted_at) of the job at
@@ -44,8 +46,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from worker import heartbeat
+from worker import fleet, heartbeat
 from worker.backlog import BACKLOG_JOBS, BACKLOGS, backlog_key
+from worker.celeryconfig import RETIRED_BATCH_QUEUE
 from worker.halo.client import SentRequest
 from worker.models import QUEUE, ResultRecord
 from worker.results import DEFERRED, DEFERRED_JOBS
@@ -54,8 +57,9 @@ from worker.runtime import Runtime
 log = logging.getLogger("halo.metrics")
 
 OTHER: Final = "other"
-# The broker queues whose depth is reported: single jobs, and released backlog batches.
-QUEUES: Final = {"queue": QUEUE, "batch_queue": "halo.batch"}
+# The broker queues whose depth is reported: the queue, and the batch queue of earlier
+# releases, which workers empty into it after an upgrade (worker.fleet).
+QUEUES: Final = {"queue": QUEUE, "batch_queue": RETIRED_BATCH_QUEUE}
 # A scrape must answer within Prometheus's default 10 s timeout even when Redis is gone.
 _REDIS_TIMEOUT_S: Final = 1.0
 # From a no-op update (tens of ms) to a job that used its whole deadline (120 s).
@@ -172,11 +176,14 @@ class RedisStateCollector(Collector):
         results: redis.Redis,
         connections: Sequence[str],
         heartbeat_file: Path,
+        *,
+        live_within_s: float = 180.0,
     ) -> None:
         self._broker = broker
         self._results = results
         self._connections = list(connections)
         self._heartbeat_file = heartbeat_file
+        self._live_within_s = live_within_s
 
     def describe(self) -> Iterator[Metric]:
         # Given explicitly, so registering does not run a scrape against Redis.
@@ -199,8 +206,11 @@ class RedisStateCollector(Collector):
 
     def _read(self, families: _Families, now_s: float) -> None:
         oldest: dict[str, float] = {}
+        announced = fleet.workers(self._results, now_s)
         for source, queue in QUEUES.items():
             families.queue_length.add_metric([queue], self._broker.llen(queue))
+            live = fleet.consumers(announced, queue, self._live_within_s)
+            families.consumers.add_metric([queue], len(live))
             # Publishing is LPUSH and consuming BRPOP: the head of the queue is its last item.
             head = cast(str | None, self._broker.lindex(queue, -1))
             submitted = _submitted_at_of_message(head) if head else None
@@ -243,6 +253,11 @@ class _Families:
         self.queue_length = GaugeMetricFamily(
             "halo_queue_length", "Messages waiting in a broker queue.", labels=["queue"]
         )
+        self.consumers = GaugeMetricFamily(
+            "halo_queue_consumers",
+            "Workers that announced consuming a queue within the heartbeat's maximum age.",
+            labels=["queue"],
+        )
         self.deferred = GaugeMetricFamily(
             "halo_deferred_jobs", "Jobs waiting to run again after a retryable error."
         )
@@ -272,6 +287,7 @@ class _Families:
     def all(self) -> list[Metric]:
         return [
             self.queue_length,
+            self.consumers,
             self.deferred,
             self.backlog,
             self.oldest,
@@ -357,6 +373,14 @@ def install(current: Runtime) -> WorkerMetrics | None:
         if settings.broker_url == settings.results_redis_url
         else redis_for_scrapes(settings.broker_url)
     )
-    metrics.registry.register(RedisStateCollector(broker, results, names, settings.heartbeat_file))
+    metrics.registry.register(
+        RedisStateCollector(
+            broker,
+            results,
+            names,
+            settings.heartbeat_file,
+            live_within_s=settings.heartbeat_max_age_s,
+        )
+    )
     metrics.serve(settings.metrics_port, settings.metrics_address)
     return metrics
