@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 
 class ErrorCode(StrEnum):
-    """The `error.code` values of a result record (CONTRACT §2, plus `worker_lost`)."""
+    """The `error.code` values of a result record (CONTRACT §2, plus `internal_error`)."""
 
     INVALID_JOB = "invalid_job"
     TEMPLATE_ERROR = "template_error"

@@ -1,4 +1,4 @@
-"""A faithful fake Halo PSA, for tests: the traps of `shared/halo/FACTS.md`, made real.
+"""A faithful fake Halo PSA, for tests: the traps of `docs/halo.md`, made real.
 
 Three ways to use it, all on the same `FakeHalo`:
 

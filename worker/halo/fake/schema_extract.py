@@ -1,6 +1,6 @@
 """Regenerate `faults_schema.json` from Halo's OpenAPI document (a build step, not run time).
 
-    python -m worker.halo.fake.schema_extract /path/to/openapi-subset.json
+    python -m worker.halo.fake.schema_extract tests/fixtures/halo/openapi-subset.json
 
 The extract keeps, for each property of `components.schemas.Faults`, what validation needs: the
 JSON type (a `$ref` is an object), the format, nullability and, for arrays, the item type.
