@@ -2,5 +2,6 @@
 
 from producers.feed import CompletionFeed, FeedEntry
 from producers.jobs import Producer, SubmitError
+from producers.waiting import Waited
 
-__all__ = ["CompletionFeed", "FeedEntry", "Producer", "SubmitError"]
+__all__ = ["CompletionFeed", "FeedEntry", "Producer", "SubmitError", "Waited"]

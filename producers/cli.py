@@ -2,7 +2,8 @@
 jobs and check a connection (`producers.replay`, `producers.doctor`).
 
 Exit codes: 0 succeeded (or submitted), 1 the job failed, 2 bad input, a timeout, or an
-unreachable broker. Errors are one readable line on stderr, never a traceback.
+unreachable broker (for a file of jobs, see `producers.bulk`). Errors are one readable line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from producers import health, replay
+from producers import bulk, health, replay
 from producers.jobs import Producer, SubmitError, record_json
 from worker.errors import InvalidJob
 from worker.models import MAX_JOB_BYTES
@@ -49,10 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="validate and enqueue a job; print its job id")
     submit.add_argument("file", help="a job as JSON, or - for standard input")
     submit.add_argument(
-        "--wait", type=float, metavar="S", help="wait up to S seconds and print the record"
+        "--wait",
+        type=float,
+        metavar="S",
+        help="wait up to S seconds and print the record (with --jsonl: S bounds the whole wait)",
     )
     submit.add_argument(
-        "--jsonl", action="store_true", help="the file holds one job per line (bulk submit)"
+        "--jsonl",
+        action="store_true",
+        help="the file holds one job per line (bulk submit; exit codes in docs/cli.md)",
     )
     submit.set_defaults(run=_submit)
 
@@ -82,41 +88,13 @@ def _parser() -> argparse.ArgumentParser:
 def _submit(args: argparse.Namespace) -> int:
     with Producer.from_settings() as producer:
         if args.jsonl:
-            return _submit_lines(producer, args.file, args.wait)
+            lines = list(_job_lines(args.file))
+            return bulk.submit_lines(producer, lines, args.wait, out=sys.stdout, err=sys.stderr)
         job_id = producer.submit(_read_job(args.file))
         if args.wait is None:
             print(job_id)
             return EXIT_OK
         return _print_record(producer.wait(job_id, args.wait), job_id, args.wait)
-
-
-def _submit_lines(producer: Producer, source: str, wait_s: float | None) -> int:
-    lines = list(_job_lines(source))
-    submitted: list[str] = []
-    refused = 0
-    progress = _Progress(len(lines), sys.stderr)
-    for number, line in lines:
-        try:
-            submitted.append(producer.submit(line))
-            print(submitted[-1])
-        except InvalidJob as exc:
-            refused += 1
-            print(f"halo-jobs: line {number}: {exc}", file=sys.stderr)
-        progress.step()
-    progress.done(f"{len(submitted)} submitted, {refused} refused")
-    if wait_s is None:
-        return EXIT_USAGE if refused else EXIT_OK
-    failed = timed_out = 0
-    for job_id in submitted:
-        record = producer.wait(job_id, wait_s)
-        if record is None:
-            timed_out += 1
-        elif record.get("outcome") != "succeeded":
-            failed += 1
-    print(f"{len(submitted) - failed - timed_out} succeeded, {failed} failed", file=sys.stderr)
-    if refused or timed_out:
-        return EXIT_USAGE
-    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _result(args: argparse.Namespace) -> int:
@@ -172,29 +150,6 @@ def _read(source: str) -> str:
         raise CliError(f"{source}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise CliError(f"{source}: not UTF-8 text") from None
-
-
-class _Progress:
-    """A one-line progress bar on a terminal; silent when output is not one."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self._total = max(total, 1)
-        self._done = 0
-        self._stream = stream
-        self._live = stream.isatty()
-
-    def step(self) -> None:
-        self._done += 1
-        if self._live:
-            filled = 30 * self._done // self._total
-            bar = "#" * filled + "." * (30 - filled)
-            self._stream.write(f"\r[{bar}] {self._done}/{self._total}")
-            self._stream.flush()
-
-    def done(self, summary: str) -> None:
-        if self._live:
-            self._stream.write("\n")
-        self._stream.write(summary + "\n")
 
 
 if __name__ == "__main__":

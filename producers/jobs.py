@@ -3,6 +3,7 @@
     producer = Producer.from_settings()
     job_id = producer.submit({"connection": "acme", "ticket_id": "{{custom.ticket.id}}", ...})
     record = producer.wait(job_id, timeout_s=30)
+    waited = producer.wait_many(job_ids, timeout_s=60)  # one deadline for all of them
 
 Jobs are validated here first, so a bad job is refused with a message naming the key before
 anything is enqueued. This module needs only the broker and the result store: it imports
@@ -15,13 +16,14 @@ import json
 import logging
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
 import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from producers.waiting import Progress, Waited, wait_for_records
 from worker.models import QUEUE, TASK_NAME, Job, parse_job, redacted_view, utc_now_iso
 from worker.results import ResultStore
 from worker.settings import Settings, get_settings
@@ -134,6 +136,20 @@ class Producer:
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Block until a job's record exists (no polling), or return None after `timeout_s`."""
         return self.results.wait(job_id, timeout_s)
+
+    def wait_many(
+        self, job_ids: Iterable[str], timeout_s: float, *, on_progress: Progress | None = None
+    ) -> Waited:
+        """Wait for many jobs' records under one deadline: `timeout_s` bounds the whole wait.
+
+        Returns the records of the jobs that finished, by job id, and the ids of those that
+        had none when the wait ended. Records that exist before the call are found at once.
+        `on_progress(finished, total)` is called at least once a second while waiting.
+
+        Raises:
+            redis.RedisError: the result store is unreachable.
+        """
+        return wait_for_records(self.redis, job_ids, timeout_s, on_progress=on_progress)
 
     def close(self) -> None:
         """Release broker and Redis connections."""

@@ -18,6 +18,10 @@ Grammar, and the choices made where the contract is silent:
   outside an expression is literal text.
 - `[N]` only indexes a list; on an object it is an error, never a lookup of the key "N".
 - Errors print the path in canonical form: whitespace dropped, bracket keys in double quotes.
+- An undefined path names the whole expression, then the part that was missing and where:
+  `{{custom.nope.id}}: "custom" is not defined (...)`, `{{custom.nope.id}}: custom has no key
+  "nope" (available: ...)`, `{{a.b[3]}}: a.b has no item [3] (the list has 2 items)`,
+  `{{a.s.x}}: a.s is a string, so it has no key "x"`.
 - Error positions are 1-based columns of the template (with a line number when it has several).
 - NaN and infinities (Python's json module parses them) render as `json.dumps` writes them by
   default: `NaN`, `Infinity`, `-Infinity`, alone and inside objects and arrays.
@@ -131,7 +135,7 @@ def lookup(context: Mapping[str, Any], path: str) -> Any:
         TemplateError: the path is malformed, or a key, index or container along it is missing.
     """
     scanner = _Scanner(path, 0, field=None, braced=False)
-    return _resolve(context, scanner.expression().segments, None)
+    return _resolve(context, scanner.expression().segments, None, braced=False)
 
 
 def to_text(value: Any) -> str:
@@ -271,41 +275,76 @@ class _Scanner:
 
 
 def _resolve(
-    context: Mapping[str, Any], segments: tuple[Key | Index, ...], field: str | None
+    context: Mapping[str, Any],
+    segments: tuple[Key | Index, ...],
+    field: str | None,
+    *,
+    braced: bool = True,
 ) -> Any:
     value: Any = context
-    for depth, segment in enumerate(segments, start=1):
+    for depth, segment in enumerate(segments):
         if isinstance(segment, Index):
-            if not isinstance(value, list | tuple):
-                problem = f"cannot index a {_json_type(value)} with [{segment.digits}]"
-            elif len(segment.digits) > MAX_INDEX_DIGITS or int(segment.digits) >= len(value):
-                items = "item" if len(value) == 1 else "items"
-                problem = f"index {segment.digits} out of range (list has {len(value)} {items})"
+            if isinstance(value, list | tuple):
+                if len(segment.digits) <= MAX_INDEX_DIGITS and int(segment.digits) < len(value):
+                    value = value[int(segment.digits)]
+                    continue
+                problem = f"has no item [{segment.digits}] ({_length(value)})"
             else:
-                value = value[int(segment.digits)]
+                problem = (
+                    f"is {_a_json_type(value)}, not a list, so it has no item [{segment.digits}]"
+                )
+        elif depth == 0:
+            if isinstance(value, Mapping) and segment.name in value:
+                value = value[segment.name]
                 continue
+            raise TemplateError(
+                f"{_prefix(field)}{_whole(segments, braced)}: {_quote(segment.name)} is not "
+                f"defined ({_defined(context)})",
+                field=field,
+            )
         elif not isinstance(value, Mapping):
-            problem = f"cannot read key {_quote(segment.name)} of a {_json_type(value)}"
+            problem = f"is {_a_json_type(value)}, so it has no key {_quote(segment.name)}"
         elif segment.name in value:
             value = value[segment.name]
             continue
         else:
-            problem = f"key {_quote(segment.name)} not found ({_available(value)})"
-        path = _canonical(segments[:depth])
-        raise TemplateError(f"{_prefix(field)}{path}: {problem}", field=field)
+            problem = f"has no key {_quote(segment.name)} ({_available(value)})"
+        # Name the whole expression (which one of the field's expressions failed) and the part
+        # that resolved before the missing one (where to look in the variables).
+        raise TemplateError(
+            f"{_prefix(field)}{_whole(segments, braced)}: {_canonical(segments[:depth])} {problem}",
+            field=field,
+        )
     return value
 
 
+def _whole(segments: tuple[Key | Index, ...], braced: bool) -> str:
+    path = _canonical(segments)
+    return f"{{{{{path}}}}}" if braced else path
+
+
+def _defined(context: Mapping[str, Any]) -> str:
+    return f"the variables are {_names(context)}" if context else "the job sets no variables"
+
+
+def _length(items: list[Any] | tuple[Any, ...]) -> str:
+    if not items:
+        return "the list is empty"
+    return f"the list has {len(items)} item{'' if len(items) == 1 else 's'}"
+
+
 def _available(mapping: Mapping[Any, Any]) -> str:
-    if not mapping:
-        return "the object is empty"
+    return f"available: {_names(mapping)}" if mapping else "the object is empty"
+
+
+def _names(mapping: Mapping[Any, Any]) -> str:
     keys = sorted(str(key) for key in mapping)
     shown = ", ".join(
         key if key.isascii() and key.isidentifier() else _quote(key)
         for key in keys[:_AVAILABLE_KEYS_SHOWN]
     )
     more = len(keys) - _AVAILABLE_KEYS_SHOWN
-    return f"available: {shown}" + (f", and {more} more" if more > 0 else "")
+    return shown + (f", and {more} more" if more > 0 else "")
 
 
 def _canonical(segments: tuple[Key | Index, ...]) -> str:
@@ -321,12 +360,17 @@ def _canonical(segments: tuple[Key | Index, ...]) -> str:
 
 def _json_type(value: Any) -> str:
     if isinstance(value, list | tuple):
-        return "array"
+        return "list"
     return (
         "object"
         if isinstance(value, Mapping)
         else _JSON_TYPES.get(type(value), type(value).__name__)
     )
+
+
+def _a_json_type(value: Any) -> str:
+    kind = _json_type(value)
+    return kind if kind == "null" else f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _quote(key: str) -> str:

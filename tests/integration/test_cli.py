@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from integration.harness import new_job, wait_for_record
-from ops.processes import BIN
+from integration.harness import new_job, run_job, wait_for_record
+from ops.processes import BIN, free_port
+from producers.bulk import submit_lines
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
 
@@ -243,3 +247,96 @@ def test_submit_jsonl_names_each_refused_line_submits_the_rest_and_exits_2(
     assert "Traceback" not in result.stderr
     for job in good:
         wait_for_record(producer, job["job_id"])
+
+
+def test_submit_jsonl_waits_for_a_file_of_jobs_under_one_deadline_and_sums_them_up(
+    halo_jobs: HaloJobs, tmp_path: Path, producer: Producer, redis_client: redis.Redis
+) -> None:
+    wait_s = 5  # far longer than the 32 quick jobs take; the held ones never finish within it
+    succeeding = [new_job(ticket_id=str(4711 + n % 6), status="Closed") for n in range(24)]
+    missing_ticket = [new_job(ticket_id="999999", status="Closed") for _ in range(5)]
+    unknown_status = [new_job(status="No Such Status") for _ in range(3)]
+    # Run once already: their records exist before the command starts waiting.
+    earlier = [new_job(ticket_id="4712", status="Closed") for _ in range(3)]
+    for job in earlier:
+        run_job(producer, job)
+    # Held by "another worker" (their claims are taken), so none of them can finish meanwhile.
+    held = [new_job(status="Closed") for _ in range(4)]
+    for job in held:
+        redis_client.set(f"halo:claim:{job['job_id']}", "held-by-the-test", px=120_000)
+    jobs = [*succeeding[:12], *missing_ticket, *held[:2], *earlier, *unknown_status]
+    jobs += [*succeeding[12:], *held[2:]]
+    lines = [json.dumps(job) for job in jobs]
+    lines.insert(20, '{"connection": "acme"}')  # refused: no ticket_id
+    number = {job["job_id"]: n for n, job in enumerate(jobs, start=1)}
+    number.update({job_id: n + 1 for job_id, n in number.items() if n >= 21})
+
+    started = time.monotonic()
+    result = halo_jobs(
+        "submit",
+        "--jsonl",
+        job_file(tmp_path, "\n".join(lines), "jobs.jsonl"),
+        "--wait",
+        str(wait_s),
+    )
+    elapsed_s = time.monotonic() - started
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.split() == [job["job_id"] for job in jobs]
+    # One deadline for the whole file: waiting per job would take 4 times wait_s at least.
+    print(
+        f"\n{len(jobs)} jobs, {len(held)} held, returned after {elapsed_s:.1f} s (--wait {wait_s})"
+    )
+    assert elapsed_s < len(held) * wait_s
+    errors = result.stderr.splitlines()
+    assert [line for line in errors if line.startswith("halo-jobs: line 21: ")] == [
+        "halo-jobs: line 21: job.ticket_id: required key is missing"
+    ]
+    assert "39 submitted, 1 refused" in errors
+    for job in held:
+        line = (
+            f"halo-jobs: line {number[job['job_id']]}: job {job['job_id']} not finished within 5 s"
+        )
+        assert line in errors
+    for job in missing_ticket:
+        line = (
+            f"halo-jobs: line {number[job['job_id']]}: job {job['job_id']} failed: ticket_not_found"
+        )
+        assert line in errors
+    # The summary matches the records as they stand when the command returns.
+    records = {job["job_id"]: producer.result(job["job_id"]) for job in jobs}
+    outcomes = Counter(r["outcome"] if r else "unfinished" for r in records.values())
+    codes = Counter(r["error"]["code"] for r in records.values() if r and r["error"])
+    assert (outcomes["succeeded"], outcomes["failed"], outcomes["unfinished"]) == (27, 8, 4)
+    assert codes == {"ticket_not_found": 5, "lookup_not_found": 3}
+    assert errors[-1] == (
+        "39 jobs: 27 succeeded, 8 failed (ticket_not_found 5, lookup_not_found 3), "
+        "4 not finished within 5 s; 1 line refused"
+    )
+    assert [records[job["job_id"]] for job in held] == [None] * len(held)
+    # Nothing held is lost: let the jobs go and each ends in its record.
+    redis_client.delete(*(f"halo:claim:{job['job_id']}" for job in held))
+    for job in held:
+        assert wait_for_record(producer, job["job_id"])["outcome"] == "succeeded"
+
+
+def test_submit_jsonl_names_the_lines_not_submitted_when_the_broker_is_unreachable() -> None:
+    lines = [
+        (1, '{"connection": "acme"}'),
+        (2, json.dumps(new_job(status="Closed"))),
+        (4, json.dumps(new_job(status="Closed"))),
+    ]
+    out, err = io.StringIO(), io.StringIO()
+
+    with Producer(broker_url=f"redis://127.0.0.1:{free_port()}/0") as unreachable:
+        code = submit_lines(unreachable, lines, 5, out=out, err=err)
+
+    assert code == 2
+    assert out.getvalue() == ""
+    errors = err.getvalue().splitlines()
+    assert errors[0].startswith("halo-jobs: line 1: ")
+    assert "ticket_id" in errors[0]
+    assert errors[1].startswith("halo-jobs: line 2: could not enqueue job ")
+    assert errors[1].endswith("submit it again later; lines 2-4 were not submitted")
+    assert errors[2:] == ["0 submitted, 1 refused, 2 not submitted"]

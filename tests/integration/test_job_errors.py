@@ -98,10 +98,11 @@ def test_an_undefined_variable_fails_with_a_template_error_naming_the_path(
     assert record["outcome"] == "failed"
     assert record["disposition"] == "continue"
     assert record["error"]["code"] == "template_error"
-    # The message names the field, the path as far as it resolved, and the missing key.
+    # The message names the field, the whole expression, where it resolved and the missing key.
     assert record["error"]["field"] == "ticket_id"
-    assert "custom.ticket" in record["error"]["message"]
-    assert '"ticket" not found' in record["error"]["message"]
+    assert record["error"]["message"] == (
+        'ticket_id: {{custom.ticket.id}}: custom has no key "ticket" (available: other)'
+    )
     assert record["error"]["retryable"] is False
     assert fake.requests() == []
 

@@ -195,70 +195,106 @@ def test_a_value_that_is_not_json_like_is_a_template_error() -> None:
 # --- undefined paths ---------------------------------------------------------------------------
 
 
-def test_missing_key_names_the_path_and_the_key() -> None:
+def test_missing_key_names_the_expression_the_path_that_resolved_and_the_key() -> None:
     error = render_error("{{ custom.ticket.idd }}")
-    assert (
-        error.message == 'summary: custom.ticket.idd: key "idd" not found (available: id, summary)'
+    assert error.message == (
+        'summary: {{custom.ticket.idd}}: custom.ticket has no key "idd" (available: id, summary)'
     )
 
 
-def test_index_out_of_range_names_the_path_and_the_list_length() -> None:
+def test_an_undefined_root_names_the_whole_expression_and_the_root() -> None:
+    error = render_error("{{custom.nope.id}}", {})
+    assert error.message == (
+        'summary: {{custom.nope.id}}: "custom" is not defined (the job sets no variables)'
+    )
+
+
+def test_a_missing_key_of_a_defined_root_names_the_whole_expression_and_the_key() -> None:
+    error = render_error("{{custom.nope.id}}", {"custom": {}})
+    assert error.message == (
+        'summary: {{custom.nope.id}}: custom has no key "nope" (the object is empty)'
+    )
+
+
+def test_index_out_of_range_names_the_expression_the_list_and_its_length() -> None:
     error = render_error("[Escalated] {{custom.noTickets[0].summary}}")
-    assert error.message == "summary: custom.noTickets[0]: index 0 out of range (list has 0 items)"
+    assert error.message == (
+        "summary: {{custom.noTickets[0].summary}}: custom.noTickets has no item [0] "
+        "(the list is empty)"
+    )
 
 
 def test_a_huge_index_is_out_of_range_and_printed_as_written() -> None:
     error = render_error("{{ custom.existingTicket[99999999999999999999999999] }}")
     assert error.message == (
-        "summary: custom.existingTicket[99999999999999999999999999]: "
-        "index 99999999999999999999999999 out of range (list has 1 item)"
+        "summary: {{custom.existingTicket[99999999999999999999999999]}}: "
+        "custom.existingTicket has no item [99999999999999999999999999] (the list has 1 item)"
     )
 
 
 def test_indexing_an_object_is_an_error_not_a_key_lookup() -> None:
     error = render_error("{{ custom.ticket[0] }}", {"custom": {"ticket": {"0": "zero"}}})
-    assert error.message == "summary: custom.ticket[0]: cannot index a object with [0]"
+    assert error.message == (
+        "summary: {{custom.ticket[0]}}: custom.ticket is an object, not a list, "
+        "so it has no item [0]"
+    )
 
 
 @pytest.mark.parametrize(
     ("template", "message"),
     [
-        ("{{email.subject[0]}}", "email.subject[0]: cannot index a string with [0]"),
-        ("{{global.count[1]}}", "global.count[1]: cannot index a number with [1]"),
-        ("{{custom.flags.urgent[0]}}", "custom.flags.urgent[0]: cannot index a boolean with [0]"),
-        ("{{custom.flags.none[0]}}", "custom.flags.none[0]: cannot index a null with [0]"),
+        ("{{email.subject[0]}}", "email.subject is a string, not a list, so it has no item [0]"),
+        ("{{global.count[1]}}", "global.count is a number, not a list, so it has no item [1]"),
+        (
+            "{{custom.flags.urgent[0]}}",
+            "custom.flags.urgent is a boolean, not a list, so it has no item [0]",
+        ),
+        (
+            "{{custom.flags.none[0]}}",
+            "custom.flags.none is null, not a list, so it has no item [0]",
+        ),
     ],
 )
 def test_indexing_a_scalar_names_its_json_type(template: str, message: str) -> None:
-    assert render_error(template).message == f"summary: {message}"
+    assert render_error(template).message == f"summary: {template}: {message}"
 
 
 @pytest.mark.parametrize(
     ("template", "message"),
     [
-        ("{{email.subject.x}}", 'email.subject.x: cannot read key "x" of a string'),
-        ("{{custom.noTickets.x}}", 'custom.noTickets.x: cannot read key "x" of a array'),
-        ("{{global.count['x']}}", 'global.count["x"]: cannot read key "x" of a number'),
-        ("{{custom.flags.none.x}}", 'custom.flags.none.x: cannot read key "x" of a null'),
-        ("{{custom.flags.spam.x}}", 'custom.flags.spam.x: cannot read key "x" of a boolean'),
+        ("{{email.subject.x}}", 'email.subject is a string, so it has no key "x"'),
+        ("{{custom.noTickets.x}}", 'custom.noTickets is a list, so it has no key "x"'),
+        ("{{global.count['x']}}", 'global.count is a number, so it has no key "x"'),
+        ("{{custom.flags.none.x}}", 'custom.flags.none is null, so it has no key "x"'),
+        ("{{custom.flags.spam.x}}", 'custom.flags.spam is a boolean, so it has no key "x"'),
     ],
 )
 def test_reading_a_key_of_a_list_or_scalar_names_its_json_type(template: str, message: str) -> None:
-    assert render_error(template).message == f"summary: {message}"
+    whole = template.replace("'", '"')  # the expression is printed in canonical form
+    assert render_error(template).message == f"summary: {whole}: {message}"
 
 
-def test_the_failing_path_is_printed_in_canonical_form_up_to_the_failing_part() -> None:
+def test_the_expression_and_the_failing_part_are_printed_in_canonical_form() -> None:
     error = render_error("{{ custom . deep [ 'a' ] . b [ 00 ] [ 3 ] . c }}")
-    assert (
-        error.message == 'summary: custom.deep["a"].b[0][3]: index 3 out of range (list has 1 item)'
+    assert error.message == (
+        'summary: {{custom.deep["a"].b[0][3].c}}: custom.deep["a"].b[0] has no item [3] '
+        "(the list has 1 item)"
     )
 
 
 def test_a_missing_root_lists_the_variables_that_exist() -> None:
     error = render_error("{{ cutsom.ticket }}")
-    assert (
-        error.message
-        == 'summary: cutsom: key "cutsom" not found (available: custom, email, global)'
+    assert error.message == (
+        'summary: {{cutsom.ticket}}: "cutsom" is not defined '
+        "(the variables are custom, email, global)"
+    )
+
+
+def test_the_second_of_two_expressions_is_the_one_named_when_it_fails() -> None:
+    error = render_error("{{custom.ticket.id}} / {{custom.ticket.owner}}")
+    assert error.message == (
+        'summary: {{custom.ticket.owner}}: custom.ticket has no key "owner" '
+        "(available: id, summary)"
     )
 
 
@@ -266,12 +302,14 @@ def test_the_available_keys_are_sorted_quoted_when_needed_and_capped_at_ten() ->
     context = {"o": {f"k{n:02}": n for n in range(12)} | {"a-b": 1}}
     error = render_error("{{ o.x }}", context)
     shown = '"a-b", k00, k01, k02, k03, k04, k05, k06, k07, k08'
-    assert error.message == f'summary: o.x: key "x" not found (available: {shown}, and 3 more)'
+    assert error.message == (
+        f'summary: {{{{o.x}}}}: o has no key "x" (available: {shown}, and 3 more)'
+    )
 
 
 def test_a_missing_key_of_an_empty_object_says_it_is_empty() -> None:
     error = render_error('{{ o["a\\"b"] }}', {"o": {}})
-    assert error.message == 'summary: o["a\\"b"]: key "a\\"b" not found (the object is empty)'
+    assert error.message == ('summary: {{o["a\\"b"]}}: o has no key "a\\"b" (the object is empty)')
 
 
 def test_the_error_carries_the_field_and_the_template_error_code() -> None:
@@ -284,7 +322,7 @@ def test_the_error_carries_the_field_and_the_template_error_code() -> None:
 def test_without_a_field_the_message_has_no_prefix() -> None:
     with pytest.raises(TemplateError) as caught:
         render("{{ nope }}", {})
-    assert caught.value.message == 'nope: key "nope" not found (the object is empty)'
+    assert caught.value.message == '{{nope}}: "nope" is not defined (the job sets no variables)'
     assert caught.value.field is None
 
 
@@ -450,17 +488,36 @@ def reference_lookup(context: dict[str, Any], steps: list[str | int]) -> tuple[b
 def test_a_random_path_renders_its_value_or_raises_a_template_error_naming_it(
     context: dict[str, Any], root: str, steps: list[str | int], data: st.DataObject
 ) -> None:
-    path = root + "".join(
-        f"[{step}]" if isinstance(step, int) else written_key(step, data) for step in steps
-    )
+    written = [f"[{step}]" if isinstance(step, int) else written_key(step, data) for step in steps]
+    path = root + "".join(written)
     found, value = reference_lookup(context, [root, *steps])
     if found:
         assert render("{{" + path + "}}", context) == to_text(value)
     else:
         with pytest.raises(TemplateError) as caught:
             render("{{" + path + "}}", context, field="details")
-        assert caught.value.message.startswith(f"details: {root}")
+        # The message names the whole expression, then the part that resolved last.
+        canonical = [root]
+        canonical += [canonical_step(step, text) for step, text in zip(steps, written, strict=True)]
+        missing = next(
+            n for n in range(len(steps) + 1) if not reference_lookup(context, [root, *steps[:n]])[0]
+        )
+        whole = "{{" + "".join(canonical) + "}}"
+        if missing == 0:
+            expected = f'details: {whole}: "{root}" is not defined'
+        else:
+            expected = f"details: {whole}: {''.join(canonical[:missing])} "
+        assert caught.value.message.startswith(expected)
         assert caught.value.field == "details"
+
+
+def canonical_step(step: str | int, written: str) -> str:
+    """How an error message prints one step: `[N]`, `.name`, or `["key"]` with escapes."""
+    if isinstance(step, int):
+        return f"[{step}]"
+    if written.startswith("."):
+        return f".{step}"
+    return '["' + step.replace("\\", "\\\\").replace('"', '\\"') + '"]'
 
 
 TRICKY = st.sampled_from(list("{}[].'\"\\ \t\n-_a0é\x00"))
