@@ -20,6 +20,7 @@ import redis
 from celery import Celery
 
 from integration.foreign import Fleet, marked_job
+from integration.harness import wait_for_deliveries
 from ops.processes import RedisServer
 from worker.halo.fake import FakeHalo
 
@@ -51,6 +52,21 @@ def test_a_plain_celery_send_task_gets_one_record_under_the_job_id_or_task_id(
 
     key = job.get("job_id") or sent.id
     fleet.recorded_once(job, key=key, task_id=sent.id, marker=marker)
+    assert len(fake.posts()) == 1
+
+
+def test_a_plain_celery_job_that_halo_fails_once_is_sent_again_and_recorded_once(
+    fleet: Fleet, ingestion: Celery, fake: FakeHalo
+) -> None:
+    job, marker = marked_job(with_job_id=True)
+    fake.fail_next(1, 503, path="/api/tickets", method="GET")
+
+    sent = ingestion.send_task("halo.update_ticket", args=[job], queue="halo")
+
+    # The worker defers the first delivery and sends the job again itself, as task job_id.
+    assert wait_for_deliveries(fleet.worker, sent.id, 1) == ["deferred"]
+    record = fleet.recorded_once(job, key=job["job_id"], task_id=job["job_id"], marker=marker)
+    assert record["attempts"] == 2
     assert len(fake.posts()) == 1
 
 
