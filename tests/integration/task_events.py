@@ -18,6 +18,7 @@ from integration.harness import wait_until
 # How long the receiver may take to subscribe and hear the worker's first heartbeat (sent
 # every 2 s, and at once when woken): a test waits this long only when something is broken.
 SUBSCRIBE_WAIT_S = 20.0
+
 Event = dict[str, Any]
 
 

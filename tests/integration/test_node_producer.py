@@ -97,7 +97,7 @@ def submit(node_path: Path, redis_url: str, job: Job) -> dict[str, str]:
 
 @pytest.mark.parametrize("with_job_id", [True, False], ids=["own-job-id", "no-job-id"])
 def test_the_node_example_gets_one_record_per_job_under_its_job_id_or_task_id(
-    fleet: Fleet, node_path: Path, redis_server: RedisServer, fake: FakeHalo, with_job_id: bool
+    node_path: Path, fleet: Fleet, redis_server: RedisServer, fake: FakeHalo, with_job_id: bool
 ) -> None:
     job, marker = marked_job(with_job_id=with_job_id)
 
@@ -110,7 +110,7 @@ def test_the_node_example_gets_one_record_per_job_under_its_job_id_or_task_id(
 
 
 def test_celery_node_apply_async_gets_a_record_under_the_job_id(
-    fleet: Fleet, node_path: Path, redis_server: RedisServer, fake: FakeHalo
+    node_path: Path, fleet: Fleet, redis_server: RedisServer, fake: FakeHalo
 ) -> None:
     job, marker = marked_job(with_job_id=True)
 
@@ -123,7 +123,7 @@ def test_celery_node_apply_async_gets_a_record_under_the_job_id(
 
 
 def test_a_job_submitted_twice_from_node_updates_halo_once(
-    fleet: Fleet, node_path: Path, redis_server: RedisServer, fake: FakeHalo
+    node_path: Path, fleet: Fleet, redis_server: RedisServer, fake: FakeHalo
 ) -> None:
     job, marker = marked_job(with_job_id=True)
 
