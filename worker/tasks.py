@@ -44,6 +44,12 @@ class RedactingRequest(Request):
         shown += [redacted_fields(_mapping(j.get("job"))) for j in jobs]
         self._argsrepr = json.dumps(shown)[:4096]
         self._kwargsrepr = json.dumps(sorted(self.kwargs)) if isinstance(self.kwargs, dict) else ""
+        # Celery's own log lines of a task's end ("Task ... succeeded", failures; the `data`
+        # field of our JSON logs) read the reprs from the request dict, a copy of the message
+        # headers: a producer that set none (celery-node, a raw push) or set Python's repr of
+        # the job (plain Celery) would put the job's content in every worker's log.
+        self.request_dict["argsrepr"] = self._argsrepr
+        self.request_dict["kwargsrepr"] = self._kwargsrepr
 
     def info(self, safe: bool = False) -> Any:
         del safe
