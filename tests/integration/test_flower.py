@@ -4,11 +4,16 @@ Workers and tasks show up through Flower's HTTP API, but a task's arguments show
 redacted view of its job (job_id, connection, ticket_id template), also after the job was
 deferred and sent again, inside a released batch, and in the worker's live task list; the API
 refuses callers without credentials; and `/metrics` serves Flower's task metrics.
+
+A task's state tells what became of its job: a failed job is FAILURE naming its error code and
+disposition, a deferred one is RETRY naming the wait until it runs again, and neither is
+delivered again by Celery.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,15 +22,23 @@ import httpx
 import pytest
 import redis
 
-from integration.harness import new_job, run_job, wait_for_record, wait_until
+from integration.harness import (
+    deliveries,
+    feed_entries,
+    new_job,
+    run_job,
+    wait_for_record,
+    wait_until,
+)
 from ops.processes import FlowerProcess, WorkerProcess
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
-from worker.models import TASK_NAME
+from worker.models import QUEUE, TASK_NAME
 
 USER, PASSWORD = "ops", f"pw-{uuid.uuid4().hex}"
 BATCH_TASK_NAME = "halo.update_batch"
 FLOWER_WAIT_S = 20.0
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +84,34 @@ def tasks(api: httpx.Client) -> dict[str, dict[str, Any]]:
     return found
 
 
-def settled(api: httpx.Client, job_ids: list[str]) -> bool:
-    """Whether Flower has seen every job's task succeed."""
+def settled(api: httpx.Client, job_ids: list[str], state: str = "SUCCESS") -> bool:
+    """Whether Flower shows every job's task in `state`."""
     seen = tasks(api)
-    return all(seen.get(job_id, {}).get("state") == "SUCCESS" for job_id in job_ids)
+    return all(seen.get(job_id, {}).get("state") == state for job_id in job_ids)
 
 
 def shows_only_the_redacted_view(task: dict[str, Any], job: dict[str, Any]) -> None:
     args = json.loads(task["args"])
     assert args == [{k: job[k] for k in ("job_id", "connection", "ticket_id")}], task["args"]
-    assert task["kwargs"] in ("{}", '["submitted_at"]'), task["kwargs"]
+    # When the producer accepted the job: a time, nothing from the job.
+    kwargs = json.loads(task["kwargs"])
+    assert set(kwargs) == {"submitted_at"}, task["kwargs"]
+    assert ISO_TIME.match(kwargs["submitted_at"]), task["kwargs"]
+
+
+def task_info(api: httpx.Client, job_id: str) -> dict[str, Any]:
+    answer = api.get(f"/api/task/info/{job_id}")
+    answer.raise_for_status()
+    info: dict[str, Any] = answer.json()
+    return info
+
+
+def messages_holding(redis_client: redis.Redis, job_id: str) -> list[str]:
+    """Where the broker still holds a message of `job_id`: its queue, or kombu's hash of
+    delivered but unacknowledged messages."""
+    places = [f"queue {QUEUE}" for m in redis_client.lrange(QUEUE, 0, -1) if job_id in m]
+    unacked = redis_client.hvals("unacked")
+    return places + ["unacked" for m in unacked if job_id in m]
 
 
 def test_flower_shows_workers_and_tasks_with_redacted_arguments_only(
@@ -88,10 +119,10 @@ def test_flower_shows_workers_and_tasks_with_redacted_arguments_only(
 ) -> None:
     marker = uuid.uuid4().hex
     plain = job_with_text(marker, status="Closed")
-    retried = job_with_text(marker, status="Pending")
+    retried = job_with_text(marker, status="Waiting on Customer")
     fake.fail_next(2, 503, path="/api/tickets", method="GET")
     record = run_job(producer, retried)
-    assert record["attempts"] == 3
+    assert (record["outcome"], record["attempts"]) == ("succeeded", 3)
     run_job(producer, plain)
     # A paused connection (as after a 429) parks jobs; they are released as one batch.
     redis_client.set("halo:rate:acme:pause", "1", px=1500)
@@ -103,6 +134,8 @@ def test_flower_shows_workers_and_tasks_with_redacted_arguments_only(
     singles = [plain["job_id"], retried["job_id"]]
 
     wait_until(lambda: settled(api, singles), FLOWER_WAIT_S, "Flower to see the jobs succeed")
+    parked_ids = [job["job_id"] for job in batched]
+    wait_until(lambda: settled(api, parked_ids, "RETRY"), FLOWER_WAIT_S, "the parked jobs")
 
     seen = tasks(api)
     assert marker not in json.dumps(seen)
@@ -118,6 +151,13 @@ def test_flower_shows_workers_and_tasks_with_redacted_arguments_only(
     shown = json.dumps([json.loads(t["args"]) for t in batches])
     for job in batched:
         assert job["job_id"] in shown
+        # Its own task says where it went; the batch's result counts how its jobs ended.
+        parked = seen[job["job_id"]]
+        assert parked["state"] == "RETRY", parked
+        assert "parked: waiting for Halo budget" in parked["exception"], parked
+    results = [str(t["result"]) for t in batches]
+    counted = sum(int(n) for r in results for n in re.findall(r"(\d+) succeeded", r))
+    assert counted == len(batched), results
     workers = api.get("/api/workers").json()
     assert any(name.startswith("test_flower@") for name in workers)
 
@@ -172,3 +212,87 @@ def test_flower_serves_task_metrics_to_prometheus(
     assert "flower_task_runtime_seconds_bucket{" in text
     assert "flower_worker_online{" in text
     del api
+
+
+def test_a_failed_job_shows_as_failure_naming_its_code_and_disposition_and_is_not_redelivered(
+    api: httpx.Client,
+    producer: Producer,
+    fake: FakeHalo,
+    redis_client: redis.Redis,
+    worker: WorkerProcess,
+) -> None:
+    marker = uuid.uuid4().hex
+    missing = job_with_text(marker, ticket_id="999999", status="Closed", error_handling="Stop All")
+    refused = job_with_text(marker, status="Closed", error_handling="bounce")
+    fake.fail_next(1, 400, f"cannot save SUMMARY-{marker}", path="/api/tickets", method="POST")
+    for job in (missing, refused):
+        assert run_job(producer, job)["outcome"] == "failed"
+    failed = [missing["job_id"], refused["job_id"]]
+    # A later job done shows the worker went on past both messages.
+    run_job(producer, new_job(status="Closed"))
+
+    wait_until(lambda: settled(api, failed, "FAILURE"), FLOWER_WAIT_S, "Flower to see failures")
+
+    shown = {job_id: task_info(api, job_id) for job_id in failed}
+    assert "ticket_not_found (HTTP 404, field ticket_id), disposition stop_all" in str(
+        shown[missing["job_id"]]["exception"]
+    )
+    assert "halo_rejected (HTTP 400), disposition bounce" in str(
+        shown[refused["job_id"]]["exception"]
+    )
+    for job in (missing, refused):
+        info = shown[job["job_id"]]
+        shows_only_the_redacted_view(info, job)
+        assert not info["traceback"], info["traceback"]  # an outcome, not a crash
+        failed_tab = api.get("/api/tasks", params={"state": "FAILURE", "limit": 1000}).json()
+        assert job["job_id"] in failed_tab
+    # Exactly once: one delivery, acked, one record, and Halo saw one POST (the refused one).
+    for job_id in failed:
+        assert deliveries(worker, job_id) == ["recorded"]
+        assert messages_holding(redis_client, job_id) == []
+        lines = [line for line in worker.log_text().splitlines() if job_id in line]
+        assert not [line for line in lines if "Traceback" in line], lines
+    fed = [fields["job_id"] for _, fields in feed_entries(redis_client)]
+    assert sorted(j for j in fed if j in failed) == sorted(failed)
+    assert len(fake.posts()) == 2  # the refused job's, and the later job's
+    assert marker not in json.dumps(tasks(api))
+    assert marker not in worker.log_text()
+
+
+def test_a_deferred_job_shows_as_retry_naming_its_wait_then_as_success(
+    api: httpx.Client,
+    producer: Producer,
+    fake: FakeHalo,
+    redis_client: redis.Redis,
+    worker: WorkerProcess,
+) -> None:
+    marker = uuid.uuid4().hex
+    # Halo asks for 3 s: the job waits in the deferred set at least that long.
+    fake.fail_next(1, 503, path="/api/tickets", method="GET", retry_after=3)
+    job = job_with_text(marker, status="Closed")
+    producer.submit(job)
+
+    wait_until(lambda: settled(api, [job["job_id"]], "RETRY"), FLOWER_WAIT_S, "a RETRY")
+    waiting = task_info(api, job["job_id"])
+    record = wait_for_record(producer, job["job_id"])
+    wait_until(lambda: settled(api, [job["job_id"]]), FLOWER_WAIT_S, "the retried job to succeed")
+
+    assert re.search(
+        r"deferred: halo_unavailable, next try at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+        str(waiting["exception"]),
+    ), waiting["exception"]
+    assert not waiting["traceback"], waiting["traceback"]
+    shows_only_the_redacted_view(waiting, job)
+    done = task_info(api, job["job_id"])
+    assert record["outcome"] == "succeeded"
+    assert str(done["result"]).startswith("'recorded: succeeded; changed"), done["result"]
+    assert done["retried"] is not None
+    shows_only_the_redacted_view(done, job)
+    # Celery published nothing for the wait: the worker's mover sent the job once more.
+    assert deliveries(worker, job["job_id"]) == ["deferred", "recorded"]
+    assert messages_holding(redis_client, job["job_id"]) == []
+    assert len(fake.posts()) == 1
+    fed = [fields["job_id"] for _, fields in feed_entries(redis_client)]
+    assert fed.count(job["job_id"]) == 1
+    assert marker not in json.dumps(tasks(api))
+    assert marker not in worker.log_text()
