@@ -296,3 +296,11 @@ def test_a_deferred_job_shows_as_retry_naming_its_wait_then_as_success(
     assert fed.count(job["job_id"]) == 1
     assert marker not in json.dumps(tasks(api))
     assert marker not in worker.log_text()
+
+
+def test_flowers_tasks_page_has_the_columns_that_tell_a_jobs_outcome(api: httpx.Client) -> None:
+    page = api.get("/tasks")
+    page.raise_for_status()
+    headers = re.findall(r"<th[^>]*>\s*([^<]+?)\s*</th>", page.text)
+    for label in ("State", "args", "kwargs", "Result", "Exception"):
+        assert label in headers, headers
