@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 # The tasks page's columns: a job's redacted arguments, when it was submitted, and its outcome
 # (result for SUCCESS, exception for FAILURE and RETRY; see worker/outcomes.py). Flower's
 # default shows none of them. Compose and Kubernetes set the same (FLOWER_TASKS_COLUMNS).
-FLOWER_TASKS_COLUMNS = "name,uuid,state,args,kwargs,result,exception,received,runtime,worker"
+FLOWER_TASKS_COLUMNS = "name,uuid,state,result,exception,args,kwargs,received,runtime,worker"
 
 
 class ProcessError(RuntimeError):

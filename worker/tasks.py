@@ -66,11 +66,14 @@ class RedactingRequest(Request):
         self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
     ) -> None:
         # A job's failure or wait is an outcome, not a crash: its event carries no traceback
-        # (it would only point at the line of `worker.outcomes` that reports it).
+        # (it would only point at the line of `worker.outcomes` that reports it). Flower hides
+        # a None traceback; `on_retry` sends `safe_str` of it, so a wait gets "" instead.
         exc = exc_info.exception
         # On the retry path billiard's `ExceptionWithTraceback` wraps it (in `.exc`).
         outcome = exc if isinstance(exc, JobFailed | JobWaiting) else getattr(exc, "exc", None)
-        if isinstance(outcome, JobFailed | JobWaiting):
+        if isinstance(outcome, JobFailed):
+            exc_info.traceback = None
+        elif isinstance(outcome, JobWaiting):
             exc_info.traceback = ""
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 

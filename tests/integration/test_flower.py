@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +41,22 @@ from worker.models import QUEUE, TASK_NAME
 USER, PASSWORD = "ops", f"pw-{uuid.uuid4().hex}"
 BATCH_TASK_NAME = "halo.update_batch"
 FLOWER_WAIT_S = 20.0
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Headless, and quiet on a machine without outside network: no background requests at all.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=2400,700",
+    # Time for the tasks table, which Flower fills from its API after the page loads.
+    "--virtual-time-budget=8000",
+]
+BROWSER_TIMEOUT_S = 60.0
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
@@ -304,3 +323,74 @@ def test_flowers_tasks_page_has_the_columns_that_tell_a_jobs_outcome(api: httpx.
     headers = re.findall(r"<th[^>]*>\s*([^<]+?)\s*</th>", page.text)
     for label in ("State", "args", "kwargs", "Result", "Exception"):
         assert label in headers, headers
+
+
+def browse(url: str, profile: Path, *output: str) -> str:
+    """Run headless Chromium on `url` with a fresh profile; returns what it printed."""
+    assert CHROMIUM is not None
+    argv = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *output, url]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed (CI does not install it; the Flower API tests above "
+    "check the same states)",
+)
+def test_flowers_tasks_page_in_a_browser_shows_a_failed_a_waiting_and_a_succeeded_job(
+    api: httpx.Client,
+    flower: FlowerProcess,
+    producer: Producer,
+    fake: FakeHalo,
+    tmp_path: Path,
+) -> None:
+    marker = uuid.uuid4().hex
+    # Halo asks for 30 s (inside the tests' 60 s retry budget): the job still waits when the
+    # page is read.
+    fake.fail_next(1, 503, path="/api/tickets", method="GET", retry_after=30)
+    waiting = job_with_text(marker, status="Closed")
+    producer.submit(waiting)
+    wait_until(lambda: settled(api, [waiting["job_id"]], "RETRY"), FLOWER_WAIT_S, "a RETRY")
+    failed = job_with_text(marker, ticket_id="999999", status="Closed", error_handling="Stop All")
+    run_job(producer, failed)
+    done = job_with_text(marker, ticket_id="4712", status="Closed")
+    run_job(producer, done)
+    wait_until(lambda: settled(api, [failed["job_id"]], "FAILURE"), FLOWER_WAIT_S, "a FAILURE")
+    wait_until(lambda: settled(api, [done["job_id"]]), FLOWER_WAIT_S, "a SUCCESS")
+    url = f"http://{USER}:{PASSWORD}@127.0.0.1:{flower.port}/tasks"
+
+    page = browse(url, tmp_path / "profile-dom", "--dump-dom")
+    screenshot = tmp_path / "flower-tasks.png"
+    browse(url, tmp_path / "profile-png", f"--screenshot={screenshot}")
+
+    rows = {
+        job_id: row
+        for row in re.findall(r"<tr[^>]*>.*?</tr>", page, flags=re.DOTALL)
+        for job_id in (failed["job_id"], waiting["job_id"], done["job_id"])
+        if job_id in row
+    }
+    assert ">FAILURE<" in rows[failed["job_id"]], rows
+    assert (
+        "ticket_not_found (HTTP 404, field ticket_id), disposition stop_all"
+        in rows[failed["job_id"]]
+    )
+    assert ">RETRY<" in rows[waiting["job_id"]], rows
+    assert "deferred: halo_unavailable, next try at" in rows[waiting["job_id"]]
+    assert ">SUCCESS<" in rows[done["job_id"]], rows
+    assert "recorded: succeeded; changed" in rows[done["job_id"]]
+    assert marker not in page
+    assert screenshot.stat().st_size > 0
+    # The failed task's own page: its exception, and no traceback (an outcome, not a crash).
+    detail_url = f"http://{USER}:{PASSWORD}@127.0.0.1:{flower.port}/task/{failed['job_id']}"
+    detail = browse(detail_url, tmp_path / "profile-task", "--dump-dom")
+    detail_shot = tmp_path / "flower-failed-task.png"
+    tall = "--window-size=1600,1400"  # the whole page: the exception row sits low
+    browse(detail_url, tmp_path / "profile-task-png", tall, f"--screenshot={detail_shot}")
+    assert "disposition stop_all" in detail
+    assert "Traceback" not in detail
+    assert marker not in detail
+    print(f"screenshots: {screenshot} {detail_shot}")  # for a person checking them by eye
