@@ -16,7 +16,9 @@ stays in the result store, the source of truth):
 
 A deferred or busy job comes back from `halo:deferred` under the same task id, so Flower's
 RETRY turns into the next delivery's state. A parked job ends inside a `halo.update_batch`
-task, whose result counts its jobs by outcome.
+task, whose result counts its jobs by outcome; the batch also sends, for each job it
+recorded, a task-succeeded or task-failed event under the job's id, so the job's own line
+in Flower ends as it did (``recorded in batch <id>: ...``).
 
 Why none of this changes delivery (read in celery 5.7.0 and sentry-sdk 2.75.0):
 
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +54,9 @@ from celery.exceptions import Retry
 
 from worker.models import ResultRecord
 from worker.runner import RunResult
+
+# Sends one Celery event: `send("task-failed", uuid=..., exception=...)`.
+Send = Callable[..., object]
 
 
 class JobFailed(Exception):
@@ -181,20 +186,43 @@ def batch_summary(jobs: int, notes: Notes) -> str:
     return f"{jobs} jobs: " + ", ".join(parts)
 
 
-def _shown_record(delivery: str, record: Mapping[str, Any]) -> str:
+def announce_batch_jobs(send: Send, batch_id: str, records: list[ResultRecord]) -> None:
+    """Tell Flower how each job a batch recorded ended, on the job's own task line.
+
+    A parked job's own task ended RETRY ("parked: ..."), and its run happens inside the batch
+    task: without this its line would say "waiting" for ever. The events carry the job's id
+    as their task id and the same texts a single delivery would show; they change nothing
+    but Flower's (and `celery events`') view.
+    """
+    for record in records:
+        failed, text = outcome_text(f"recorded in batch {batch_id}", record.model_dump(mode="json"))
+        if failed:
+            send("task-failed", uuid=record.job_id, exception=repr(JobFailed(text)))
+        else:
+            send("task-succeeded", uuid=record.job_id, result=repr(text))
+
+
+def outcome_text(delivery: str, record: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether a stored record says failed, and the text that shows it (codes and field
+    names, never the error's message)."""
     error = record.get("error")
     attempts = record.get("attempts")
     after = f", after {attempts} attempts" if isinstance(attempts, int) and attempts > 1 else ""
     if not isinstance(error, Mapping):
         changed = record.get("changed_fields") or []
         what = "changed " + ", ".join(map(str, changed)) if changed else "no change needed"
-        return f"{delivery}: succeeded; {what}{after}"
+        return False, f"{delivery}: succeeded; {what}{after}"
     details = [f"HTTP {error['http_status']}"] if error.get("http_status") else []
     details += [f"field {error['field']}"] if error.get("field") else []
     code = str(error.get("code")) + (f" ({', '.join(details)})" if details else "")
-    raise JobFailed(
-        f"{delivery}: failed {code}, disposition {record.get('disposition')}{after}"
-    ) from None
+    return True, f"{delivery}: failed {code}, disposition {record.get('disposition')}{after}"
+
+
+def _shown_record(delivery: str, record: Mapping[str, Any]) -> str:
+    failed, text = outcome_text(delivery, record)
+    if failed:
+        raise JobFailed(text)
+    return text
 
 
 def _counted(counts: Counter[str]) -> str:

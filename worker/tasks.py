@@ -12,14 +12,22 @@ from billiard.einfo import ExceptionInfo
 from celery import Task, signals
 from celery.exceptions import Reject
 from celery.worker.request import Request
+from kombu.exceptions import OperationalError
 
 from worker.app import app
 from worker.backlog import Parked
 from worker.batch import run_batch
 from worker.celeryconfig import BATCH_TASK_NAME
 from worker.liveness import CANARY_TASK_NAME, canary_ran
-from worker.models import TASK_NAME, redacted_fields
-from worker.outcomes import DeliveryNotes, JobFailed, JobWaiting, batch_summary, conclude
+from worker.models import TASK_NAME, ResultRecord, redacted_fields
+from worker.outcomes import (
+    DeliveryNotes,
+    JobFailed,
+    JobWaiting,
+    announce_batch_jobs,
+    batch_summary,
+    conclude,
+)
 from worker.runner import RunResult, job_id_of
 from worker.runtime import runtime
 
@@ -191,6 +199,7 @@ def update_batch(
     try:
         with notes.watch() as seen:
             run_batch(current.runner, connection, parked, prepaid)
+        _announce(self, seen.records)
         return batch_summary(len(parked), seen)
     except redis.RedisError as exc:
         log.warning(
@@ -199,6 +208,21 @@ def update_batch(
         )
         time.sleep(_STORE_DOWN_PAUSE_S)
         raise Reject(f"result store unreachable ({type(exc).__name__})", requeue=True) from None
+
+
+def _announce(task: Task[Any, Any], records: list[ResultRecord]) -> None:
+    """Send the batch's per-job events (`worker.outcomes.announce_batch_jobs`), best effort:
+    the records are written, and only Flower's view is at stake."""
+    if not records:
+        return
+    try:
+        with task.app.events.default_dispatcher(hostname=task.request.hostname) as dispatcher:
+            announce_batch_jobs(dispatcher.send, str(task.request.id), records)
+    except (OSError, OperationalError, redis.RedisError) as exc:
+        log.warning(
+            "could not tell Flower how a batch's jobs ended",
+            extra={"task_id": str(task.request.id), "error": type(exc).__name__},
+        )
 
 
 @app.task(name=CANARY_TASK_NAME, ignore_result=True)

@@ -9,7 +9,15 @@ import pytest
 
 from worker.errors import HaloRejected, TicketNotFound
 from worker.models import failed_record, parse_job, succeeded_record
-from worker.outcomes import DeliveryNotes, JobFailed, JobWaiting, Notes, batch_summary, conclude
+from worker.outcomes import (
+    DeliveryNotes,
+    JobFailed,
+    JobWaiting,
+    Notes,
+    announce_batch_jobs,
+    batch_summary,
+    conclude,
+)
 from worker.runner import RunResult
 
 SECRET_TEXT = "VARIABLE-do-not-show"
@@ -125,3 +133,20 @@ def test_notes_are_kept_per_thread_and_only_while_watched() -> None:
 
     assert notes.parked == ["acme"]
     assert notes.deferrals == [("halo_unavailable", 1.0)]
+
+
+def test_a_batch_tells_each_recorded_jobs_own_task_how_it_ended() -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+    records = succeeded(["status_id"]).records
+    records += failed(TicketNotFound("x", http_status=404), error_handling="stop").records
+
+    announce_batch_jobs(lambda kind, **fields: sent.append((kind, fields)), "b-9", records)
+
+    won = "'recorded in batch b-9: succeeded; changed status_id'"
+    lost = (
+        "JobFailed('recorded in batch b-9: failed ticket_not_found (HTTP 404), disposition stop')"
+    )
+    assert sent == [
+        ("task-succeeded", {"uuid": "j-1", "result": won}),
+        ("task-failed", {"uuid": "j-1", "exception": lost}),
+    ]
