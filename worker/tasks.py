@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -36,10 +37,15 @@ log = logging.getLogger("halo.tasks")
 # While the result store is unreachable a delivery is handed back to the broker; this pause
 # keeps a worker from spinning on the same message until Redis returns.
 _STORE_DOWN_PAUSE_S = 1.0
-# Keyword arguments whose values are ids, counts or times: shown as sent. Any other key shows
-# by name only; a job passed as `job=` shows as its redacted view.
-_SHOWN_KWARGS = frozenset({"submitted_at", "prepaid", "reservation"})
-_SHOWN_KWARG_CHARS = 64
+# Keyword arguments whose values are ids, counts or times: shown when they look like one (a
+# hand-made message may put anything there). Any other key shows by name only; a job passed
+# as `job=` shows as its redacted view.
+_SHOWN_KWARGS = {
+    "submitted_at": re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$"),
+    "reservation": re.compile(r"^[A-Za-z0-9._:-]{1,64}$"),
+    "prepaid": None,  # a number only
+}
+_SHOWN_KEY_CHARS = 64
 
 # What each task's jobs became, for the state Flower shows (see `worker.outcomes`).
 notes = DeliveryNotes()
@@ -99,11 +105,13 @@ def _shown_kwargs(kwargs: Any) -> str:
         if key == "job":
             shown[key] = redacted_fields(_mapping(value))
         elif key in _SHOWN_KWARGS and (value is None or isinstance(value, int | float)):
+            shown[key] = value if abs(value or 0) < 2**53 else "<not shown>"
+        elif (
+            isinstance(value, str) and (pattern := _SHOWN_KWARGS.get(key)) and pattern.match(value)
+        ):
             shown[key] = value
-        elif key in _SHOWN_KWARGS and isinstance(value, str):
-            shown[key] = value[:_SHOWN_KWARG_CHARS]
         else:
-            shown[str(key)[:_SHOWN_KWARG_CHARS]] = "<not shown>"
+            shown[str(key)[:_SHOWN_KEY_CHARS]] = "<not shown>"
     return json.dumps(shown)[:4096]
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from celery import Celery
 
 from integration.harness import (
     deliveries,
@@ -33,7 +34,7 @@ from integration.harness import (
     wait_for_record,
     wait_until,
 )
-from ops.processes import FlowerProcess, WorkerProcess
+from ops.processes import FlowerProcess, RedisServer, WorkerProcess
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
 from worker.models import QUEUE, TASK_NAME
@@ -327,6 +328,29 @@ def test_flowers_tasks_page_has_the_columns_that_tell_a_jobs_outcome(api: httpx.
     headers = re.findall(r"<th[^>]*>\s*([^<]+?)\s*</th>", page.text)
     for label in ("State", "args", "kwargs", "Result", "Exception"):
         assert label in headers, headers
+
+
+def test_a_job_sent_by_plain_celery_as_a_keyword_argument_shows_only_its_redacted_view(
+    api: httpx.Client, producer: Producer, redis_server: RedisServer, worker: WorkerProcess
+) -> None:
+    marker = uuid.uuid4().hex
+    job = job_with_text(marker, status="Closed")
+    # No argsrepr or kwargsrepr, and a submitted_at that is not a time: the worker decides
+    # what Flower sees.
+    client = Celery("plain", broker=redis_server.url)
+    kwargs = {"job": job, "submitted_at": f"VARIABLE-{marker}"}
+    client.send_task(TASK_NAME, kwargs=kwargs, task_id=job["job_id"], queue=QUEUE)
+    client.close()
+
+    assert wait_for_record(producer, job["job_id"])["outcome"] == "succeeded"
+    wait_until(lambda: settled(api, [job["job_id"]]), FLOWER_WAIT_S, "Flower to see it succeed")
+
+    info = task_info(api, job["job_id"])
+    assert json.loads(info["args"]) == []
+    redacted = {k: job[k] for k in ("job_id", "connection", "ticket_id")}
+    assert json.loads(info["kwargs"]) == {"job": redacted, "submitted_at": "<not shown>"}
+    assert marker not in json.dumps(info)
+    assert marker not in worker.log_text()
 
 
 def browse(url: str, profile: Path, *output: str) -> str:
