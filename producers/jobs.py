@@ -108,7 +108,8 @@ class Producer:
                 task_id=job_id,
                 queue=QUEUE,
                 argsrepr=redacted_view(payload),
-                kwargsrepr="{}",
+                # A time, nothing from the job: Flower shows it as the worker does.
+                kwargsrepr=json.dumps({"submitted_at": submitted_at}),
                 retry=True,
             )
         except (OperationalError, redis.RedisError, OSError) as exc:

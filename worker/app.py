@@ -53,14 +53,15 @@ def _json_logging(**_: Any) -> None:
 
 def publish_job(job_id: str, job: Any, submitted_at: str | None) -> None:
     """Put a job (back) on the queue; events and Flower see only its redacted view."""
+    kwargs = {"submitted_at": submitted_at} if submitted_at else {}
     app.send_task(
         TASK_NAME,
         args=[job],
-        kwargs={"submitted_at": submitted_at} if submitted_at else {},
+        kwargs=kwargs,
         task_id=job_id,
         queue=QUEUE,
         argsrepr=redacted_view(job if isinstance(job, dict) else {}),
-        kwargsrepr="{}",
+        kwargsrepr=json.dumps(kwargs),
     )
 
 

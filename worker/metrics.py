@@ -139,7 +139,8 @@ class WorkerMetrics:
         if latency_s is not None:
             self.latency.labels(outcome).observe(latency_s)
 
-    def job_deferred(self, connection: str, code: str) -> None:
+    def job_deferred(self, connection: str, code: str, *, due_s: float) -> None:
+        del due_s
         self.retries.labels(self.label(connection), code).inc()
 
     def job_parked(self, connection: str) -> None:

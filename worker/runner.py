@@ -93,8 +93,9 @@ class JobObserver(Protocol):
         """A job's record was written (once per job); `duration_s` is its last run's."""
         ...
 
-    def job_deferred(self, connection: str, code: str) -> None:
-        """A job waits to run again after a retryable error with this code."""
+    def job_deferred(self, connection: str, code: str, *, due_s: float) -> None:
+        """A job waits to run again after a retryable error with this code, until `due_s`
+        (Unix time)."""
         ...
 
     def job_parked(self, connection: str) -> None:
@@ -237,10 +238,11 @@ class JobRunner:
         )
         if delay_s is None:
             return self.finish(self.failure(claimed, error, made), claimed.payload, started_s)
+        due_s = time.time() + delay_s
         self.store.defer(
             claimed.job_id,
             {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
-            due_s=time.time() + delay_s,
+            due_s=due_s,
             halo_requests=made,
         )
         log.info(
@@ -254,7 +256,7 @@ class JobRunner:
             },
         )
         for observer in self.observers:
-            observer.job_deferred(claimed.job.connection, error.code.value)
+            observer.job_deferred(claimed.job.connection, error.code.value, due_s=due_s)
         return RunResult.DEFERRED
 
     def park(self, claimed: Claimed, *, halo_requests: float) -> RunResult:

@@ -173,8 +173,8 @@ class SentryReporter:
         with self._lock:
             return record.job_id not in self._reported
 
-    def job_deferred(self, connection: str, code: str) -> None:
-        del connection, code  # a retry is not an error
+    def job_deferred(self, connection: str, code: str, *, due_s: float) -> None:
+        del connection, code, due_s  # a retry is not an error
 
     def job_parked(self, connection: str) -> None:
         del connection

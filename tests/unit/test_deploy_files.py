@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from ops.demo import demo_jobs
+from ops.processes import FLOWER_TASKS_COLUMNS
 from worker.connections import load_connections
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from worker.models import parse_job
@@ -733,6 +734,19 @@ def test_keda_scales_on_the_halo_queue_list_and_only_on_queues_the_app_declares(
         assert int(trigger["metadata"]["listLength"]) > 0
         host = trigger["metadata"]["address"].split(":")[0]
         assert host.endswith(f".{kustomization['namespace']}.svc.cluster.local"), host
+
+
+def test_flower_shows_each_jobs_arguments_and_outcome_in_compose_kubernetes_and_the_tests(
+    services: dict[str, dict[str, Any]], manifests: list[Manifest]
+) -> None:
+    # Flower's own default columns hide the result and exception that tell a job's outcome.
+    shown = FLOWER_TASKS_COLUMNS.split(",")
+    assert {"state", "args", "kwargs", "result", "exception"} <= set(shown)
+    assert services["flower"]["environment"]["FLOWER_TASKS_COLUMNS"] == FLOWER_TASKS_COLUMNS
+    flower = _one(manifests, "Deployment", "halo-flower")
+    (container,) = flower["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FLOWER_TASKS_COLUMNS"] == FLOWER_TASKS_COLUMNS
 
 
 def test_flower_service_selects_flower_pods_on_a_named_container_port(
