@@ -35,7 +35,6 @@ from worker.models import (
     JOB_ID_PATTERN,
     Job,
     ResultRecord,
-    encodes_as_utf8,
     failed_record,
     parse_job,
     succeeded_record,
@@ -44,6 +43,7 @@ from worker.models import (
 from worker.results import ResultStore, RunState
 from worker.retry import RetryPolicy
 from worker.update import Updated, run_update
+from worker.writable import invalid_job_meta
 
 log = logging.getLogger("halo.runner")
 
@@ -170,6 +170,7 @@ class JobRunner:
         try:
             return parse_job(payload)
         except InvalidJob as error:
+            meta, warnings = invalid_job_meta(payload)
             record = failed_record(
                 job_id,
                 error,
@@ -177,7 +178,8 @@ class JobRunner:
                 attempts=1,
                 halo_requests=0,
                 submitted_at=submitted_at,
-                meta=_meta_of(payload),
+                warnings=warnings,
+                meta=meta,
             )
             self.finish(record, payload, started_s)
             return None
@@ -345,12 +347,6 @@ def job_id_of(payload: Any, task_id: str) -> str:
         if isinstance(candidate, str) and JOB_ID_PATTERN.fullmatch(candidate):
             return candidate
     return task_id
-
-
-def _meta_of(payload: Any) -> dict[str, Any]:
-    meta = payload.get("meta") if isinstance(payload, Mapping) else None
-    # An invalid job's meta is echoed as sent, unless no record could hold it.
-    return meta if isinstance(meta, dict) and encodes_as_utf8(meta) else {}
 
 
 def _total(before: float, now: float) -> int | float:

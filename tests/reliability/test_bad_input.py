@@ -58,7 +58,7 @@ from ops.processes import RedisServer, WorkerProcess
 from producers.jobs import Producer
 from worker.errors import InvalidJob
 from worker.halo.fake import FakeHalo
-from worker.models import JOB_ID_PATTERN, QUEUE, TASK_NAME
+from worker.models import JOB_ID_PATTERN, MAX_JOB_BYTES, MAX_NESTING_DEPTH, QUEUE, TASK_NAME
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -267,6 +267,17 @@ def nested(depth: int) -> dict[str, Any]:
     return value
 
 
+# Around the limits: the job's own (32 levels), pydantic's serialiser (255), and far past
+# both (a 2 KB message is 300 levels deep). Deeper than about 900 the broker's JSON decoder
+# gives up first: `test_a_message_with_no_readable_job_is_dropped_once_with_a_log_line`.
+DEPTHS: Final = [2, 32, 33, 255, 256, 300, 600]
+deep_values = st.sampled_from(DEPTHS).map(nested)
+metas = st.one_of(
+    st.dictionaries(keys, json_values, max_size=3),
+    deep_values,
+    huge_texts.map(lambda text: {"note": text}),
+)
+
 contexts = st.one_of(
     st.fixed_dictionaries(
         {
@@ -317,13 +328,15 @@ def cases(draw: st.DrawFn) -> Case:
         job["result_variable"] = draw(st.sampled_from(["myVariable", "_x", "r2", "1abc"]))
     job["variables"] = draw(contexts)
     if draw(st.booleans()):
-        job["meta"] = draw(st.dictionaries(keys, json_values, max_size=3))
-    mutations = ["wrong type", "unknown key", "missing key", "huge text"]
+        job["meta"] = draw(metas)
+    mutations = ["wrong type", "unknown key", "missing key", "huge text", "deep"]
     mutation = draw(st.sampled_from(["none"] * 12 + mutations))
     if mutation == "huge text":
         where = draw(st.sampled_from(["summary", "details", "ticket_id", "status", "variables"]))
         text = draw(huge_texts)
         job[where] = {"custom": {"x": text}} if where == "variables" else text
+    elif mutation == "deep":
+        job[draw(st.sampled_from(FIELDS))] = draw(deep_values)
     elif mutation == "wrong type":
         job[draw(st.sampled_from(FIELDS))] = draw(json_values)
     elif mutation == "unknown key":
@@ -441,7 +454,22 @@ def check_record(record: dict[str, Any], job: dict[str, Any]) -> str:
     assert "Traceback" not in error["message"]
     assert record["variables"] == {}
     assert record["result"] is None
+    # An invalid job's record echoes meta only within the job limits, and says when it does not.
+    meta = job.get("meta")
+    assert len(json.dumps(record["meta"], ensure_ascii=False).encode()) <= MAX_JOB_BYTES
+    assert depth_of(record["meta"]) <= MAX_NESTING_DEPTH
+    if isinstance(meta, dict) and meta and record["meta"] == {}:
+        assert any(w.startswith("meta: not copied") for w in record["warnings"]), record
     return str(error["code"])
+
+
+def depth_of(value: Any) -> int:
+    """How many objects and arrays deep a JSON value nests."""
+    if isinstance(value, dict):
+        return 1 + max((depth_of(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth_of(v) for v in value), default=0)
+    return 0
 
 
 # A passing run takes well under a minute; shrinking a failure can take many minutes more.
@@ -499,6 +527,33 @@ def test_fuzzed_jobs_end_in_a_clear_record_or_a_clear_refusal_and_never_crash_th
         assert fake.created_tickets() == [], "an update created a ticket"
         tally.add(f"record: {outcome}")
     assert rig.worker.running, "the worker died"
+    assert errors_in(log.new_lines()) == []
+
+
+@pytest.mark.parametrize("depth", [256, 300])
+@pytest.mark.parametrize("name", FIELDS)
+def test_a_job_nested_hundreds_of_levels_deep_in_any_field_ends_in_a_bounded_record(
+    name: str, depth: int, rig: Rig, raw_celery: Celery
+) -> None:
+    # About 2 KB: small enough for any broker, too deep for the record if it were echoed.
+    job: dict[str, Any] = {**GOOD_JOB, "job_id": f"deep-{uuid.uuid4().hex}", name: nested(depth)}
+    task_id = f"deep-task-{uuid.uuid4().hex}"
+    log = LogTail(rig.worker.log_path)
+
+    raw_celery.send_task(TASK_NAME, args=[job], task_id=task_id, queue=QUEUE)
+
+    record = rig.producer.wait(record_key_for(job, task_id), RECORD_WAIT_S)
+    assert record is not None, f"no record for a job nested {depth} deep in {name}"
+    assert check_record(record, job) == "invalid_job"
+    assert f"job.{name}" in record["error"]["message"]
+    if name == "meta":
+        assert record["meta"] == {}
+        assert record["warnings"] == [
+            f"meta: not copied to this record: nested deeper than {MAX_NESTING_DEPTH} levels"
+        ]
+    assert len(json.dumps(record)) < 4096
+    assert rig.fake.requests() == []
+    assert rig.worker.running
     assert errors_in(log.new_lines()) == []
 
 

@@ -1,9 +1,11 @@
-"""A token answer the worker cannot use fails the job without quoting the answer anywhere.
+"""Answers from Halo (or whatever answers in its place) that could leak a token or lose a record.
 
-Halo's token endpoint can answer 200 with a body that still holds a live access token but
-does not parse (a null `expires_in`, a truncated body). The job's record and its feed entry are
-read by every producer for the record's lifetime, so the failure describes the answer's shape
-and never quotes it; the worker's log does not carry it either.
+- Halo's token endpoint can answer 200 with a body that still holds a live access token but
+  does not parse (a null `expires_in`, a truncated body). The job's record and its feed entry
+  are read by every producer for the record's lifetime, so the failure describes the answer's
+  shape and never quotes it; the worker's log does not carry it either.
+- A ticket answer nested hundreds of levels deep, or holding text that is not valid Unicode,
+  still ends the job in a record, with those values replaced.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from integration.harness import feed_entries, new_job, run_job
 from ops.processes import WorkerProcess
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
+from worker.writable import CUT, WRITTEN_CUT
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -65,3 +68,27 @@ def test_a_token_answer_that_does_not_parse_fails_the_job_without_quoting_the_to
     assert says in error["message"]
     assert "connection 'acme'" in error["message"]
     assert fake.posts() == [], "nothing is written to Halo without a token"
+
+
+def test_a_ticket_answer_too_deep_or_not_unicode_still_ends_the_job_in_a_record(
+    producer: Producer, fake: FakeHalo
+) -> None:
+    ticket = fake.ticket(4711)
+    assert ticket is not None
+    deep: dict[str, object] = {"a": "leaf"}
+    for _ in range(299):
+        deep = {"a": deep}
+    # json.dumps writes the lone surrogate as the escape "\udce9", as a broken encoder would.
+    answer = {**ticket, "client_name": deep, "summary": "caf\udce9 printer"}
+    fake.fail_next(1, 200, json.dumps(answer), path="/api/tickets/4711", method="GET")
+
+    # No field to change: the record's result is the ticket as that answer gave it.
+    record = run_job(producer, new_job())
+
+    assert record["outcome"] == "succeeded", record["error"]
+    assert record["changed_fields"] == []
+    [result] = record["result"]
+    assert result["summary"] == "caf\ufffd printer"
+    assert CUT in json.dumps(result["client_name"])
+    assert record["warnings"] == [WRITTEN_CUT]
+    assert fake.posts() == []
