@@ -187,6 +187,7 @@ def env(
     connections.write_text(
         "[connections.acme]\n"
         f'url = "{halo_url}"\n'
+        "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
         f'client_id = "{CLIENT_ID}"\n'
         f'client_secret_env = "{SECRET_ENV}"\n'
         'rate_limit = "200/2s"\n'
