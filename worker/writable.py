@@ -8,6 +8,9 @@ from being serialised:
   it echoes ``{}`` and a warning says why. A 2 KB message nested a few hundred levels deep
   would otherwise make the record unwritable (pydantic refuses to serialise past 255 levels,
   `json` past about 1,000), and a large message would be copied into Redis twice.
+- `record_key_of` gives a record's job_id: the job's own, else its task id when that is a valid
+  job id, else a key derived from the task id (`INVALID_TASK_ID_PREFIX` and a hash), so that no
+  task id, whatever its length or characters, becomes a Redis key as it is.
 - `record_json` writes a record as JSON; a record that cannot be written as it is (a value
   from Halo's answer nested too deeply, text that is not valid Unicode) is written with those
   values replaced, and a warning saying so, rather than not at all.
@@ -15,12 +18,14 @@ from being serialised:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from worker.models import MAX_JOB_BYTES, MAX_NESTING_DEPTH, ResultRecord
+from worker.errors import InvalidJob
+from worker.models import JOB_ID_PATTERN, MAX_JOB_BYTES, MAX_NESTING_DEPTH, Job, ResultRecord
 
 # What replaces a value nested deeper than a record keeps.
 CUT: Final = f"[nested deeper than {MAX_NESTING_DEPTH} levels: not recorded]"
@@ -29,6 +34,41 @@ WRITTEN_CUT: Final = (
     "this record holds values that could not be written as they were (nested deeper than "
     f"{MAX_NESTING_DEPTH} levels, or text that is not valid Unicode); they were replaced"
 )
+
+
+# The job_id of a record kept for a task id that is not a valid job id; a valid job id itself.
+INVALID_TASK_ID_PREFIX: Final = "invalid-task-id-"
+# 128 bits of SHA-256: no two task ids share a record by accident.
+_TASK_HASH_CHARS: Final = 32
+INVALID_TASK_ID: Final = (
+    "job.job_id: the job has none, and the task id it was sent under is not a valid job id "
+    "either (1-128 characters of A-Z a-z 0-9 . _ : -); send it with a job_id, which the "
+    "producers also use as the task id"
+)
+
+
+def record_key_of(payload: Any, task_id: str) -> str:
+    """The job_id a delivery is recorded under: the job's own when valid, else the task id
+    when it is a valid job id, else ``invalid-task-id-<hash of the task id>``."""
+    if isinstance(payload, Mapping):
+        candidate = payload.get("job_id")
+        if isinstance(candidate, str) and JOB_ID_PATTERN.fullmatch(candidate):
+            return candidate
+    if JOB_ID_PATTERN.fullmatch(task_id):
+        return task_id
+    digest = hashlib.sha256(task_id.encode("utf-8", errors="surrogatepass")).hexdigest()
+    return INVALID_TASK_ID_PREFIX + digest[:_TASK_HASH_CHARS]
+
+
+def check_task_id(job: Job, task_id: str | None) -> None:
+    """Refuse a job that has no job_id of its own and was sent under a task id that is not a
+    valid job id: its record cannot be kept where its producer would look for it.
+
+    Raises:
+        InvalidJob: naming `job.job_id` as what to fix.
+    """
+    if job.job_id is None and task_id is not None and not JOB_ID_PATTERN.fullmatch(task_id):
+        raise InvalidJob(INVALID_TASK_ID, field="job_id")
 
 
 def invalid_job_meta(payload: Any) -> tuple[dict[str, Any], list[str]]:

@@ -23,6 +23,7 @@ a good job at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -415,7 +416,8 @@ def sendable(job: dict[str, Any]) -> bool:
 
 
 def record_key_for(job: dict[str, Any], task_id: str) -> str:
-    """Where the worker records a job: its own job_id when valid, else the task id."""
+    """Where the worker records a job: its own job_id when valid, else the task id (the tests
+    send only task ids that are valid job ids, but see `derived_key`)."""
     job_id = job.get("job_id")
     if isinstance(job_id, str) and JOB_ID_PATTERN.fullmatch(job_id):
         return job_id
@@ -739,6 +741,72 @@ def test_a_message_with_no_readable_job_is_dropped_once_with_a_log_line(
     task_id = message.message_headers.get("id")
     if task_id:
         assert rig.producer.result(task_id) is None
+
+
+BAD_TASK_IDS: Final = {
+    "spaces and a slash": "raw task/with spaces",
+    "glob characters": "raw-*?[]",
+    "a newline": "raw\nhalo:result:other",
+    "10,000 characters": "r" * 10_000,
+    "non-ASCII": "raw-é",
+}
+
+
+def derived_key(task_id: str) -> str:
+    """Where the worker records a task id that is not a valid job id."""
+    return "invalid-task-id-" + hashlib.sha256(task_id.encode()).hexdigest()[:32]
+
+
+def keys_naming(client: redis.Redis, text: str) -> list[str]:
+    return [key for key in client.scan_iter(match="*", count=1000) if text in key]
+
+
+@pytest.mark.parametrize("task_id", BAD_TASK_IDS.values(), ids=BAD_TASK_IDS.keys())
+def test_a_job_without_a_job_id_under_a_task_id_that_is_no_job_id_is_refused_under_a_safe_key(
+    task_id: str, kombu_connection: Connection, rig: Rig
+) -> None:
+    message_headers = headers(id=task_id, root_id=task_id)
+
+    publish(kombu_connection, body([GOOD_JOB]), message_headers)
+
+    record = rig.producer.wait(derived_key(task_id), RECORD_WAIT_S)
+    assert record is not None, "no record under the key derived from the task id"
+    assert record["job_id"] == derived_key(task_id)
+    assert record["error"]["code"] == "invalid_job"
+    assert record["error"]["message"].startswith("job.job_id: ")
+    assert record["halo_requests"] == 0
+    assert keys_naming(rig.redis, task_id) == [], "the raw task id became a Redis key"
+    wait_until(lambda: drained(rig.redis), 10, "the message to leave the queue")
+    assert rig.fake.requests() == []
+
+
+def test_a_message_of_the_wrong_shape_under_a_task_id_that_is_no_job_id_is_recorded_safely(
+    kombu_connection: Connection, rig: Rig
+) -> None:
+    task_id = "raw task/with spaces"
+    message_headers = headers(id=task_id, root_id=task_id)
+
+    publish(kombu_connection, body([]), message_headers)
+
+    record = rig.producer.wait(derived_key(task_id), RECORD_WAIT_S)
+    assert record is not None, "no record under the key derived from the task id"
+    assert record["error"]["code"] == "invalid_job"
+    assert "got 0 positional" in record["error"]["message"]
+    assert keys_naming(rig.redis, task_id) == []
+
+
+def test_a_job_with_its_own_job_id_runs_whatever_task_id_it_came_under(
+    kombu_connection: Connection, rig: Rig
+) -> None:
+    task_id = "raw task/with spaces"
+    job = {**GOOD_JOB, "job_id": f"own-{uuid.uuid4().hex}"}
+
+    publish(kombu_connection, body([job]), headers(id=task_id, root_id=task_id))
+
+    record = rig.producer.wait(job["job_id"], RECORD_WAIT_S)
+    assert record is not None
+    assert record["outcome"] == "succeeded", record["error"]
+    assert keys_naming(rig.redis, task_id) == []
 
 
 def test_after_every_bad_message_the_worker_still_runs_a_good_job(

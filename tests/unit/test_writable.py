@@ -9,8 +9,23 @@ from typing import Any
 import pytest
 
 from worker.errors import HaloUnexpectedResponse, InvalidJob
-from worker.models import MAX_JOB_BYTES, MAX_NESTING_DEPTH, Job, failed_record, succeeded_record
-from worker.writable import CUT, WRITTEN_CUT, invalid_job_meta, record_json
+from worker.models import (
+    JOB_ID_PATTERN,
+    MAX_JOB_BYTES,
+    MAX_NESTING_DEPTH,
+    Job,
+    failed_record,
+    succeeded_record,
+)
+from worker.writable import (
+    CUT,
+    INVALID_TASK_ID_PREFIX,
+    WRITTEN_CUT,
+    check_task_id,
+    invalid_job_meta,
+    record_json,
+    record_key_of,
+)
 
 
 def nested(depth: int, leaf: Any = "leaf") -> dict[str, Any]:
@@ -142,3 +157,53 @@ def test_a_record_that_can_be_written_is_written_unchanged() -> None:
     )
 
     assert record_json(record) == record.model_dump_json()
+
+
+# -- the key a delivery is recorded under ------------------------------------------------------
+
+BAD_TASK_IDS = [
+    "has space",
+    "a/b",
+    "glob*?[x]",
+    "x" * 129,
+    "x" * 100_000,
+    "",
+    "é",
+    "\ud800",
+    "a\nb",
+]
+
+
+@pytest.mark.parametrize("task_id", BAD_TASK_IDS, ids=range(len(BAD_TASK_IDS)))
+def test_a_task_id_that_is_not_a_valid_job_id_is_recorded_under_a_derived_key(
+    task_id: str,
+) -> None:
+    key = record_key_of({"connection": "acme"}, task_id)
+
+    assert JOB_ID_PATTERN.fullmatch(key)
+    assert key.startswith(INVALID_TASK_ID_PREFIX)
+    assert key == record_key_of(None, task_id), "redeliveries find the same record"
+
+
+def test_different_bad_task_ids_get_different_keys() -> None:
+    keys = {record_key_of(None, task_id) for task_id in BAD_TASK_IDS}
+
+    assert len(keys) == len(BAD_TASK_IDS)
+
+
+def test_a_valid_job_id_or_task_id_is_the_key_as_it_is() -> None:
+    assert record_key_of({"job_id": "rule-7:step-2"}, "has space") == "rule-7:step-2"
+    assert record_key_of({"job_id": "has space"}, "task-1") == "task-1"
+    assert record_key_of([], "c0ffee-4711") == "c0ffee-4711"
+
+
+def test_a_job_without_a_job_id_sent_under_a_bad_task_id_is_refused_naming_the_job_id() -> None:
+    job = Job(connection="acme", ticket_id="4711")
+
+    with pytest.raises(InvalidJob) as caught:
+        check_task_id(job, "has space")
+
+    assert caught.value.message.startswith("job.job_id: ")
+    assert caught.value.field == "job_id"
+    check_task_id(job, "task-1")
+    check_task_id(Job(job_id="own-id", connection="acme", ticket_id="4711"), "has space")
