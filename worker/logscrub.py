@@ -53,10 +53,19 @@ def withhold_exception_text(text: str, exc: BaseException | None) -> str:
     ``<TypeName: message withheld>`` wherever it appears (as ``str`` or ``repr``)."""
     for one in _chain(exc):
         shown = f"<{type(one).__name__}: {WITHHELD}>"
-        for form in (repr(one), str(one)):
+        for form in _texts_of(one):
             if len(form) >= _MIN_SEARCHED_CHARS and form in text:
                 text = text.replace(form, shown)
     return text
+
+
+def _texts_of(exc: BaseException) -> tuple[str, ...]:
+    """How an exception shows in a message: its ``repr`` and ``str`` (none when either
+    fails, as a broken ``__str__`` may: a log line must still be written)."""
+    try:
+        return repr(exc), str(exc)
+    except Exception:  # noqa: BLE001 - any failure of a third-party __repr__/__str__
+        return ()
 
 
 def safe_traceback(exc: BaseException) -> str:

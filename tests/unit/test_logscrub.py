@@ -189,3 +189,17 @@ def test_a_traceback_names_an_exception_raised_while_handling_another() -> None:
 
     assert "MAIL-BODY" not in json.dumps(line)
     assert "During handling of the above exception" in line["traceback"]
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("cannot print")
+
+
+def test_an_exception_that_cannot_be_printed_still_gives_a_log_line(lines: io.StringIO) -> None:
+    logging.getLogger("halo.runner").error("job failed", exc_info=Unprintable())
+
+    line = only_line(lines)
+    assert line["message"] == "job failed"
+    assert line["exception"] == "Unprintable"
+    assert line["traceback"].endswith("Unprintable: message withheld")
