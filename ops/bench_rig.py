@@ -184,6 +184,7 @@ class Rig(contextlib.ExitStack):
             "".join(
                 f"[connections.{c.name}]\n"
                 f'url = "{c.fake.url}"\n'
+                "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
                 f'client_id = "{CLIENT_ID}"\n'
                 f'client_secret_env = "{SECRET_ENV}"\n'
                 f'rate_limit = "{c.rate_limit}"\n'

@@ -87,6 +87,7 @@ def main() -> int:
         connections.write_text(
             "[connections.demo]\n"
             f'url = "{fake.url}"\n'
+            "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
             f'client_id = "{DEMO_CLIENT[0]}"\n'
             f'client_secret_env = "{DEMO_SECRET_ENV}"\n'
         )

@@ -196,7 +196,9 @@ def soak(root: Path, *, jobs: int, workers: int, rate: float, max_s: float) -> d
             control.post("/_fake/tickets", json=ticket).raise_for_status()
         connections = root / "connections.toml"
         connections.write_text(
-            f'[connections.acme]\nurl = "{fake.url}"\nclient_id = "{CLIENT_ID}"\n'
+            # The fake Halo serves plain http on loopback.
+            f'[connections.acme]\nurl = "{fake.url}"\nallow_insecure_http = true\n'
+            f'client_id = "{CLIENT_ID}"\n'
             f'client_secret_env = "{SECRET_ENV}"\nrate_limit = "{RATE_LIMIT}"\n'
         )
         env = service_env(

@@ -2,6 +2,11 @@
 
 A job says only `"connection": "acme"`; the URL, client id and secret live here, on the
 workers, so no job or result ever carries a credential (CONTRACT §5).
+
+Halo is reached over https only: the token request carries the client secret and every other
+request a bearer token. A connection to a test Halo on plain http (the fake Halo of the tests
+and the demo) must say so with ``allow_insecure_http = true``; it is not limited to loopback,
+since the compose demo reaches its fake Halo by service name.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ _KEYS = frozenset(
         "client_secret_file",
         "scope",
         "rate_limit",
+        "allow_insecure_http",
     }
 )
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
@@ -127,8 +133,12 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
             raise ConnectionsError(f"{where}.{key}: must be a non-empty string")
         return value.strip() if value is not None else None
 
-    url = _http_url(where, "url", text("url", required=True))
-    auth_url = _http_url(where, "auth_url", text("auth_url") or f"{url}/auth")
+    insecure = table.get("allow_insecure_http", False)
+    if not isinstance(insecure, bool):
+        raise ConnectionsError(f"{where}.allow_insecure_http: must be true or false")
+    table_name = f"[connections.{name}]"
+    url = _http_url(where, "url", text("url", required=True), insecure, table_name)
+    auth_url = _http_url(where, "auth_url", text("auth_url") or f"{url}/auth", insecure, table_name)
     rate_text = text("rate_limit") or DEFAULT_RATE_LIMIT
     try:
         rate_limit = RateLimit.parse(rate_text)
@@ -146,9 +156,17 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
     )
 
 
-def _http_url(where: str, key: str, value: str | None) -> str:
-    if value is None or not value.startswith(("https://", "http://")):
+def _http_url(where: str, key: str, value: str | None, insecure: bool, table_name: str) -> str:
+    """The URL without its trailing slash; plain http only when `insecure` (the connection's
+    ``allow_insecure_http = true``)."""
+    if value is None or not value.lower().startswith(("https://", "http://")):
         raise ConnectionsError(f"{where}.{key}: must be an http(s) URL, got {value!r}")
+    if value.lower().startswith("http://") and not insecure:
+        raise ConnectionsError(
+            f"{where}.{key}: {value!r} is plain http, which would send the client secret and "
+            "access tokens in clear; use https://, or, for a local test Halo only, set "
+            f"allow_insecure_http = true in {table_name}"
+        )
     return value.rstrip("/")
 
 

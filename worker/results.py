@@ -39,6 +39,7 @@ import redis
 
 from worker.errors import ErrorCode
 from worker.models import RESULTS_STREAM, Outcome, ResultRecord, result_key
+from worker.writable import record_json
 
 DEFERRED: Final = "halo:deferred"
 DEFERRED_JOBS: Final = "halo:deferred:jobs"
@@ -268,7 +269,7 @@ class ResultStore:
                 UNFINISHED_JOBS,
             ],
             args=[
-                record.model_dump_json(),
+                record_json(record),
                 self.ttl_s,
                 record.job_id,
                 record.outcome.value,

@@ -32,10 +32,8 @@ from worker.errors import (
 from worker.halo.client import HaloClient, HaloClients
 from worker.logs import job_finished
 from worker.models import (
-    JOB_ID_PATTERN,
     Job,
     ResultRecord,
-    encodes_as_utf8,
     failed_record,
     parse_job,
     succeeded_record,
@@ -44,6 +42,7 @@ from worker.models import (
 from worker.results import ResultStore, RunState
 from worker.retry import RetryPolicy
 from worker.update import Updated, run_update
+from worker.writable import check_task_id, invalid_job_meta, record_key_of
 
 log = logging.getLogger("halo.runner")
 
@@ -138,7 +137,7 @@ class JobRunner:
         if self.store.get(job_id) is not None:
             return RunResult.DUPLICATE
         submitted_at = submitted_at or utc_now_iso()
-        job = self.validate(job_id, payload, submitted_at, started_s)
+        job = self.validate(job_id, payload, submitted_at, started_s, task_id)
         if job is None:
             return RunResult.RECORDED
         with self.store.claim(job_id, lease_s=self.lease_s) as taken:
@@ -154,6 +153,7 @@ class JobRunner:
 
     def reject_malformed(self, task_id: str, reason: str) -> RunResult:
         """Record a delivery whose task arguments are not ``(job)``: it can never run."""
+        task_id = job_id_of(None, task_id)
         if self.store.get(task_id) is not None:
             return RunResult.DUPLICATE
         error = InvalidJob(f"task arguments: {reason}; expected one argument, the job object")
@@ -165,12 +165,20 @@ class JobRunner:
     # -- steps shared with the batch path ----------------------------------------------------
 
     def validate(
-        self, job_id: str, payload: Any, submitted_at: str, started_s: float
+        self,
+        job_id: str,
+        payload: Any,
+        submitted_at: str,
+        started_s: float,
+        task_id: str | None = None,
     ) -> Job | None:
-        """The job, or None after recording it as `invalid_job`."""
+        """The job, or None after recording it as `invalid_job` (also when it has no job_id
+        and `task_id`, the task id it was sent under, is not a valid one)."""
         try:
-            return parse_job(payload)
+            job = parse_job(payload)
+            check_task_id(job, task_id)
         except InvalidJob as error:
+            meta, warnings = invalid_job_meta(payload)
             record = failed_record(
                 job_id,
                 error,
@@ -178,10 +186,12 @@ class JobRunner:
                 attempts=1,
                 halo_requests=0,
                 submitted_at=submitted_at,
-                meta=_meta_of(payload),
+                warnings=warnings,
+                meta=meta,
             )
             self.finish(record, payload, started_s)
             return None
+        return job
 
     def begin(
         self, job: Job, job_id: str, payload: Any, submitted_at: str, started_s: float
@@ -341,18 +351,9 @@ class JobRunner:
 
 
 def job_id_of(payload: Any, task_id: str) -> str:
-    """The job's own id when it carries a valid one, else the task id it was sent under."""
-    if isinstance(payload, Mapping):
-        candidate = payload.get("job_id")
-        if isinstance(candidate, str) and JOB_ID_PATTERN.fullmatch(candidate):
-            return candidate
-    return task_id
-
-
-def _meta_of(payload: Any) -> dict[str, Any]:
-    meta = payload.get("meta") if isinstance(payload, Mapping) else None
-    # An invalid job's meta is echoed as sent, unless no record could hold it.
-    return meta if isinstance(meta, dict) and encodes_as_utf8(meta) else {}
+    """The job's own id when it carries a valid one, else the task id it was sent under when
+    that is a valid job id, else a safe key derived from it (`worker.writable`)."""
+    return record_key_of(payload, task_id)
 
 
 def _total(before: float, now: float) -> int | float:

@@ -72,6 +72,8 @@ def connections_file(tmp_path_factory: pytest.TempPathFactory, halo_url: str) ->
     path.write_text(
         "[connections.acme]\n"
         f'url = "{halo_url}"\n'
+        # The fake Halo serves plain http on loopback.
+        "allow_insecure_http = true\n"
         f'client_id = "{DEMO_CLIENT_ID}"\n'
         f'client_secret_env = "{SECRET_ENV}"\n'
         'rate_limit = "200/2s"\n'

@@ -448,6 +448,7 @@ def test_doctor_says_check_the_url_when_halo_cannot_be_reached_or_has_no_such_ap
     nowhere.write_text(
         "[connections.acme]\n"
         f'url = "http://127.0.0.1:{free_port()}"\n'
+        "allow_insecure_http = true\n"
         f'client_id = "{DEMO_CLIENT_ID}"\n'
         f'client_secret_env = "{SECRET_ENV}"\n'
     )

@@ -75,6 +75,7 @@ class Fleet(contextlib.ExitStack):
             self.connections_file.write_text(
                 "[connections.acme]\n"
                 f'url = "{server.url}"\n'
+                "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
                 f'client_id = "{DEMO_CLIENT_ID}"\n'
                 f'client_secret_env = "{SECRET_ENV}"\n'
                 f'rate_limit = "{UNLIMITED}"\n'

@@ -187,6 +187,7 @@ def env(
     connections.write_text(
         "[connections.acme]\n"
         f'url = "{halo_url}"\n'
+        "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
         f'client_id = "{CLIENT_ID}"\n'
         f'client_secret_env = "{SECRET_ENV}"\n'
         'rate_limit = "200/2s"\n'
@@ -340,6 +341,17 @@ def run(
         fake.configure(expired_token_status=400)
         fake.expire_tokens()
         submit(job(4711, status="In Progress"))
+        settle()
+        # A token answer that does not parse but holds a live token: the job fails, and the
+        # token (remembered by the fake as issued) must show up on no surface scanned below.
+        fake.expire_tokens()
+        broken = {
+            "access_token": f"t-{uuid.uuid4().hex}",
+            "token_type": "Bearer",
+            "expires_in": None,
+        }
+        fake.fail_next(1, 200, json.dumps(broken), path="/auth/token", method="POST")
+        submit(job(4712, status="Closed"))
         settle()
         # Watched in flight through Flower, whose worker view runs `inspect`.
         fake.hang_next(1, seconds=2.0, path="/api/tickets/4714", method="GET", applied=True)
@@ -550,6 +562,7 @@ def test_a_record_carries_variables_only_where_the_contract_puts_them(run: Run) 
         "ticket_not_found",
         "halo_forbidden",
         "halo_rejected",
+        "halo_unexpected_response",
         "invalid_job",
     }
     assert max(r["attempts"] for r in run.records.values()) >= 2, "no job was retried"
