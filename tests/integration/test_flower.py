@@ -110,6 +110,12 @@ def settled(api: httpx.Client, job_ids: list[str], state: str = "SUCCESS") -> bo
     return all(seen.get(job_id, {}).get("state") == state for job_id in job_ids)
 
 
+def batches_succeeded(seen: dict[str, dict[str, Any]]) -> int:
+    """How many jobs the batch tasks Flower shows say succeeded, from their results."""
+    results = [str(t["result"]) for t in seen.values() if t["name"] == BATCH_TASK_NAME]
+    return sum(int(n) for r in results for n in re.findall(r"(\d+) succeeded", r))
+
+
 def shows_only_the_redacted_view(task: dict[str, Any], job: dict[str, Any]) -> None:
     args = json.loads(task["args"])
     assert args == [{k: job[k] for k in ("job_id", "connection", "ticket_id")}], task["args"]
@@ -157,6 +163,12 @@ def test_flower_shows_workers_and_tasks_with_redacted_arguments_only(
     parked_ids = [job["job_id"] for job in batched]
     # Parked (RETRY), then run in a batch, which reports each job on the job's own line.
     wait_until(lambda: settled(api, parked_ids), FLOWER_WAIT_S, "the batched jobs to succeed")
+    # The batch reports its jobs' lines before its own task ends: wait for its own result too.
+    wait_until(
+        lambda: batches_succeeded(tasks(api)) == len(batched),
+        FLOWER_WAIT_S,
+        "the batch tasks' results",
+    )
 
     seen = tasks(api)
     assert marker not in json.dumps(seen)
@@ -179,9 +191,7 @@ def test_flower_shows_workers_and_tasks_with_redacted_arguments_only(
         batch_ids = [t["uuid"] for t in batches]
         assert re.match(r"^'recorded in batch ([0-9a-f-]+): succeeded; ", str(parked["result"]))
         assert any(batch_id in str(parked["result"]) for batch_id in batch_ids), parked
-    results = [str(t["result"]) for t in batches]
-    counted = sum(int(n) for r in results for n in re.findall(r"(\d+) succeeded", r))
-    assert counted == len(batched), results
+    assert batches_succeeded(seen) == len(batched), [t["result"] for t in batches]
     workers = api.get("/api/workers").json()
     assert any(name.startswith("test_flower@") for name in workers)
 
