@@ -1,8 +1,12 @@
 """One delivery of one job: from a queue payload to exactly one record, a deferral or a park.
 
-    already recorded? → validate → claim → count the run → backlog? → update Halo → record
-                                                             │          ├→ no budget → park
-                                                             └→ park    └→ retryable → defer
+    already recorded? → validate → claim → count the run → render → backlog? → ticket's turn?
+        → update Halo → record                                        └→ park    └→ wait
+            ├→ no budget → park
+            └→ retryable → defer
+
+Jobs of one ticket take turns (`worker.tickets`): a job whose ticket is taken, or whose turn
+has not come, waits without a worker slot and is published again when its turn comes.
 
 The runner knows Redis and Halo but not Celery: `worker.tasks` hands it the payload and acts
 on what it returns. Delivery is at-least-once (Redis transport, late acks), so every step here
@@ -43,7 +47,8 @@ from worker.models import (
 )
 from worker.results import ResultStore, RunState
 from worker.retry import RetryPolicy
-from worker.update import Updated, run_update
+from worker.tickets import TicketLines, Turn
+from worker.update import Rendered, Updated, apply_plan, plan_update, render_job
 
 log = logging.getLogger("halo.runner")
 
@@ -62,6 +67,7 @@ class RunResult(StrEnum):
     PARKED = "parked"  # no Halo budget: waiting in its connection's backlog
     DUPLICATE = "duplicate"  # the job already had a record: nothing was done
     BUSY = "busy"  # another worker holds the job now: looked at again when its claim ends
+    WAITING = "waiting"  # another job has its ticket, or comes first: waiting for its turn
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,11 @@ class RunnerConfig:
     request_timeout_s: float
     max_deliveries: int
     policy: RetryPolicy
+
+
+def claim_lease_s(config: RunnerConfig) -> float:
+    """How long a run's claim (and its ticket hold) lasts: the longest run, plus a margin."""
+    return config.job_deadline_s + config.request_timeout_s + _CLAIM_MARGIN_S
 
 
 @dataclass(frozen=True)
@@ -111,12 +122,16 @@ class JobRunner:
         clients: HaloClients,
         config: RunnerConfig,
         backlogs: Backlogs | None = None,
+        tickets: TicketLines | None = None,
     ) -> None:
+        """`tickets` runs the jobs of one ticket one at a time, in submission order; without
+        it (tests of other parts) jobs of one ticket may interleave."""
         self.store = store
         self.clients = clients
         self.config = config
         self.backlogs = backlogs
-        self.lease_s = config.job_deadline_s + config.request_timeout_s + _CLAIM_MARGIN_S
+        self.tickets = tickets
+        self.lease_s = claim_lease_s(config)
         self.observers: list[JobObserver] = []
 
     def run(self, payload: Any, *, task_id: str, submitted_at: str | None = None) -> RunResult:
@@ -146,10 +161,7 @@ class JobRunner:
             claimed = self.begin(job, job_id, payload, submitted_at, started_s)
             if claimed is None:
                 return RunResult.DUPLICATE
-            if self.backlogs is not None and self.backlogs.size(job.connection) > 0:
-                # Its connection already waits for budget: take a place in line.
-                return self.park(claimed, halo_requests=0)
-            return self._update(claimed, started_s)
+            return self._take_turn_and_update(claimed, started_s)
 
     def reject_malformed(self, task_id: str, reason: str) -> RunResult:
         """Record a delivery whose task arguments are not ``(job)``: it can never run."""
@@ -257,6 +269,49 @@ class JobRunner:
             observer.job_deferred(claimed.job.connection, error.code.value)
         return RunResult.DEFERRED
 
+    def take_turn(self, claimed: Claimed, ticket_id: int, *, check_backlog: bool) -> Turn:
+        """Take the job's ticket, or park it until its turn (ending this run uncounted).
+
+        With `check_backlog`, a connection that has a backlog answers `Turn.BACKLOG` and
+        nothing is taken (the caller parks the job there).
+        """
+        job = claimed.job
+        if self.tickets is None:
+            backlogged = (
+                check_backlog
+                and self.backlogs is not None
+                and self.backlogs.size(job.connection) > 0
+            )
+            return Turn.BACKLOG if backlogged else Turn.GO
+        entry = self.tickets.enter(
+            job.connection,
+            ticket_id,
+            claimed.job_id,
+            {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
+            hold_s=self.lease_s,
+            check_backlog=check_backlog and self.backlogs is not None,
+        )
+        if entry.turn is Turn.WAIT:
+            # Waiting for a turn is not an attempt, like waiting for budget.
+            self.store.end_run(claimed.job_id, halo_requests=0, counted=False)
+            log.info(
+                "job waits for its ticket",
+                extra={
+                    "job_id": claimed.job_id,
+                    "connection": job.connection,
+                    "ticket_id": ticket_id,
+                    "ahead": entry.ahead,
+                },
+            )
+        return entry.turn
+
+    def end_turn(self, claimed: Claimed, ticket_id: int, result: RunResult) -> None:
+        """Give up the job's ticket after its run ended as `result`, handing it to the next
+        job; a job that will run again (deferred, parked) keeps its place in the line."""
+        if self.tickets is not None:
+            finished = result not in (RunResult.DEFERRED, RunResult.PARKED)
+            self.tickets.leave(claimed.job.connection, ticket_id, claimed.job_id, finished=finished)
+
     def park(self, claimed: Claimed, *, halo_requests: float) -> RunResult:
         """End this run and put the job in its connection's backlog.
 
@@ -316,14 +371,30 @@ class JobRunner:
 
     # -- the single-job update ---------------------------------------------------------------
 
-    def _update(self, claimed: Claimed, started_s: float) -> RunResult:
+    def _take_turn_and_update(self, claimed: Claimed, started_s: float) -> RunResult:
+        try:
+            rendered = render_job(claimed.job)
+        except JobError as error:
+            return self.finish(self.failure(claimed, error, 0), claimed.payload, started_s)
+        # A connection that already waits for budget: the job takes a place in that line.
+        turn = self.take_turn(claimed, rendered.ticket_id, check_backlog=True)
+        if turn is Turn.BACKLOG:
+            return self.park(claimed, halo_requests=0)
+        if turn is Turn.WAIT:
+            return RunResult.WAITING
+        result = self._update(claimed, rendered, started_s)
+        self.end_turn(claimed, rendered.ticket_id, result)
+        return result
+
+    def _update(self, claimed: Claimed, rendered: Rendered, started_s: float) -> RunResult:
         client: HaloClient | None = None
         try:
             client = self.clients.for_job(
                 claimed.job.connection,
                 deadline_s=time.monotonic() + self.config.job_deadline_s,
             )
-            updated = run_update(claimed.job, client, journal=self.store.journal(claimed.job_id))
+            plan = plan_update(claimed.job, client, rendered=rendered)
+            updated = apply_plan(plan, client, journal=self.store.journal(claimed.job_id))
             record = self.success(claimed, updated, client.requests_made)
         except RetryableError as error:
             made = client.requests_made if client else 0

@@ -28,7 +28,7 @@ def tracked(store: ResultStore, job_id: str) -> None:
 
 def lost(store: ResultStore) -> list[str]:
     taken = store.take_lost(
-        quiet_s=QUIET_S, limit=100, backlog_jobs=BACKLOG_JOBS, queues=(QUEUE, "halo.batch")
+        quiet_s=QUIET_S, limit=100, waiting=(BACKLOG_JOBS,), queues=(QUEUE, "halo.batch")
     )
     return [due.job_id for due in taken]
 
