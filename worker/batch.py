@@ -51,6 +51,7 @@ T = TypeVar("T")
 class _Member:
     claimed: Claimed
     rendered: Rendered
+    has_turn: bool = True  # False: it follows another member on its ticket (placed only)
     own_requests: int = 0
     shared_requests: float = 0.0
     plan: Plan | None = None
@@ -67,7 +68,8 @@ def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid:
     with ExitStack() as claims:
         members: list[_Member] = []
         for entry in parked:
-            member, done = _admit(runner, claims, entry, started_s)
+            held = {m.rendered.ticket_id for m in members}
+            member, done = _admit(runner, claims, entry, started_s, held)
             recorded += done
             if member is not None:
                 members.append(member)
@@ -90,9 +92,10 @@ def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid:
 
 
 def _admit(
-    runner: JobRunner, claims: ExitStack, entry: Parked, started_s: float
+    runner: JobRunner, claims: ExitStack, entry: Parked, started_s: float, held: set[int]
 ) -> tuple[_Member | None, int]:
-    """Validate, claim and count one job of the batch, render it, and take its ticket."""
+    """Validate, claim and count one job of the batch, render it, and take its ticket (only a
+    place in its line when an earlier member has the ticket: `held`)."""
     if runner.store.get(entry.job_id) is not None:
         return None, 0
     submitted_at = entry.submitted_at or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
@@ -104,7 +107,7 @@ def _admit(
             runner.busy(entry.job_id, entry.job, submitted_at)
             return None, 0
         claimed = runner.begin(job, entry.job_id, entry.job, submitted_at, started_s)
-        member, done = _take_turn(runner, claimed, started_s) if claimed else (None, 0)
+        member, done = _take_turn(runner, claimed, started_s, held) if claimed else (None, 0)
         if member is not None:
             # Members keep their claims until the batch ends; a job that waits for its ticket
             # gives its claim up now, so it can run as soon as its turn comes.
@@ -112,13 +115,20 @@ def _admit(
         return member, done
 
 
-def _take_turn(runner: JobRunner, claimed: Claimed, started_s: float) -> tuple[_Member | None, int]:
+def _take_turn(
+    runner: JobRunner, claimed: Claimed, started_s: float, held: set[int]
+) -> tuple[_Member | None, int]:
     """Render a claimed job and take its ticket: a member, or None (recorded or waiting)."""
     try:
         rendered = render_job(claimed.job)
     except JobError as error:
         runner.finish(runner.failure(claimed, error, 0), claimed.payload, started_s)
         return None, 1
+    if rendered.ticket_id in held:
+        # It runs after the member holding its ticket (`_Batch._alone`); its place in line
+        # keeps later jobs from taking the ticket in between.
+        runner.take_turn(claimed, rendered.ticket_id, check_backlog=False, place_only=True)
+        return _Member(claimed, rendered, has_turn=False), 0
     if runner.take_turn(claimed, rendered.ticket_id, check_backlog=False) is not Turn.GO:
         return None, 0
     return _Member(claimed, rendered), 0
@@ -221,8 +231,18 @@ class _Batch:
         return self._succeed(member, updated)
 
     def _alone(self, member: _Member) -> int:
-        """Run a member as a single job would run: read its ticket, plan, apply."""
+        """Run a member as a single job would run: take its ticket, read it, plan, apply."""
         job, rendered = member.claimed.job, member.rendered
+        if not member.has_turn:
+            made = self._share(member)
+            turn = self.runner.take_turn(
+                member.claimed, rendered.ticket_id, check_backlog=False, halo_requests=made
+            )
+            if turn is not Turn.GO:
+                # A job ahead of it (the member before it, deferred) keeps the ticket: it
+                # waits for its turn outside the batch.
+                self.open.remove(member)
+                return 0
         journal = self.runner.store.journal(member.claimed.job_id)
 
         def update() -> Updated:

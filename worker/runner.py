@@ -269,14 +269,26 @@ class JobRunner:
             observer.job_deferred(claimed.job.connection, error.code.value)
         return RunResult.DEFERRED
 
-    def take_turn(self, claimed: Claimed, ticket_id: int, *, check_backlog: bool) -> Turn:
-        """Take the job's ticket, or park it until its turn (ending this run uncounted).
+    def take_turn(
+        self,
+        claimed: Claimed,
+        ticket_id: int,
+        *,
+        check_backlog: bool,
+        place_only: bool = False,
+        halo_requests: float = 0,
+    ) -> Turn:
+        """Take the job's ticket, or park it until its turn, ending this run (counted as an
+        attempt only if it made `halo_requests`, as a park for budget is).
 
         With `check_backlog`, a connection that has a backlog answers `Turn.BACKLOG` and
-        nothing is taken (the caller parks the job there).
+        nothing is taken (the caller parks the job there). With `place_only`, the job only
+        takes its place in the ticket's line (`Turn.PLACED`).
         """
         job = claimed.job
         if self.tickets is None:
+            if place_only:
+                return Turn.PLACED
             backlogged = (
                 check_backlog
                 and self.backlogs is not None
@@ -290,10 +302,13 @@ class JobRunner:
             {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
             hold_s=self.lease_s,
             check_backlog=check_backlog and self.backlogs is not None,
+            place_only=place_only,
         )
         if entry.turn is Turn.WAIT:
             # Waiting for a turn is not an attempt, like waiting for budget.
-            self.store.end_run(claimed.job_id, halo_requests=0, counted=False)
+            self.store.end_run(
+                claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0
+            )
             log.info(
                 "job waits for its ticket",
                 extra={

@@ -70,6 +70,7 @@ class Turn(StrEnum):
     GO = "go"  # it holds the ticket: read, diff and write now
     WAIT = "wait"  # another job holds it or comes first: parked here
     BACKLOG = "backlog"  # its connection has a backlog: nothing taken, join the backlog
+    PLACED = "placed"  # it took a place in the line only (`TicketLines.place`)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ end
 
 # KEYS: hold, waiting, lines, deferred, deferred jobs, backlog jobs, backlog, backlog taken
 # ARGV: job_id, submitted_ms, hold_ms, quiet_ms, payload, result prefix, claim prefix,
-#       check backlog (1/0), keep_ms
+#       check backlog (1/0), keep_ms, only take a place (1/0)
 _ENTER = (
     _COMMON
     + """
@@ -167,6 +168,7 @@ redis.call('ZADD', base .. ':line', 'NX', ARGV[2], job)
 redis.call('HSET', base .. ':seen', job, now)
 redis.call('PEXPIRE', base .. ':line', ARGV[9])
 redis.call('PEXPIRE', base .. ':seen', ARGV[9])
+if ARGV[10] == '1' then return {'placed', false} end
 local ahead = holder(base, g)
 if not ahead then ahead = first_live(base, now, quiet, g) end
 if ahead == job then
@@ -245,6 +247,7 @@ class TicketLines:
         *,
         hold_s: float,
         check_backlog: bool,
+        place_only: bool = False,
     ) -> Entry:
         """Take a place in the ticket's line (kept from an earlier run), and the hold if it is
         this job's turn; else park the job here, with `payload` to publish it again by.
@@ -257,6 +260,9 @@ class TicketLines:
             hold_s: the hold's lease: a run's claim lease.
             check_backlog: answer `Turn.BACKLOG`, taking nothing, while the connection has
                 a backlog (a single job joins it; a batch's jobs are that backlog).
+            place_only: take a place in the line and nothing else (`Turn.PLACED`): a batch
+                does this for a job that follows another of its jobs on the same ticket, and
+                enters it once that one is done.
         """
         backlog = backlog_key(connection)
         keys = [hold_key(connection, ticket_id), TICKET_WAITING, TICKET_LINES, DEFERRED]
@@ -275,6 +281,7 @@ class TicketLines:
                     claim_key(""),
                     "1" if check_backlog else "0",
                     _KEEP_MS,
+                    "1" if place_only else "0",
                 ],
             ),
         )
