@@ -1,0 +1,140 @@
+"""Jobs for one ticket take turns, in the order they were submitted.
+
+Two rules matching one email, or a rule run twice on a thread, update one ticket with jobs a
+moment apart. Each job reads the ticket, diffs and writes: if two interleave, the later one
+diffs against what it read before the earlier one wrote, so it skips a change it should make
+(or writes back a stale value) and its record reports changes Halo never needed, or misses
+ones it did. Here each ticket gets two conflicting pairs (close it, set it back to New, close,
+New), 150 ms apart, on a Halo that takes 200 ms per answer, run by 2 workers x 16 threads.
+The fake Halo's request log is the judge: per ticket, the POSTs are replayed in order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Final
+
+import pytest
+
+from reliability.audit import stuck, wait_for_records
+from reliability.fleet import FIRST_TICKET, Fleet, Record
+from worker.halo.fake.seeds import plain_ticket
+
+HALO_LATENCY_S: Final = 0.2
+TICKETS: Final = 10
+# Per ticket: close, set back to New, close, set back to New: two conflicting pairs.
+ROUNDS: Final = 4
+# Between one round of submissions and the next, as two rules firing on one email would be.
+GAP_S: Final = 0.15
+WORKERS: Final = 2
+THREADS: Final = "16"
+# Demo status ids (worker.halo.fake.seeds).
+STATUS_IDS: Final = {"New": 1, "Closed": 9}
+
+
+def conflicting_job(ticket_id: int, round_: int) -> dict[str, Any]:
+    """A job that writes a summary of its own and closes the ticket or sets it back to New."""
+    job_id = f"order-{ticket_id}-{round_}"
+    return {
+        "job_id": job_id,
+        "connection": "acme",
+        "ticket_id": str(ticket_id),
+        "summary": f"written by {job_id}",
+        "status": "Closed" if round_ % 2 == 0 else "New",
+    }
+
+
+def wanted(job: dict[str, Any]) -> dict[str, Any]:
+    """The ticket fields a job sets, as Halo stores them."""
+    return {"summary": job["summary"], "status_id": STATUS_IDS[job["status"]]}
+
+
+def replay(
+    fleet: Fleet, jobs: dict[str, dict[str, Any]], records: dict[str, Record]
+) -> tuple[dict[int, list[str]], list[str]]:
+    """Walk each ticket's successful POSTs in the order Halo saw them.
+
+    Returns the job ids in POST order per ticket, and every way a record disagrees with what
+    Halo saw: its `changed_fields` must be the fields its POST carried, and those must be
+    exactly the fields whose value on the ticket, just before that POST, differed from the
+    job's.
+    """
+    by_summary = {job["summary"]: job_id for job_id, job in jobs.items()}
+    state = {
+        int(job["ticket_id"]): {"summary": f"ticket {job['ticket_id']}", "status_id": 1}
+        for job in jobs.values()
+    }
+    order: dict[int, list[str]] = {ticket_id: [] for ticket_id in state}
+    untrue: list[str] = []
+    for request in fleet.fake.posts():
+        if request.status is None or not 200 <= request.status < 300:
+            continue
+        elements = request.json if isinstance(request.json, list) else [request.json]
+        for element in elements:
+            job_id = by_summary.get(str(element.get("summary")))
+            if job_id is None:
+                untrue.append(f"a POST no job explains: {sorted(element)}")
+                continue
+            ticket_id = int(element["id"])
+            before = state[ticket_id]
+            needed = sorted(k for k, v in wanted(jobs[job_id]).items() if before[k] != v)
+            sent = sorted(k for k in element if k != "id")
+            reported = sorted(records[job_id]["changed_fields"]) if job_id in records else None
+            if not sent == needed == reported:
+                untrue.append(f"{job_id}: needed {needed}, sent {sent}, reported {reported}")
+            before.update({k: element[k] for k in sent})
+            order[ticket_id].append(job_id)
+    return order, untrue
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_conflicting_jobs_on_one_ticket_take_effect_one_at_a_time_in_submission_order(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tickets = [FIRST_TICKET + n for n in range(TICKETS)]
+    for ticket_id in tickets:
+        fleet.fake.add_ticket(**{**plain_ticket(ticket_id), "status_id": STATUS_IDS["New"]})
+    workers = [fleet.worker(f"order{n}", worker_concurrency=THREADS) for n in range(WORKERS)]
+    fleet.fake.configure(latency_s=HALO_LATENCY_S)
+
+    jobs: dict[str, dict[str, Any]] = {}
+    submitted: dict[int, list[str]] = {ticket_id: [] for ticket_id in tickets}
+    started = time.monotonic()
+    for round_ in range(ROUNDS):
+        if round_:
+            time.sleep(GAP_S)
+        for ticket_id in tickets:
+            job = conflicting_job(ticket_id, round_)
+            jobs[job["job_id"]] = job
+            submitted[ticket_id].append(fleet.producer.submit(job))
+    drain_s = wait_for_records(fleet, jobs, timeout_s=120)
+    records = fleet.records(jobs)
+    order, untrue = replay(fleet, jobs, records)
+    waits = sum(worker.log_text().count("job waits for its ticket") for worker in workers)
+
+    figures = {
+        "jobs": len(jobs),
+        "tickets": TICKETS,
+        "records": len(records),
+        "outcomes": sorted({str(r["outcome"]) for r in records.values()}),
+        "posts": len(fleet.fake.posts()),
+        "waits_for_a_ticket": waits,
+        "records_untrue_to_halo": len(untrue),
+        "drain_s": round(drain_s, 1),
+        "run_s": round(time.monotonic() - started, 1),
+    }
+    with capsys.disabled():
+        print(f"\n[ticket order] {json.dumps(figures)}")
+    assert {r["outcome"] for r in records.values()} == {"succeeded"}, figures
+    assert untrue == [], untrue[:5]
+    # One POST per job, ticket by ticket in the order the jobs were submitted.
+    assert order == submitted
+    for ticket_id in tickets:
+        last = jobs[submitted[ticket_id][-1]]
+        ticket = fleet.fake.ticket(ticket_id) or {}
+        assert {k: ticket.get(k) for k in ("summary", "status_id")} == wanted(last), ticket_id
+    # The jobs did conflict: some found their ticket taken and waited without a slot.
+    assert waits > 0, figures
+    assert not any(stuck(fleet.redis).values()), stuck(fleet.redis)
