@@ -124,14 +124,15 @@ def _take_turn(
     except JobError as error:
         runner.finish(runner.failure(claimed, error, 0), claimed.payload, started_s)
         return None, 1
+    placed = replace(claimed, ticket_id=rendered.ticket_id)
     if rendered.ticket_id in held:
         # It runs after the member holding its ticket (`_Batch._alone`); its place in line
         # keeps later jobs from taking the ticket in between.
         runner.take_turn(claimed, rendered.ticket_id, check_backlog=False, place_only=True)
-        return _Member(claimed, rendered, has_turn=False), 0
+        return _Member(placed, rendered, has_turn=False), 0
     if runner.take_turn(claimed, rendered.ticket_id, check_backlog=False) is not Turn.GO:
         return None, 0
-    return _Member(claimed, rendered), 0
+    return _Member(placed, rendered), 0
 
 
 class _Batch:
@@ -260,12 +261,8 @@ class _Batch:
     def _succeed(self, member: _Member, updated: Updated) -> int:
         record = self.runner.success(member.claimed, updated, self._share(member))
         self.open.remove(member)
-        result = self.runner.finish(record, member.claimed.payload, self.started_s)
-        self._end_turn(member, result)
+        self.runner.finish(record, member.claimed.payload, self.started_s, claimed=member.claimed)
         return 1
-
-    def _end_turn(self, member: _Member, result: RunResult) -> None:
-        self.runner.end_turn(member.claimed, member.rendered.ticket_id, result)
 
     def _apply_plan(
         self, plan: Plan, saved: dict[int, Ticket] | None, journal: RedisJournal
@@ -301,14 +298,13 @@ class _Batch:
         made = self._share(member)
         self.open.remove(member)
         record = self.runner.failure(member.claimed, error, made)
-        self._end_turn(member, self.runner.finish(record, member.claimed.payload, self.started_s))
+        self.runner.finish(record, member.claimed.payload, self.started_s, claimed=member.claimed)
         return 1
 
     def _retry(self, member: _Member, error: RetryableError) -> int:
         made = self._share(member)
         self.open.remove(member)
         result = self.runner.retry_or_fail(member.claimed, error, made, self.started_s)
-        self._end_turn(member, result)
         return 1 if result is RunResult.RECORDED else 0
 
     def _retry_all(self, error: RetryableError) -> int:

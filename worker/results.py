@@ -66,10 +66,14 @@ def failed_job_key(job_id: str) -> str:
     return f"halo:failed-job:{job_id}"
 
 
+# The record write as a Lua function, `write_record(KEYS, ARGV)`, so that a script that ends
+# more than the job in the same atomic call (its ticket's turn: `worker.tickets`) writes the
+# record the same way.
 # KEYS: result, stream, state, notify, deferred, deferred jobs, failed job, unfinished,
 #       unfinished jobs
 # ARGV: record, ttl_s, job_id, outcome, notify ttl_s, keep failed job (1/0), connection, job
-_WRITE_RECORD = """
+WRITE_RECORD_LUA: Final = """
+local function write_record(KEYS, ARGV)
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 local now = redis.call('TIME')
@@ -89,7 +93,10 @@ if ARGV[6] == '1' then
   redis.call('EXPIRE', KEYS[7], ARGV[2])
 end
 return 1
+end
 """
+_WRITE_RECORD = WRITE_RECORD_LUA + "return write_record(KEYS, ARGV)\n"
+
 
 # KEYS: state. ARGV: submitted_at, now_s, ttl_s
 _BEGIN_RUN = """
@@ -263,9 +270,14 @@ class ResultStore:
         Returns:
             False when the job already had a record (then nothing was written).
         """
+        keys, args = self.write_call(record, job)
+        return bool(self._write(keys=keys, args=args))
+
+    def write_call(self, record: ResultRecord, job: Any = None) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of `WRITE_RECORD_LUA`'s `write_record` for `write(record, job)`."""
         kept = _kept_for_replay(record, job)
-        written = self._write(
-            keys=[
+        return (
+            [
                 result_key(record.job_id),
                 RESULTS_STREAM,
                 _state_key(record.job_id),
@@ -276,7 +288,7 @@ class ResultStore:
                 UNFINISHED,
                 UNFINISHED_JOBS,
             ],
-            args=[
+            [
                 record.model_dump_json(),
                 self.ttl_s,
                 record.job_id,
@@ -286,7 +298,6 @@ class ResultStore:
                 *(kept or ("", "")),
             ],
         )
-        return bool(written)
 
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Block until a job's record exists, or `timeout_s` passes; no polling.

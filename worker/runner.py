@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
@@ -93,6 +93,9 @@ class Claimed:
     job_id: str
     payload: Any
     state: RunState
+    # The ticket in whose line this run has its turn (or, in a batch, a place behind another
+    # of the batch's jobs): its record ends that turn in the same call.
+    ticket_id: int | None = None
 
 
 class JobObserver(Protocol):
@@ -248,13 +251,16 @@ class JobRunner:
             elapsed_s=time.time() - claimed.state.first_started_s,
         )
         if delay_s is None:
-            return self.finish(self.failure(claimed, error, made), claimed.payload, started_s)
+            record = self.failure(claimed, error, made)
+            return self.finish(record, claimed.payload, started_s, claimed=claimed)
         self.store.defer(
             claimed.job_id,
             {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
             due_s=time.time() + delay_s,
             halo_requests=made,
         )
+        # It keeps its place in its ticket's line while it waits: no later job overtakes it.
+        self._leave_turn(claimed)
         log.info(
             "job deferred",
             extra={
@@ -320,12 +326,12 @@ class JobRunner:
             )
         return entry.turn
 
-    def end_turn(self, claimed: Claimed, ticket_id: int, result: RunResult) -> None:
-        """Give up the job's ticket after its run ended as `result`, handing it to the next
-        job; a job that will run again (deferred, parked) keeps its place in the line."""
-        if self.tickets is not None:
-            finished = result not in (RunResult.DEFERRED, RunResult.PARKED)
-            self.tickets.leave(claimed.job.connection, ticket_id, claimed.job_id, finished=finished)
+    def _leave_turn(self, claimed: Claimed) -> None:
+        """End the turn of a job that will run again, keeping its place in the line."""
+        if self.tickets is not None and claimed.ticket_id is not None:
+            self.tickets.leave(
+                claimed.job.connection, claimed.ticket_id, claimed.job_id, finished=False
+            )
 
     def park(self, claimed: Claimed, *, halo_requests: float) -> RunResult:
         """End this run and put the job in its connection's backlog.
@@ -338,14 +344,28 @@ class JobRunner:
         self.backlogs.park(
             claimed.job.connection, claimed.job_id, claimed.payload, claimed.state.submitted_at
         )
+        self._leave_turn(claimed)
         for observer in self.observers:
             observer.job_parked(claimed.job.connection)
         return RunResult.PARKED
 
-    def finish(self, record: ResultRecord, payload: Any, started_s: float) -> RunResult:
+    def finish(
+        self,
+        record: ResultRecord,
+        payload: Any,
+        started_s: float,
+        *,
+        claimed: Claimed | None = None,
+    ) -> RunResult:
         """Write a record (once), keeping a failed job's payload for replay, and log the
-        outcome."""
-        if not self.store.write(record, payload):
+        outcome. A `claimed` job's turn on its ticket ends in the same call."""
+        if self.tickets is not None and claimed is not None and claimed.ticket_id is not None:
+            written = self.tickets.write_and_leave(
+                self.store, record, payload, claimed.job.connection, claimed.ticket_id
+            )
+        else:
+            written = self.store.write(record, payload)
+        if not written:
             return RunResult.DUPLICATE
         fields = payload if isinstance(payload, Mapping) else {}
         connection, ticket_id = fields.get("connection"), fields.get("ticket_id")
@@ -397,9 +417,7 @@ class JobRunner:
             return self.park(claimed, halo_requests=0)
         if turn is Turn.WAIT:
             return RunResult.WAITING
-        result = self._update(claimed, rendered, started_s)
-        self.end_turn(claimed, rendered.ticket_id, result)
-        return result
+        return self._update(replace(claimed, ticket_id=rendered.ticket_id), rendered, started_s)
 
     def _update(self, claimed: Claimed, rendered: Rendered, started_s: float) -> RunResult:
         client: HaloClient | None = None
@@ -421,7 +439,7 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - a bug: recorded, reported, never retried.
             internal = self.internal_error(claimed.job_id, exc)
             record = self.failure(claimed, internal, client.requests_made if client else 0)
-        return self.finish(record, claimed.payload, started_s)
+        return self.finish(record, claimed.payload, started_s, claimed=claimed)
 
 
 def job_id_of(payload: Any, task_id: str) -> str:

@@ -49,8 +49,8 @@ from typing import Any, Final, cast
 import redis
 
 from worker.backlog import BACKLOG_JOBS, backlog_key
-from worker.models import result_key
-from worker.results import DEFERRED, DEFERRED_JOBS, claim_key
+from worker.models import ResultRecord, result_key
+from worker.results import DEFERRED, DEFERRED_JOBS, WRITE_RECORD_LUA, ResultStore, claim_key
 
 TICKET_WAITING: Final = "halo:ticket:waiting"
 TICKET_LINES: Final = "halo:ticket:lines"
@@ -188,20 +188,40 @@ return {'wait', ahead}
 
 # KEYS: hold, waiting, lines, deferred, deferred jobs, backlog jobs
 # ARGV: job_id, finished (1/0), quiet_ms, result prefix, claim prefix
-_LEAVE = (
-    _COMMON
-    + """
-local base, job = KEYS[1], ARGV[1]
-local g = {result = ARGV[4], claim = ARGV[5], deferred = KEYS[4], deferred_jobs = KEYS[5],
-           backlog = KEYS[6], waiting = KEYS[2], lines = KEYS[3]}
-if redis.call('GET', base) == job then redis.call('DEL', base) end
-local now = now_ms()
-if ARGV[2] == '1' then
-  forget(base, job, g)
-elseif redis.call('ZSCORE', base .. ':line', job) then
-  redis.call('HSET', base .. ':seen', job, now)
+_LEAVE_LUA = """
+local function leave(KEYS, ARGV)
+  local base, job = KEYS[1], ARGV[1]
+  local g = {result = ARGV[4], claim = ARGV[5], deferred = KEYS[4], deferred_jobs = KEYS[5],
+             backlog = KEYS[6], waiting = KEYS[2], lines = KEYS[3]}
+  if redis.call('GET', base) == job then redis.call('DEL', base) end
+  local now = now_ms()
+  if ARGV[2] == '1' then
+    forget(base, job, g)
+  elseif redis.call('ZSCORE', base .. ':line', job) then
+    redis.call('HSET', base .. ':seen', job, now)
+  end
+  return hand_off(base, now, tonumber(ARGV[3]), g)
 end
-return hand_off(base, now, tonumber(ARGV[3]), g)
+"""
+_LEAVE = _COMMON + _LEAVE_LUA + "return leave(KEYS, ARGV)\n"
+
+# A record and the end of its job's turn, in one atomic call (one round trip).
+# KEYS: the record write's, then the leave's. ARGV: the record write's, the leave's, then how
+# many KEYS and ARGV are the record write's.
+_WRITE_AND_LEAVE = (
+    WRITE_RECORD_LUA
+    + _COMMON
+    + _LEAVE_LUA
+    + """
+local function slice(list, first, last)
+  local out = {}
+  for i = first, last do table.insert(out, list[i]) end
+  return out
+end
+local nkeys, nargs = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+local written = write_record(slice(KEYS, 1, nkeys), slice(ARGV, 1, nargs))
+leave(slice(KEYS, nkeys + 1, #KEYS), slice(ARGV, nargs + 1, #ARGV - 2))
+return written
 """
 )
 
@@ -231,6 +251,7 @@ class TicketLines:
         self._quiet_ms = int(quiet_s * 1000)
         self._enter = client.register_script(_ENTER)
         self._leave = client.register_script(_LEAVE)
+        self._write_and_leave = client.register_script(_WRITE_AND_LEAVE)
         self._reap = client.register_script(_REAP)
 
     @property
@@ -294,18 +315,34 @@ class TicketLines:
 
         One script call; idempotent. Returns whether a waiting job was handed the ticket.
         """
-        moved = self._leave(
-            keys=[
-                hold_key(connection, ticket_id),
-                TICKET_WAITING,
-                TICKET_LINES,
-                DEFERRED,
-                DEFERRED_JOBS,
-                BACKLOG_JOBS,
-            ],
-            args=[job_id, "1" if finished else "0", self._quiet_ms, result_key(""), claim_key("")],
-        )
-        return bool(moved)
+        keys, args = self._leave_call(connection, ticket_id, job_id, finished=finished)
+        return bool(self._leave(keys=keys, args=args))
+
+    def write_and_leave(
+        self,
+        store: ResultStore,
+        record: ResultRecord,
+        job: Any,
+        connection: str,
+        ticket_id: int,
+    ) -> bool:
+        """`store.write(record, job)` and `leave(..., finished=True)`, in one atomic call.
+
+        Returns:
+            False when the job already had a record (nothing was written; its turn ended).
+        """
+        write_keys, write_args = store.write_call(record, job)
+        keys, args = self._leave_call(connection, ticket_id, record.job_id, finished=True)
+        counts = [len(write_keys), len(write_args)]
+        return bool(self._write_and_leave(keys=write_keys + keys, args=write_args + args + counts))
+
+    def _leave_call(
+        self, connection: str, ticket_id: int, job_id: str, *, finished: bool
+    ) -> tuple[list[str], list[Any]]:
+        keys = [hold_key(connection, ticket_id), TICKET_WAITING, TICKET_LINES, DEFERRED]
+        keys += [DEFERRED_JOBS, BACKLOG_JOBS]
+        args = [job_id, "1" if finished else "0", self._quiet_ms, result_key(""), claim_key("")]
+        return keys, args
 
     def reap(self) -> int:
         """Hand on every ticket whose holder died or whose first places went quiet, to the job
