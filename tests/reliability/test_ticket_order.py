@@ -18,10 +18,13 @@ import time
 from typing import Any, Final
 
 import pytest
+from integration.harness import wait_until
 
-from reliability.audit import settle, wait_for_records
+from reliability.audit import UNACKED, settle, wait_for_records
 from reliability.fleet import FIRST_TICKET, UNLIMITED, Fleet, Record
 from worker.halo.fake.seeds import plain_ticket
+from worker.results import UNFINISHED, UNFINISHED_JOBS
+from worker.tickets import TICKET_WAITING, hold_key
 
 HALO_LATENCY_S: Final = 0.2
 TICKETS: Final = 10
@@ -154,3 +157,67 @@ def test_conflicting_jobs_on_one_ticket_take_effect_one_at_a_time_in_submission_
     # Nothing left waiting: no hold, no waiting job, no deferral, no unacked message.
     left, _ = settle(fleet.redis, timeout_s=fleet.visibility_timeout_s + 20)
     assert not any(left.values()), left
+
+
+def forget_message(fleet: Fleet, job_id: str) -> None:
+    """Lose a job for good, as a broker that lost its message would, from a producer that
+    does not track its jobs: no unacked message to restore, no `halo:unfinished` entry."""
+    for tag, message in fleet.redis.hgetall(UNACKED).items():
+        if job_id in message:
+            fleet.redis.hdel(UNACKED, tag)
+            fleet.redis.zrem(UNACKED + "_index", tag)
+    fleet.redis.zrem(UNFINISHED, job_id)
+    fleet.redis.hdel(UNFINISHED_JOBS, job_id)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_ticket_held_by_a_job_that_died_with_its_worker_and_never_came_back_is_passed_on(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ticket_id, warm_up_ticket = FIRST_TICKET, FIRST_TICKET + 1
+    for seeded in (ticket_id, warm_up_ticket):
+        fleet.fake.add_ticket(**{**plain_ticket(seeded), "status_id": STATUS_IDS["New"]})
+    worker = fleet.worker("holder")
+    # A first job fetches the token and the status list, so that the worker is killed in the
+    # middle of the ticket read, not of a token request (whose lock would outlive it).
+    warm_up = conflicting_job(warm_up_ticket, 0)
+    wait_for_records(fleet, [fleet.producer.submit(warm_up)], timeout_s=30)
+    # Slow answers keep the first job holding the ticket while its worker is killed.
+    fleet.fake.configure(latency_s=1.0)
+    closing, reopening = conflicting_job(ticket_id, 0), conflicting_job(ticket_id, 1)
+    hold = hold_key("acme", ticket_id)
+
+    fleet.producer.submit(closing)
+    wait_until(lambda: fleet.redis.get(hold) == closing["job_id"], 30, "the first job's hold")
+    fleet.producer.submit(reopening)
+    wait_until(
+        lambda: fleet.redis.hexists(TICKET_WAITING, reopening["job_id"]), 30, "the second to wait"
+    )
+    worker.kill()
+    killed_at = time.monotonic()
+    forget_message(fleet, closing["job_id"])
+    fleet.worker("next")
+
+    # The job that died shows no sign of life once its claim and the quiet bound have passed:
+    # the mover then hands the ticket on.
+    bound_s = fleet.visibility_timeout_s + fleet.lease_s
+    wait_for_records(fleet, [reopening["job_id"]], timeout_s=bound_s + 60)
+    record = fleet.records([reopening["job_id"]])[reopening["job_id"]]
+    ticket = fleet.fake.ticket(ticket_id) or {}
+    figures = {
+        "quiet_bound_s": bound_s,
+        "record_after_kill_s": round(time.monotonic() - killed_at, 1),
+        "attempts": record["attempts"],
+    }
+    with capsys.disabled():
+        print(f"\n[ticket after a dead holder] {json.dumps(figures)}")
+    assert record["outcome"] == "succeeded"
+    # The first job never wrote: the ticket was still New, so only the summary changed.
+    assert fleet.fake.posts()[-1].json == [{"id": ticket_id, "summary": reopening["summary"]}]
+    assert len(fleet.fake.posts()) == 2  # the warm-up's and the second job's
+    assert record["changed_fields"] == ["summary"]
+    assert {k: ticket.get(k) for k in ("summary", "status_id")} == wanted(reopening)
+    assert fleet.records([closing["job_id"]]) == {}
+    assert fleet.redis.get(hold) is None
+    assert fleet.redis.hlen(TICKET_WAITING) == 0
