@@ -1,9 +1,9 @@
 """One delivery of one job: from a queue payload to exactly one record, a deferral or a park.
 
-    already recorded? → validate → claim → count the run → render → backlog? → ticket's turn?
-        → update Halo → record                                        └→ park    └→ wait
-            ├→ no budget → park
-            └→ retryable → defer
+    already recorded? → validate → claim → count the run → render → its ticket's turn
+      → update Halo → record                       ├→ its connection has a backlog → park
+          ├→ no budget → park                      └→ another job's turn → wait for it
+          └→ retryable → defer
 
 Jobs of one ticket take turns (`worker.tickets`): a job whose ticket is taken, or whose turn
 has not come, waits without a worker slot and is published again when its turn comes.
@@ -411,7 +411,7 @@ class JobRunner:
             rendered = render_job(claimed.job)
         except JobError as error:
             return self.finish(self.failure(claimed, error, 0), claimed.payload, started_s)
-        # A connection that already waits for budget: the job takes a place in that line.
+        # A connection that already waits for budget: the job joins that line instead.
         turn = self.take_turn(claimed, rendered.ticket_id, check_backlog=True)
         if turn is Turn.BACKLOG:
             return self.park(claimed, halo_requests=0)
