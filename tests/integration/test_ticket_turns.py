@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Final
 
+import pytest
 import redis
 
 from integration.budget import Fleet, Job, Tenants, job, new_fake, wait_until
@@ -109,16 +110,19 @@ def test_a_batch_leaves_the_tickets_another_batch_holds_and_its_jobs_run_after_t
     assert posted == ["closed"] * len(TICKETS) + ["reopened"] * len(TICKETS)
 
 
+# A producer that is not this library (plain Celery, celery-node) sends no `submitted_at`: the
+# time a worker first saw the job stands in.
+@pytest.mark.parametrize("submitted", [(EARLIER, LATER), (None, None)], ids=["sent", "first-seen"])
 def test_a_job_waiting_out_a_429_keeps_its_place_ahead_of_a_later_job_for_its_ticket(
-    fleet: Fleet, budget_redis: redis.Redis
+    fleet: Fleet, budget_redis: redis.Redis, submitted: tuple[str | None, str | None]
 ) -> None:
     halo = _tenant()
     runtime = fleet(Tenants(acme=halo))
     halo.fail_next(status=429, method="GET", path="/api/tickets/5001", retry_after=0)
     closing, reopening = _closing(5001), _reopening(5001)
 
-    first = runtime.runner.run(closing, task_id=closing["job_id"], submitted_at=EARLIER)
-    later = runtime.runner.run(reopening, task_id=reopening["job_id"], submitted_at=LATER)
+    first = runtime.runner.run(closing, task_id=closing["job_id"], submitted_at=submitted[0])
+    later = runtime.runner.run(reopening, task_id=reopening["job_id"], submitted_at=submitted[1])
 
     assert (first, later) == (RunResult.DEFERRED, RunResult.WAITING)
     assert halo.posts() == []
