@@ -37,9 +37,12 @@ from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.runtime import redis_client, runtime
 from worker.settings import get_settings
+from worker.tickets import TICKET_WAITING
 
 settings = get_settings()
 _LOST_SCAN_S = 5.0
+# Tickets whose holder died are handed on within a second of the hold's lease ending.
+_TICKET_REAP_S = 1.0
 
 # Every task takes its messages through a guard against malformed ones (worker.strategy).
 app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")
@@ -106,19 +109,22 @@ def _start_background(**_: Any) -> None:
         redeliver_lost,
         current.store,
         publish_job,
-        quiet_s=current.settings.visibility_timeout_s + current.runner.lease_s,
-        backlog_jobs=BACKLOG_JOBS,
+        quiet_s=current.tickets.quiet_s,
+        waiting=(BACKLOG_JOBS, TICKET_WAITING),
         queues=(QUEUE, RETIRED_BATCH_QUEUE),
     )
     # Lost jobs are looked for every few seconds: they are found minutes after going quiet.
     lost = every(_LOST_SCAN_S, redeliver)
+    reap = every(_TICKET_REAP_S, current.tickets.reap)
     broker = (
         current.redis
         if current.settings.broker_url == current.settings.results_redis_url
         else redis_client(current.settings.broker_url)
     )
     retired = every(_LOST_SCAN_S, partial(fleet.drain_retired_queue, broker))
-    start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch, lost, retired])
+    start_mover(
+        [partial(move_due, current.store, publish_job), dispatcher.dispatch, lost, reap, retired]
+    )
 
 
 @signals.worker_shutdown.connect

@@ -8,9 +8,12 @@ disposition. Only Halo's work is shared:
 
 If Halo refuses the combined POST (400/422 or an answer that does not match), every changed job
 is sent again on its own, so one bad ticket cannot fail its neighbours. A retryable failure
-sends every affected job back to its retry schedule, as a single job would be. A later job for
-a ticket that an earlier job of the batch also updates runs on its own after the POST (read,
-plan, POST), so jobs for one ticket take effect in order, exactly as they would one by one.
+sends every affected job back to its retry schedule, as a single job would be.
+
+Jobs of one ticket take turns, in the batch as anywhere (`worker.tickets`): a job whose ticket
+another job holds, or whose turn has not come, leaves the batch and waits for its turn. (A
+runner without ticket lines runs a later job for a ticket that an earlier job of the batch also
+updates on its own after the POST: read, plan, POST.)
 
 `halo_requests` in a batched record is the job's share of the batch's requests: those made for
 it alone, plus an equal part of each shared one among the jobs still in the batch when it was
@@ -38,6 +41,7 @@ from worker.errors import (
 from worker.halo.client import HaloClient, Ticket
 from worker.results import RedisJournal
 from worker.runner import Claimed, JobRunner, RunResult
+from worker.tickets import Turn
 from worker.update import Plan, Rendered, Updated, apply_plan, plan_update, render_job
 
 T = TypeVar("T")
@@ -47,6 +51,7 @@ T = TypeVar("T")
 class _Member:
     claimed: Claimed
     rendered: Rendered
+    has_turn: bool = True  # False: it follows another member on its ticket (placed only)
     own_requests: int = 0
     shared_requests: float = 0.0
     plan: Plan | None = None
@@ -63,7 +68,8 @@ def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid:
     with ExitStack() as claims:
         members: list[_Member] = []
         for entry in parked:
-            member, done = _admit(runner, claims, entry, started_s)
+            held = {m.rendered.ticket_id for m in members}
+            member, done = _admit(runner, claims, entry, started_s, held)
             recorded += done
             if member is not None:
                 members.append(member)
@@ -86,26 +92,47 @@ def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid:
 
 
 def _admit(
-    runner: JobRunner, claims: ExitStack, entry: Parked, started_s: float
+    runner: JobRunner, claims: ExitStack, entry: Parked, started_s: float, held: set[int]
 ) -> tuple[_Member | None, int]:
-    """Validate, claim and count one job of the batch, and render it."""
+    """Validate, claim and count one job of the batch, render it, and take its ticket (only a
+    place in its line when an earlier member has the ticket: `held`)."""
     if runner.store.get(entry.job_id) is not None:
         return None, 0
     submitted_at = entry.submitted_at or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     job = runner.validate(entry.job_id, entry.job, submitted_at, started_s)
     if job is None:
         return None, 1
-    if not claims.enter_context(runner.store.claim(entry.job_id, lease_s=runner.lease_s)):
-        runner.busy(entry.job_id, entry.job, submitted_at)
-        return None, 0
-    claimed = runner.begin(job, entry.job_id, entry.job, submitted_at, started_s)
-    if claimed is None:
-        return None, 0
+    with ExitStack() as own:
+        if not own.enter_context(runner.store.claim(entry.job_id, lease_s=runner.lease_s)):
+            runner.busy(entry.job_id, entry.job, submitted_at)
+            return None, 0
+        claimed = runner.begin(job, entry.job_id, entry.job, submitted_at, started_s)
+        member, done = _take_turn(runner, claimed, started_s, held) if claimed else (None, 0)
+        if member is not None:
+            # Members keep their claims until the batch ends; a job that waits for its ticket
+            # gives its claim up now, so it can run as soon as its turn comes.
+            claims.enter_context(own.pop_all())
+        return member, done
+
+
+def _take_turn(
+    runner: JobRunner, claimed: Claimed, started_s: float, held: set[int]
+) -> tuple[_Member | None, int]:
+    """Render a claimed job and take its ticket: a member, or None (recorded or waiting)."""
     try:
-        return _Member(claimed, render_job(job)), 0
+        rendered = render_job(claimed.job)
     except JobError as error:
-        runner.finish(runner.failure(claimed, error, 0), entry.job, started_s)
+        runner.finish(runner.failure(claimed, error, 0), claimed.payload, started_s)
         return None, 1
+    placed = replace(claimed, ticket_id=rendered.ticket_id)
+    if rendered.ticket_id in held:
+        # It runs after the member holding its ticket (`_Batch._alone`); its place in line
+        # keeps later jobs from taking the ticket in between.
+        runner.take_turn(claimed, rendered.ticket_id, check_backlog=False, place_only=True)
+        return _Member(placed, rendered, has_turn=False), 0
+    if runner.take_turn(claimed, rendered.ticket_id, check_backlog=False) is not Turn.GO:
+        return None, 0
+    return _Member(placed, rendered), 0
 
 
 class _Batch:
@@ -205,8 +232,18 @@ class _Batch:
         return self._succeed(member, updated)
 
     def _alone(self, member: _Member) -> int:
-        """Run a member as a single job would run: read its ticket, plan, apply."""
+        """Run a member as a single job would run: take its ticket, read it, plan, apply."""
         job, rendered = member.claimed.job, member.rendered
+        if not member.has_turn:
+            made = self._share(member)
+            turn = self.runner.take_turn(
+                member.claimed, rendered.ticket_id, check_backlog=False, halo_requests=made
+            )
+            if turn is not Turn.GO:
+                # A job ahead of it (the member before it, deferred) keeps the ticket: it
+                # waits for its turn outside the batch.
+                self.open.remove(member)
+                return 0
         journal = self.runner.store.journal(member.claimed.job_id)
 
         def update() -> Updated:
@@ -224,7 +261,7 @@ class _Batch:
     def _succeed(self, member: _Member, updated: Updated) -> int:
         record = self.runner.success(member.claimed, updated, self._share(member))
         self.open.remove(member)
-        self.runner.finish(record, member.claimed.payload, self.started_s)
+        self.runner.finish(record, member.claimed.payload, self.started_s, claimed=member.claimed)
         return 1
 
     def _apply_plan(
@@ -261,7 +298,7 @@ class _Batch:
         made = self._share(member)
         self.open.remove(member)
         record = self.runner.failure(member.claimed, error, made)
-        self.runner.finish(record, member.claimed.payload, self.started_s)
+        self.runner.finish(record, member.claimed.payload, self.started_s, claimed=member.claimed)
         return 1
 
     def _retry(self, member: _Member, error: RetryableError) -> int:

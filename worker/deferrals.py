@@ -10,11 +10,11 @@ publishing: the job is taken again when the lease ends. A job published twice th
 once: the runner's claim and record check make the second a no-op.
 
 The same thread is the safety net under the broker: an accepted job that has had no sign of
-life for too long (no record, no run, no deferral, no backlog place) is published again
+life for too long (no record, no run, no deferral, no backlog or ticket wait) is published again
 (`redeliver_lost`, see `ResultStore.take_lost`).
 
 Every worker runs one `Mover` thread, which also drives the backlog dispatcher
-(`worker.backlog`).
+(`worker.backlog`) and hands on tickets whose holder died (`worker.tickets`).
 """
 
 from __future__ import annotations
@@ -57,22 +57,24 @@ def redeliver_lost(
     publish: Publish,
     *,
     quiet_s: float,
-    backlog_jobs: str,
+    waiting: Sequence[str],
     queues: Sequence[str],
 ) -> int:
     """Publish again every accepted job whose message the broker lost; returns how many.
 
     `quiet_s` must outlast the slowest legitimate silence: a message stranded by a dead
-    worker (the visibility timeout) and that worker's claim (the runner's lease).
+    worker (the visibility timeout) and that worker's claim (the runner's lease). `waiting`
+    names the hashes (keyed by job_id) of jobs waiting without a message: the backlog's
+    payloads, the jobs waiting for their ticket.
     """
-    lost = store.take_lost(quiet_s=quiet_s, limit=_BATCH, backlog_jobs=backlog_jobs, queues=queues)
+    lost = store.take_lost(quiet_s=quiet_s, limit=_BATCH, waiting=waiting, queues=queues)
     for due in lost:
         job = due.payload.get("job")
         submitted_at = due.payload.get("submitted_at")
         if job is None:
             continue
         log.warning(
-            "job had no record, run, deferral or backlog place for %.0f s; published again",
+            "job had no record, run, deferral or waiting place for %.0f s; published again",
             quiet_s,
             extra={"job_id": due.job_id},
         )

@@ -12,6 +12,7 @@ stays in the result store, the source of truth):
                                          2026-12-07T16:50:03Z')
     parked                RETRY          JobWaiting('parked: waiting for Halo budget ...')
     busy                  RETRY          JobWaiting('busy: another worker holds this job ...')
+    waiting               RETRY          JobWaiting('waiting: an earlier job on the ticket ...')
     duplicate             the record's   duplicate: succeeded; ... (or FAILURE, as recorded)
 
 A deferred or busy job comes back from `halo:deferred` under the same task id, so Flower's
@@ -160,6 +161,11 @@ def conclude(result: RunResult, notes: Notes, stored: Mapping[str, Any] | None) 
         raise JobWaiting(
             "busy: another worker holds this job; this delivery comes back when that "
             "worker's claim ends"
+        )
+    if result is RunResult.WAITING:
+        raise JobWaiting(
+            "waiting: an earlier job on the same ticket runs first; this job is published "
+            "again when its turn comes"
         )
     return str(result.value)
 

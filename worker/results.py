@@ -53,7 +53,8 @@ def _state_key(job_id: str) -> str:
     return f"halo:job:{job_id}"
 
 
-def _claim_key(job_id: str) -> str:
+def claim_key(job_id: str) -> str:
+    """Who runs a job now: ``halo:claim:<job_id>``."""
     return f"halo:claim:{job_id}"
 
 
@@ -66,10 +67,14 @@ def failed_job_key(job_id: str) -> str:
     return f"halo:failed-job:{job_id}"
 
 
+# The record write as a Lua function, `write_record(KEYS, ARGV)`, so that a script that ends
+# more than the job in the same atomic call (its ticket's turn: `worker.tickets`) writes the
+# record the same way.
 # KEYS: result, stream, state, notify, deferred, deferred jobs, failed job, unfinished,
 #       unfinished jobs
 # ARGV: record, ttl_s, job_id, outcome, notify ttl_s, keep failed job (1/0), connection, job
-_WRITE_RECORD = """
+WRITE_RECORD_LUA: Final = """
+local function write_record(KEYS, ARGV)
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 local now = redis.call('TIME')
@@ -89,7 +94,10 @@ if ARGV[6] == '1' then
   redis.call('EXPIRE', KEYS[7], ARGV[2])
 end
 return 1
+end
 """
+_WRITE_RECORD = WRITE_RECORD_LUA + "return write_record(KEYS, ARGV)\n"
+
 
 # KEYS: state. ARGV: submitted_at, now_s, ttl_s
 _BEGIN_RUN = """
@@ -159,14 +167,22 @@ redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: unfinished, unfinished jobs, deferred, backlog jobs, job queues...
-# ARGV: quiet_ms, limit, result key prefix, claim key prefix
+# KEYS: unfinished, unfinished jobs, deferred, waiting hashes..., job queues...
+# ARGV: quiet_ms, limit, result key prefix, claim key prefix, number of waiting hashes
 # Nothing is taken while a job queue holds messages: a quiet job may be one of them. Else every
 # job quiet for quiet_ms is marked seen now; those with no record, no run (claim), no deferral
-# and no backlog place are returned: the broker has lost them.
+# and no place in a waiting hash (a backlog, a ticket's line) are returned: the broker has lost
+# them.
 _TAKE_LOST = """
-for i = 5, #KEYS do
+local first_queue = 4 + tonumber(ARGV[5])
+for i = first_queue, #KEYS do
   if redis.call('LLEN', KEYS[i]) > 0 then return {} end
+end
+local function waiting(job_id)
+  for i = 4, first_queue - 1 do
+    if redis.call('HEXISTS', KEYS[i], job_id) == 1 then return true end
+  end
+  return false
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -181,7 +197,7 @@ for _, job_id in ipairs(quiet) do
     redis.call('ZADD', KEYS[1], 'XX', now, job_id)
     if redis.call('EXISTS', ARGV[4] .. job_id) == 0
         and not redis.call('ZSCORE', KEYS[3], job_id)
-        and redis.call('HEXISTS', KEYS[4], job_id) == 0 then
+        and not waiting(job_id) then
       table.insert(out, job_id)
       table.insert(out, redis.call('HGET', KEYS[2], job_id) or '')
     end
@@ -255,9 +271,14 @@ class ResultStore:
         Returns:
             False when the job already had a record (then nothing was written).
         """
+        keys, args = self.write_call(record, job)
+        return bool(self._write(keys=keys, args=args))
+
+    def write_call(self, record: ResultRecord, job: Any = None) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of `WRITE_RECORD_LUA`'s `write_record` for `write(record, job)`."""
         kept = _kept_for_replay(record, job)
-        written = self._write(
-            keys=[
+        return (
+            [
                 result_key(record.job_id),
                 RESULTS_STREAM,
                 _state_key(record.job_id),
@@ -268,7 +289,7 @@ class ResultStore:
                 UNFINISHED,
                 UNFINISHED_JOBS,
             ],
-            args=[
+            [
                 record_json(record),
                 self.ttl_s,
                 record.job_id,
@@ -278,7 +299,6 @@ class ResultStore:
                 *(kept or ("", "")),
             ],
         )
-        return bool(written)
 
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Block until a job's record exists, or `timeout_s` passes; no polling.
@@ -331,12 +351,12 @@ class ResultStore:
         that dies holding a claim blocks its job only until the lease ends.
         """
         token = uuid.uuid4().hex
-        taken = bool(self.redis.set(_claim_key(job_id), token, nx=True, px=int(lease_s * 1000)))
+        taken = bool(self.redis.set(claim_key(job_id), token, nx=True, px=int(lease_s * 1000)))
         try:
             yield taken
         finally:
             if taken:
-                self._release_claim(keys=[_claim_key(job_id)], args=[token])
+                self._release_claim(keys=[claim_key(job_id)], args=[token])
 
     def end_run(self, job_id: str, *, halo_requests: float, counted: bool) -> None:
         """End this run cleanly without a record (the job waits elsewhere)."""
@@ -353,7 +373,7 @@ class ResultStore:
 
     def claim_ttl_s(self, job_id: str) -> float:
         """Seconds left on a job's claim (0 when nobody holds it)."""
-        return max(0, int(self.redis.pttl(_claim_key(job_id)))) / 1000
+        return max(0, int(self.redis.pttl(claim_key(job_id)))) / 1000
 
     def recheck_later(self, job_id: str, payload: dict[str, Any], *, due_s: float) -> None:
         """Schedule another delivery of a job held by another worker, without counting a run.
@@ -406,12 +426,13 @@ class ResultStore:
         )
 
     def take_lost(
-        self, *, quiet_s: float, limit: int, backlog_jobs: str, queues: Sequence[str]
+        self, *, quiet_s: float, limit: int, waiting: Sequence[str], queues: Sequence[str]
     ) -> list[DueJob]:
         """Unfinished jobs nobody has shown a sign of for `quiet_s`, for re-enqueueing.
 
         A job is accounted for while it runs (its claim), waits to run again (`halo:deferred`)
-        or waits for budget (the backlog payloads, hash `backlog_jobs`); otherwise, once
+        or waits elsewhere (a field of one of the hashes `waiting`, keyed by job_id: the
+        backlog's payloads, the jobs waiting for their ticket); otherwise, once
         quiet for longer than a stranded message takes to come back (the visibility timeout
         plus a dead worker's claim), its message is gone. Each job returned is marked seen,
         so it is returned again only after another quiet period. Nothing is returned while
@@ -424,8 +445,8 @@ class ResultStore:
         raw = cast(
             list[Any],
             self._take_lost(
-                keys=[UNFINISHED, UNFINISHED_JOBS, DEFERRED, backlog_jobs, *queues],
-                args=[int(quiet_s * 1000), limit, result_key(""), _claim_key("")],
+                keys=[UNFINISHED, UNFINISHED_JOBS, DEFERRED, *waiting, *queues],
+                args=[int(quiet_s * 1000), limit, result_key(""), claim_key(""), len(waiting)],
             ),
         )
         lost = []

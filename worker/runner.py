@@ -1,8 +1,12 @@
 """One delivery of one job: from a queue payload to exactly one record, a deferral or a park.
 
-    already recorded? → validate → claim → count the run → backlog? → update Halo → record
-                                                             │          ├→ no budget → park
-                                                             └→ park    └→ retryable → defer
+    already recorded? → validate → claim → count the run → render → its ticket's turn
+      → update Halo → record                       ├→ its connection has a backlog → park
+          ├→ no budget → park                      └→ another job's turn → wait for it
+          └→ retryable → defer
+
+Jobs of one ticket take turns (`worker.tickets`): a job whose ticket is taken, or whose turn
+has not come, waits without a worker slot and is published again when its turn comes.
 
 The runner knows Redis and Halo but not Celery: `worker.tasks` hands it the payload and acts
 on what it returns. Delivery is at-least-once (Redis transport, late acks), so every step here
@@ -15,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
@@ -41,7 +45,8 @@ from worker.models import (
 )
 from worker.results import ResultStore, RunState
 from worker.retry import RetryPolicy
-from worker.update import Updated, run_update
+from worker.tickets import TicketLines, Turn
+from worker.update import Rendered, Updated, apply_plan, plan_update, render_job
 from worker.writable import check_task_id, invalid_job_meta, record_key_of
 
 log = logging.getLogger("halo.runner")
@@ -61,6 +66,7 @@ class RunResult(StrEnum):
     PARKED = "parked"  # no Halo budget: waiting in its connection's backlog
     DUPLICATE = "duplicate"  # the job already had a record: nothing was done
     BUSY = "busy"  # another worker holds the job now: looked at again when its claim ends
+    WAITING = "waiting"  # another job has its ticket, or comes first: waiting for its turn
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,11 @@ class RunnerConfig:
     policy: RetryPolicy
 
 
+def claim_lease_s(config: RunnerConfig) -> float:
+    """How long a run's claim (and its ticket hold) lasts: the longest run, plus a margin."""
+    return config.job_deadline_s + config.request_timeout_s + _CLAIM_MARGIN_S
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A job this process holds the claim of, with what its earlier runs left."""
@@ -81,6 +92,9 @@ class Claimed:
     job_id: str
     payload: Any
     state: RunState
+    # The ticket in whose line this run has its turn (or, in a batch, a place behind another
+    # of the batch's jobs): its record ends that turn in the same call.
+    ticket_id: int | None = None
 
 
 class JobObserver(Protocol):
@@ -111,12 +125,16 @@ class JobRunner:
         clients: HaloClients,
         config: RunnerConfig,
         backlogs: Backlogs | None = None,
+        tickets: TicketLines | None = None,
     ) -> None:
+        """`tickets` runs the jobs of one ticket one at a time, in submission order; without
+        it (tests of other parts) jobs of one ticket may interleave."""
         self.store = store
         self.clients = clients
         self.config = config
         self.backlogs = backlogs
-        self.lease_s = config.job_deadline_s + config.request_timeout_s + _CLAIM_MARGIN_S
+        self.tickets = tickets
+        self.lease_s = claim_lease_s(config)
         self.observers: list[JobObserver] = []
 
     def run(self, payload: Any, *, task_id: str, submitted_at: str | None = None) -> RunResult:
@@ -146,10 +164,7 @@ class JobRunner:
             claimed = self.begin(job, job_id, payload, submitted_at, started_s)
             if claimed is None:
                 return RunResult.DUPLICATE
-            if self.backlogs is not None and self.backlogs.size(job.connection) > 0:
-                # Its connection already waits for budget: take a place in line.
-                return self.park(claimed, halo_requests=0)
-            return self._update(claimed, started_s)
+            return self._take_turn_and_update(claimed, started_s)
 
     def reject_malformed(self, task_id: str, reason: str) -> RunResult:
         """Record a delivery whose task arguments are not ``(job)``: it can never run."""
@@ -247,7 +262,8 @@ class JobRunner:
             elapsed_s=time.time() - claimed.state.first_started_s,
         )
         if delay_s is None:
-            return self.finish(self.failure(claimed, error, made), claimed.payload, started_s)
+            record = self.failure(claimed, error, made)
+            return self.finish(record, claimed.payload, started_s, claimed=claimed)
         due_s = time.time() + delay_s
         self.store.defer(
             claimed.job_id,
@@ -255,6 +271,8 @@ class JobRunner:
             due_s=due_s,
             halo_requests=made,
         )
+        # It keeps its place in its ticket's line while it waits: no later job overtakes it.
+        self._leave_turn(claimed)
         log.info(
             "job deferred",
             extra={
@@ -269,6 +287,64 @@ class JobRunner:
             observer.job_deferred(claimed.job.connection, error.code.value, due_s=due_s)
         return RunResult.DEFERRED
 
+    def take_turn(
+        self,
+        claimed: Claimed,
+        ticket_id: int,
+        *,
+        check_backlog: bool,
+        place_only: bool = False,
+        halo_requests: float = 0,
+    ) -> Turn:
+        """Take the job's ticket, or park it until its turn, ending this run (counted as an
+        attempt only if it made `halo_requests`, as a park for budget is).
+
+        With `check_backlog`, a connection that has a backlog answers `Turn.BACKLOG` and
+        nothing is taken (the caller parks the job there). With `place_only`, the job only
+        takes its place in the ticket's line (`Turn.PLACED`).
+        """
+        job = claimed.job
+        if self.tickets is None:
+            if place_only:
+                return Turn.PLACED
+            backlogged = (
+                check_backlog
+                and self.backlogs is not None
+                and self.backlogs.size(job.connection) > 0
+            )
+            return Turn.BACKLOG if backlogged else Turn.GO
+        entry = self.tickets.enter(
+            job.connection,
+            ticket_id,
+            claimed.job_id,
+            {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
+            hold_s=self.lease_s,
+            check_backlog=check_backlog and self.backlogs is not None,
+            place_only=place_only,
+        )
+        if entry.turn is Turn.WAIT:
+            # Waiting for a turn is not an attempt, like waiting for budget.
+            self.store.end_run(
+                claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0
+            )
+            log.info(
+                "job waits for its ticket",
+                extra={
+                    "job_id": claimed.job_id,
+                    "connection": job.connection,
+                    "ticket_id": ticket_id,
+                    "ahead": entry.ahead,
+                },
+            )
+        return entry.turn
+
+    def _leave_turn(self, claimed: Claimed) -> None:
+        """End the turn of a job that will run again, keeping its place in the line."""
+        if self.tickets is not None and claimed.ticket_id is not None:
+            self.tickets.leave(
+                claimed.job.connection, claimed.ticket_id, claimed.job_id, finished=False
+            )
+
     def park(self, claimed: Claimed, *, halo_requests: float) -> RunResult:
         """End this run and put the job in its connection's backlog.
 
@@ -280,14 +356,28 @@ class JobRunner:
         self.backlogs.park(
             claimed.job.connection, claimed.job_id, claimed.payload, claimed.state.submitted_at
         )
+        self._leave_turn(claimed)
         for observer in self.observers:
             observer.job_parked(claimed.job.connection)
         return RunResult.PARKED
 
-    def finish(self, record: ResultRecord, payload: Any, started_s: float) -> RunResult:
+    def finish(
+        self,
+        record: ResultRecord,
+        payload: Any,
+        started_s: float,
+        *,
+        claimed: Claimed | None = None,
+    ) -> RunResult:
         """Write a record (once), keeping a failed job's payload for replay, and log the
-        outcome."""
-        if not self.store.write(record, payload):
+        outcome. A `claimed` job's turn on its ticket ends in the same call."""
+        if self.tickets is not None and claimed is not None and claimed.ticket_id is not None:
+            written = self.tickets.write_and_leave(
+                self.store, record, payload, claimed.job.connection, claimed.ticket_id
+            )
+        else:
+            written = self.store.write(record, payload)
+        if not written:
             return RunResult.DUPLICATE
         fields = payload if isinstance(payload, Mapping) else {}
         connection, ticket_id = fields.get("connection"), fields.get("ticket_id")
@@ -328,14 +418,28 @@ class JobRunner:
 
     # -- the single-job update ---------------------------------------------------------------
 
-    def _update(self, claimed: Claimed, started_s: float) -> RunResult:
+    def _take_turn_and_update(self, claimed: Claimed, started_s: float) -> RunResult:
+        try:
+            rendered = render_job(claimed.job)
+        except JobError as error:
+            return self.finish(self.failure(claimed, error, 0), claimed.payload, started_s)
+        # A connection that already waits for budget: the job joins that line instead.
+        turn = self.take_turn(claimed, rendered.ticket_id, check_backlog=True)
+        if turn is Turn.BACKLOG:
+            return self.park(claimed, halo_requests=0)
+        if turn is Turn.WAIT:
+            return RunResult.WAITING
+        return self._update(replace(claimed, ticket_id=rendered.ticket_id), rendered, started_s)
+
+    def _update(self, claimed: Claimed, rendered: Rendered, started_s: float) -> RunResult:
         client: HaloClient | None = None
         try:
             client = self.clients.for_job(
                 claimed.job.connection,
                 deadline_s=time.monotonic() + self.config.job_deadline_s,
             )
-            updated = run_update(claimed.job, client, journal=self.store.journal(claimed.job_id))
+            plan = plan_update(claimed.job, client, rendered=rendered)
+            updated = apply_plan(plan, client, journal=self.store.journal(claimed.job_id))
             record = self.success(claimed, updated, client.requests_made)
         except RetryableError as error:
             made = client.requests_made if client else 0
@@ -347,7 +451,7 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - a bug: recorded, reported, never retried.
             internal = self.internal_error(claimed.job_id, exc)
             record = self.failure(claimed, internal, client.requests_made if client else 0)
-        return self.finish(record, claimed.payload, started_s)
+        return self.finish(record, claimed.payload, started_s, claimed=claimed)
 
 
 def job_id_of(payload: Any, task_id: str) -> str:

@@ -18,6 +18,7 @@ from reliability.fleet import Fleet, summary_of
 from worker.backlog import BACKLOG_JOBS
 from worker.models import QUEUE
 from worker.results import DEFERRED, UNFINISHED, ResultStore
+from worker.tickets import TICKET_WAITING
 
 QUIET_S = 0.3
 
@@ -28,18 +29,22 @@ def tracked(store: ResultStore, job_id: str) -> None:
 
 def lost(store: ResultStore) -> list[str]:
     taken = store.take_lost(
-        quiet_s=QUIET_S, limit=100, backlog_jobs=BACKLOG_JOBS, queues=(QUEUE, "halo.batch")
+        quiet_s=QUIET_S,
+        limit=100,
+        waiting=(BACKLOG_JOBS, TICKET_WAITING),
+        queues=(QUEUE, "halo.batch"),
     )
     return [due.job_id for due in taken]
 
 
 def test_only_a_job_with_no_sign_of_life_is_taken_as_lost(fleet: Fleet) -> None:
     store = ResultStore(fleet.redis, ttl_s=60)
-    for job_id in ("running", "retrying", "parked", "gone"):
+    for job_id in ("running", "retrying", "parked", "waiting-for-ticket", "gone"):
         tracked(store, job_id)
     fleet.redis.set("halo:claim:running", "token", px=60_000)
     fleet.redis.zadd(DEFERRED, {"retrying": int((time.time() + 60) * 1000)})
     fleet.redis.hset(BACKLOG_JOBS, "parked", "{}")
+    fleet.redis.hset(TICKET_WAITING, "waiting-for-ticket", "halo:ticket:acme:1")
 
     assert lost(store) == [], "taken before it was quiet for long enough"
     time.sleep(QUIET_S + 0.1)
@@ -50,7 +55,7 @@ def test_only_a_job_with_no_sign_of_life_is_taken_as_lost(fleet: Fleet) -> None:
     assert lost(store) == [], "a job taken as lost is given another quiet period"
     time.sleep(QUIET_S + 0.1)
     assert sorted(lost(store)) == ["gone"]
-    assert fleet.redis.zcard(UNFINISHED) == 4
+    assert fleet.redis.zcard(UNFINISHED) == 5
 
 
 def test_a_recorded_job_is_never_tracked_and_its_record_ends_the_tracking(

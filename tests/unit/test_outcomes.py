@@ -103,11 +103,13 @@ def test_a_deferred_job_raises_a_retry_naming_its_code_and_next_try_in_utc() -> 
     assert str(rebuild(*args)) == expected
 
 
-def test_parked_and_busy_deliveries_say_why_they_wait() -> None:
+def test_parked_busy_and_ticket_waiting_deliveries_say_why_they_wait() -> None:
     with pytest.raises(JobWaiting, match=r"^parked: .* connection 'acme'.*halo\.update_batch"):
         conclude(RunResult.PARKED, Notes(parked=["acme"]), None)
     with pytest.raises(JobWaiting, match=r"^busy: another worker holds this job"):
         conclude(RunResult.BUSY, Notes(), None)
+    with pytest.raises(JobWaiting, match=r"^waiting: an earlier job on the same ticket"):
+        conclude(RunResult.WAITING, Notes(), None)
 
 
 def test_a_batch_counts_its_jobs_by_outcome_with_codes() -> None:
