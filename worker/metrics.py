@@ -19,6 +19,7 @@ values for them: aggregate those with ``max``, not ``sum``.
                                                       within the heartbeat's maximum age
     halo_deferred_jobs                                jobs waiting to retry (halo:deferred)
     halo_backlog_jobs{connection}                     jobs waiting for Halo budget
+    halo_ticket_waiting_jobs                          jobs waiting for their ticket's turn
     halo_oldest_job_age_seconds{source}               age (since submitted_at) of the job at
                                                       the head of queue/batch_queue/backlog/deferred
     halo_deferred_overdue_seconds                     how late the most overdue retry is
@@ -53,6 +54,7 @@ from worker.halo.client import SentRequest
 from worker.models import QUEUE, ResultRecord
 from worker.results import DEFERRED, DEFERRED_JOBS
 from worker.runtime import Runtime
+from worker.tickets import TICKET_WAITING
 
 log = logging.getLogger("halo.metrics")
 
@@ -243,6 +245,7 @@ class RedisStateCollector(Collector):
                     oldest["backlog"] = max(oldest.get("backlog", 0.0), now_s - submitted)
         for label, size in sizes.items():
             families.backlog.add_metric([label], size)
+        families.ticket_waiting.add_metric([], self._results.hlen(TICKET_WAITING))
         for source in (*QUEUES, "backlog", "deferred"):
             families.oldest.add_metric([source], max(0.0, oldest.get(source, 0.0)))
 
@@ -266,6 +269,10 @@ class _Families:
             "halo_backlog_jobs",
             "Jobs waiting in a connection's backlog for Halo budget.",
             labels=["connection"],
+        )
+        self.ticket_waiting = GaugeMetricFamily(
+            "halo_ticket_waiting_jobs",
+            "Jobs waiting for an earlier job on the same ticket to finish.",
         )
         self.oldest = GaugeMetricFamily(
             "halo_oldest_job_age_seconds",
@@ -291,6 +298,7 @@ class _Families:
             self.consumers,
             self.deferred,
             self.backlog,
+            self.ticket_waiting,
             self.oldest,
             self.overdue,
             self.heartbeat_age,
