@@ -9,17 +9,21 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
+from worker.halo.urls import authorisation_server, web_address
+
 _KEYS = frozenset(
     {
         "url",
         "auth_url",
+        "resource_server",
+        "authorisation_server",
         "tenant",
         "client_id",
         "client_secret_env",
@@ -127,8 +131,7 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
             raise ConnectionsError(f"{where}.{key}: must be a non-empty string")
         return value.strip() if value is not None else None
 
-    url = _http_url(where, "url", text("url", required=True))
-    auth_url = _http_url(where, "auth_url", text("auth_url") or f"{url}/auth")
+    url, auth_url = _halo_urls(where, text)
     rate_text = text("rate_limit") or DEFAULT_RATE_LIMIT
     try:
         rate_limit = RateLimit.parse(rate_text)
@@ -146,10 +149,32 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
     )
 
 
-def _http_url(where: str, key: str, value: str | None) -> str:
-    if value is None or not value.startswith(("https://", "http://")):
-        raise ConnectionsError(f"{where}.{key}: must be an http(s) URL, got {value!r}")
-    return value.rstrip("/")
+def _halo_urls(where: str, text: Callable[..., str | None]) -> tuple[str, str]:
+    """The connection's web address and authorisation server, from `url` / `auth_url` or
+    the names Halo's API settings page gives them, `resource_server` / `authorisation_server`,
+    accepted as that page shows them (see `worker.halo.urls`)."""
+    url_key = _one_of(where, text, "url", "resource_server")
+    try:
+        url = web_address(text(url_key, required=True) or "")
+    except ValueError as exc:
+        raise ConnectionsError(f"{where}.{url_key}: {exc}") from None
+    auth_key = _one_of(where, text, "auth_url", "authorisation_server")
+    given = text(auth_key)
+    if given is None:
+        return url, f"{url}/auth"
+    try:
+        return url, authorisation_server(given)
+    except ValueError as exc:
+        raise ConnectionsError(f"{where}.{auth_key}: {exc}") from None
+
+
+def _one_of(where: str, text: Callable[..., str | None], key: str, alias: str) -> str:
+    """Which of two keys naming one setting the table uses (`key` when neither)."""
+    if text(alias) is None:
+        return key
+    if text(key) is not None:
+        raise ConnectionsError(f"{where}: set {key} or {alias}, not both (they name one setting)")
+    return alias
 
 
 def _secret(
