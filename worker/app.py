@@ -33,6 +33,7 @@ from celery import Celery, signals
 from worker import fleet, liveness, logs, metrics, sentry
 from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
 from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
+from worker.connections import ConnectionsError
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.runtime import redis_client, runtime
@@ -90,7 +91,12 @@ def _build_runtime(sender: Any, **_: Any) -> None:
     # Fail at start, naming what to fix, rather than strand or fail every job: a worker that
     # would not consume `halo` (worker.fleet), or a connection that cannot load.
     fleet.require_home_queue(set(sender.app.amqp.queues.consume_from))
-    runtime()
+    try:
+        runtime()
+    except ConnectionsError as exc:
+        # Celery logs and ignores an Exception raised by a signal handler, and the worker
+        # would start and fail every job; SystemExit is let through and stops it.
+        raise SystemExit(f"the worker cannot start: {exc}") from None
 
 
 @signals.worker_ready.connect

@@ -20,9 +20,11 @@ import httpx
 from worker.connections import Connection
 from worker.errors import (
     HaloAuthFailed,
+    HaloForbidden,
     HaloRateLimited,
     HaloUnavailable,
     HaloUnexpectedResponse,
+    JobError,
     TicketNotFound,
     UnknownConnection,
 )
@@ -30,6 +32,7 @@ from worker.halo.auth import AccessToken, TokenSource, token_from_answer
 from worker.halo.cache import Cache, MemoryCache
 from worker.halo.errors import error_from_response, is_expired_token_answer, summarize_body
 from worker.halo.lookups import LookupKind, as_int, unwrap_records
+from worker.halo.route import ApiRoutes, no_api_error
 
 Ticket = dict[str, Any]
 _USER_AGENT: Final = "halo-update-worker/0.1"
@@ -109,6 +112,8 @@ class HaloClients:
         # not read them from the shared cache again; a miss still refreshes from Halo.
         self.local = MemoryCache()
         self.budget: Budget = budget or Unmetered()
+        # Whether each connection's url leads to Halo's API (see `worker.halo.route`).
+        self.routes = ApiRoutes(self.cache)
         self._tokens = {
             name: TokenSource(
                 connection, self.cache, refresh_margin_s=self.timeouts.token_refresh_margin_s
@@ -185,18 +190,22 @@ class HaloClient:
         """Read one ticket, with its `*_name` labels and details.
 
         Raises:
-            TicketNotFound: Halo answered 404.
+            TicketNotFound: Halo answered 404, and its API is known to answer at the url.
+            NoHaloApi: Halo's API does not answer at the connection's url (404s).
             HaloUnexpectedResponse: the answer is not that ticket.
         """
         what = f"GET /api/Tickets/{ticket_id}"
+        self._require_api()
         response = self._call(
             "GET",
             f"/Tickets/{ticket_id}",
             params={"includedetails": "true", "nocache": "true"},
-            not_found=lambda: TicketNotFound(
-                f"Halo has no ticket {ticket_id} on connection {self.connection.name!r}",
-                field="ticket_id",
-                http_status=404,
+            not_found=lambda: self._on_404(
+                lambda: TicketNotFound(
+                    f"Halo has no ticket {ticket_id} on connection {self.connection.name!r}",
+                    field="ticket_id",
+                    http_status=404,
+                )
             ),
         )
         ticket = _json(response, what)
@@ -205,6 +214,7 @@ class HaloClient:
                 f"{what} answered another ticket or no ticket: {summarize_body(response.text)}",
                 http_status=response.status_code,
             )
+        self._clients.routes.answered(self.connection)
         return ticket
 
     def get_tickets(self, ticket_ids: Sequence[int]) -> dict[int, Ticket]:
@@ -214,10 +224,19 @@ class HaloClient:
         """
         ids = ",".join(str(i) for i in ticket_ids)
         what = "GET /api/Tickets?ticketids=..."
+        self._require_api()
         response = self._call(
-            "GET", "/Tickets", params={"ticketids": ids, "includedetails": "true"}
+            "GET",
+            "/Tickets",
+            params={"ticketids": ids, "includedetails": "true"},
+            not_found=lambda: self._on_404(
+                lambda: HaloUnexpectedResponse(
+                    f"Halo answered 404 to {what}, which this API never should", http_status=404
+                )
+            ),
         )
         tickets = unwrap_records(_json(response, what), "tickets")
+        self._clients.routes.answered(self.connection)
         wanted = set(ticket_ids)
         return {tid: ticket for ticket in tickets if (tid := _ticket_id(ticket)) in wanted and tid}
 
@@ -279,10 +298,47 @@ class HaloClient:
         path = _LOOKUP_PATHS[kind]
         response = self._call("GET", path, params=params)
         records = unwrap_records(_json(response, f"GET /api{path}"), kind)
+        self._clients.routes.answered(self.connection)
         encoded = json.dumps(records)
         self._clients.cache.set(key, encoded, self._clients.timeouts.lookup_ttl_s)
         self._clients.local.set(key, encoded, _LOCAL_LOOKUP_S)
         return records, False
+
+    # -- the route to Halo's API -------------------------------------------------------------
+
+    def check_api_route(self) -> bool:
+        """Whether Halo's API answers at the connection's url: `GET /api/Status`, which every
+        tenant has, answers anything but 404 (a 403 too: the endpoint is there). The verdict is
+        kept for the fleet.
+
+        Raises:
+            What any request raises (HaloUnavailable, HaloRateLimited, BudgetExhausted,
+            HaloAuthFailed), and the error of any other answer that is not a success.
+        """
+        try:
+            self._call("GET", "/Status", not_found=_NotThere)
+            answers = True
+        except _NotThere:
+            answers = False
+        except HaloForbidden:
+            answers = True
+        self._clients.routes.record(self.connection, answers=answers)
+        return answers
+
+    def _require_api(self) -> None:
+        """Fail at once, without a request, while the url is known not to lead to the API."""
+        if self._clients.routes.verdict(self.connection) is False:
+            raise no_api_error(self.connection)
+
+    def _on_404(self, otherwise: Callable[[], JobError]) -> JobError:
+        """What a 404 on one of Halo's own endpoints means: `otherwise` where the API is known
+        to answer at the url (checking it once if that is not known), else a wrong url."""
+        routes = self._clients.routes
+        with routes.checking(self.connection):
+            answers = routes.verdict(self.connection)
+            if answers is None:
+                answers = self.check_api_route()
+        return otherwise() if answers else no_api_error(self.connection)
 
     # -- the choke point ---------------------------------------------------------------------
 
@@ -394,6 +450,10 @@ class HaloClient:
             endpoint = "api" if token else "token"
             duration_s = time.monotonic() - sent_s
             hook(SentRequest(self.connection.name, method, endpoint, status, duration_s))
+
+
+class _NotThere(Exception):
+    """`GET /api/Status` answered 404 (internal to `check_api_route`)."""
 
 
 def _json(response: httpx.Response, what: str) -> Any:
