@@ -22,6 +22,8 @@ values for them: aggregate those with ``max``, not ``sum``.
     halo_deferred_overdue_seconds                     how late the most overdue retry is
     halo_worker_heartbeat_age_seconds                 since this worker last ran its canary
     halo_metrics_redis_up                             whether the scrape could read Redis
+    halo_dead_letters_total{reason}                   queue items that were no task message,
+                                                      moved to halo:dead (worker.deadletters)
 
 A `connection` label takes only configured connection names; any other value (a job naming
 an unknown connection) is counted as "other", so a bad producer cannot grow the label set.
@@ -40,11 +42,11 @@ from typing import Any, Final, cast
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from worker import heartbeat
+from worker import deadletters, heartbeat
 from worker.backlog import BACKLOG_JOBS, BACKLOGS, backlog_key
 from worker.halo.client import SentRequest
 from worker.models import QUEUE, ResultRecord
@@ -234,6 +236,9 @@ class RedisStateCollector(Collector):
             families.backlog.add_metric([label], size)
         for source in (*QUEUES, "backlog", "deferred"):
             families.oldest.add_metric([source], max(0.0, oldest.get(source, 0.0)))
+        # Kept on the broker, beside the queues the items came from; counted by the fleet.
+        for reason, count in sorted(deadletters.counts(self._broker).items()):
+            families.dead_letters.add_metric([reason], count)
 
 
 class _Families:
@@ -268,6 +273,11 @@ class _Families:
         self.redis_up = GaugeMetricFamily(
             "halo_metrics_redis_up", "Whether this scrape could read the queue state from Redis."
         )
+        self.dead_letters = CounterMetricFamily(
+            "halo_dead_letters",
+            "Queue items that were no task message, moved to the dead-letter list, by reason.",
+            labels=["reason"],
+        )
 
     def all(self) -> list[Metric]:
         return [
@@ -278,6 +288,7 @@ class _Families:
             self.overdue,
             self.heartbeat_age,
             self.redis_up,
+            self.dead_letters,
         ]
 
 
