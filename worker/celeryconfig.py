@@ -72,6 +72,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # terminationGracePeriodSeconds).
         # Halo calls are I/O: threads keep hundreds of requests in flight in one process.
         "worker_pool": "threads",
+        # Celery's consumer, keeping the messages it deletes in the dead-letter list.
+        "worker_consumer": "worker.consumer:Consumer",
         "worker_concurrency": settings.worker_concurrency,
         "worker_send_task_events": True,
         "task_send_sent_event": True,

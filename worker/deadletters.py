@@ -2,9 +2,11 @@
 
 An item on a broker queue that is not a kombu envelope (bytes that are not UTF-8, text that is
 not JSON, JSON that is not an envelope) cannot be consumed: kombu would crash the worker on it
-(`worker.transport`). Such an item is moved here instead, whole or cut to `MAX_RAW_BYTES`,
-with the reason, the queue it came from and the time. `halo-jobs dead` lists the list and
-replays the items that hold a valid job.
+(`worker.transport`). A task message Celery would delete (an unknown task name, a content type
+other than JSON, a body it cannot decode, no task id) has no job record to show for it
+(`worker.consumer`, `worker.strategy`). Either is kept here instead, whole or cut to
+`MAX_RAW_BYTES`, with the reason, the queue it came from and the time. `halo-jobs dead` lists
+the list and replays the items that hold a valid job.
 
 Keys, on the broker's Redis (where the item was):
 
@@ -64,6 +66,18 @@ class Reason(StrEnum):
     """The item is JSON but not a kombu envelope (a bare job, any other object or value)."""
     BAD_ENVELOPE = "bad_envelope"
     """The item looks like a kombu envelope but a field kombu or Celery needs is wrong."""
+    UNKNOWN_TASK = "unknown_task"
+    """A task message naming a task no worker knows (Celery would delete it)."""
+    UNKNOWN_FORMAT = "unknown_format"
+    """A message naming no task at all (Celery would delete it)."""
+    REFUSED_CONTENT = "refused_content"
+    """A task message of a content type outside JSON (Celery would delete it)."""
+    INVALID_TASK = "invalid_task"
+    """A task message Celery refuses for another reason (it would delete it)."""
+    UNREADABLE_BODY = "unreadable_body"
+    """A task message whose body cannot be decoded as its content type says."""
+    NO_TASK_ID = "no_task_id"
+    """A task message without a task id: no record can be written for it."""
 
 
 @dataclass(frozen=True)

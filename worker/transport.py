@@ -124,11 +124,11 @@ class Channel(kombu_redis.Channel):
                 deadletters.record(client, letter, ttl_s=int(self.dead_letter_ttl_s))
         except redis_py.RedisError as exc:
             log.error(  # noqa: TRY400 - a known outage: its name is enough, not a traceback
-                "queue item lost: it is no task message, and the dead-letter list is unreachable",
+                "queue item lost: the worker cannot take it and cannot reach the dead-letter list",
                 extra={**fields, "error": type(exc).__name__},
             )
             raise
-        log.error("queue item moved to the dead-letter list: it is no task message", extra=fields)
+        log.error("queue item moved to the dead-letter list", extra=fields)
 
 
 class Transport(kombu_redis.Transport):

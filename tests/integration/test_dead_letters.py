@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import pytest
 import redis
+from kombu import Connection, Exchange, Queue
 from prometheus_client.parser import text_string_to_metric_families
 
 from integration.harness import new_job, run_job, wait_for_record, wait_until
@@ -25,12 +26,13 @@ from ops.processes import BIN, RedisServer, WorkerProcess, free_port
 from producers.jobs import Producer
 from worker.deadletters import DEAD_LETTERS, MAX_DEAD_LETTERS, MAX_RAW_BYTES
 from worker.halo.fake import FakeHalo
-from worker.models import QUEUE
+from worker.models import QUEUE, TASK_NAME
 
 # Email content a job carries in its variables: never shown by `halo-jobs dead`.
 MARKER: Final = "EMAIL-BODY-7f3a"
 # kombu's Redis transport keeps delivered, unacknowledged messages in this hash.
 UNACKED: Final = "unacked"
+JSON: Final = "application/json"
 # Items are taken within milliseconds by an idle worker; this is only how long a failure waits.
 TAKEN_WAIT_S: Final = 10.0
 
@@ -289,4 +291,61 @@ def test_the_list_is_bounded_and_a_large_item_is_kept_cut_and_listed_as_not_repl
     shown = json.loads(halo_jobs("dead", "--json", "--limit", "1").stdout)
     assert shown[0]["replayable"] is False
     assert "kept cut" in shown[0]["not_replayable_because"]
+    assert worker.running
+
+
+def task_headers(task: str = TASK_NAME, **extra: Any) -> dict[str, Any]:
+    """Protocol 2 task headers, as Celery writes them, with a fresh task id."""
+    task_id = f"msg-{uuid.uuid4()}"
+    made = {"lang": "py", "task": task, "id": task_id, "root_id": task_id, "argsrepr": "(...)"}
+    made.update(extra)
+    return made
+
+
+def job_body(job: dict[str, Any]) -> bytes:
+    return json.dumps([[job], {}, {}]).encode()
+
+
+def test_task_messages_celery_would_delete_are_dead_lettered_first(
+    worker: WorkerProcess,
+    producer: Producer,
+    client: redis.Redis,
+    redis_server: RedisServer,
+    halo_jobs: HaloJobs,
+) -> None:
+    no_id = {k: v for k, v in task_headers().items() if k not in ("id", "root_id")}
+    messages = {
+        "unknown_task": (job_body(bare_job()), task_headers("halo.update_tickets"), JSON),
+        "refused_content": (b"\x80\x04K\x01.", task_headers(), "application/x-python-serialize"),
+        "unreadable_body": (b"not json{", task_headers(), JSON),
+        "unknown_format": (job_body(bare_job()), {}, JSON),
+        "no_task_id": (job_body(bare_job()), no_id, JSON),
+    }
+    with Connection(redis_server.url) as connection, connection.Producer() as publisher:
+        for payload, headers, content_type in messages.values():
+            publisher.publish(
+                payload,
+                exchange=Exchange(QUEUE, type="direct"),
+                routing_key=QUEUE,
+                content_type=content_type,
+                content_encoding="utf-8",
+                headers=headers,
+                declare=[Queue(QUEUE, Exchange(QUEUE, type="direct"), routing_key=QUEUE)],
+            )
+    wait_until(lambda: client.llen(DEAD_LETTERS) == len(messages), TAKEN_WAIT_S, "5 dead letters")
+
+    entries = {entry["reason"]: entry for entry in dead_letters(client)}
+    assert set(entries) == set(messages)
+    for reason, (payload, headers, _) in messages.items():
+        kept = json.loads(raw_of(entries[reason]))
+        assert base64.b64decode(kept["body"]) == payload, reason
+        assert kept["headers"] == headers, reason
+        assert entries[reason]["queue"] == QUEUE
+    assert "halo.update_tickets" in entries["unknown_task"]["detail"]
+    shown = {entry["reason"]: entry for entry in json.loads(halo_jobs("dead", "--json").stdout)}
+    replayable = {reason for reason, entry in shown.items() if entry["replayable"]}
+    assert replayable == {"unknown_task", "unknown_format", "no_task_id"}
+    assert MARKER not in json.dumps(shown)
+    wait_until(lambda: client.hlen(UNACKED) == 0, TAKEN_WAIT_S, "every message acked or dropped")
+    assert run_job(producer, new_job(status="Closed"))["outcome"] == "succeeded"
     assert worker.running

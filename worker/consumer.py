@@ -1,0 +1,73 @@
+"""Celery's consumer, keeping the task messages it throws away in the dead-letter list.
+
+Celery 5.7.0 rejects and deletes a message it cannot run (`celery/worker/consumer/consumer.py`):
+a task name no worker knows (`on_unknown_task`), a message with no task name at all
+(`on_unknown_message`), a content type outside `accept_content` (`on_invalid_task`), a body it
+cannot decode (`on_decode_error`). Redis has no dead-letter queue, so such a message, possibly
+a job from a producer with a typo in the task name, would be gone with one log line. `Consumer`
+first keeps a copy of the message in the dead-letter list (`worker.deadletters`), then lets
+Celery drop it as before. `worker.strategy` does the same for a message with no task id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu.exceptions import ContentDisallowed
+
+from worker.deadletters import DeadLetter, Reason
+from worker.transport import Channel
+
+log = logging.getLogger("halo.consumer")
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer; a message it would delete is dead-lettered first."""
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        dead_letter_message(message, Reason.UNKNOWN_FORMAT, "a message with no task name")
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        name = message.headers.get("task") if isinstance(message.headers, Mapping) else None
+        shown = json.dumps(name[:100]) if isinstance(name, str) else "?"
+        dead_letter_message(message, Reason.UNKNOWN_TASK, f"no worker knows the task {shown}")
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        if isinstance(exc, ContentDisallowed):
+            shown = json.dumps(str(message.content_type)[:100])
+            reason, detail = Reason.REFUSED_CONTENT, f"content type {shown} is not accepted"
+        else:
+            reason, detail = Reason.INVALID_TASK, f"an invalid task message ({type(exc).__name__})"
+        dead_letter_message(message, reason, detail)
+        super().on_invalid_task(body, message, exc)
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        detail = f"a body that is not {str(message.content_type)[:100]} ({type(exc).__name__})"
+        dead_letter_message(message, Reason.UNREADABLE_BODY, detail)
+        super().on_decode_error(message, exc)
+
+
+def dead_letter_message(message: Any, reason: Reason, detail: str) -> None:
+    """Keep a copy of a task message the worker is about to drop, as it came off the queue.
+
+    Does nothing for a message of another transport (which keeps no Redis list), and only
+    logs when Redis cannot be written: the message is dropped either way, as before.
+    """
+    channel = getattr(message, "channel", None)
+    envelope = getattr(message, "_raw", None)  # kombu's virtual Message: the envelope as read
+    if not isinstance(channel, Channel) or not isinstance(envelope, Mapping):
+        return
+    info = message.delivery_info if isinstance(message.delivery_info, Mapping) else {}
+    queue = str(info.get("routing_key") or info.get("exchange") or "?")
+    item = json.dumps(envelope, ensure_ascii=False, default=str).encode("utf-8")
+    # Logged by the channel when Redis fails; Celery drops the message as it always has.
+    with contextlib.suppress(redis.RedisError):
+        channel.dead_letter(DeadLetter.of(item, reason, detail, queue))
