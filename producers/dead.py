@@ -223,9 +223,11 @@ def preview(letter: DeadLetter, job: Mapping[str, Any] | None) -> str:
     if job is not None:
         shown = {k: v for k, v in redacted_fields(job).items() if v is not None}
         return "job " + json.dumps(shown, ensure_ascii=False)
-    if letter.raw_encoding == "base64":
+    try:
+        text = letter.raw_bytes().decode("utf-8")
+    except UnicodeDecodeError:
         return f"{letter.size_bytes} bytes, not UTF-8 text"
-    payload = _json(letter.raw_bytes()) if not letter.truncated else None
+    payload = _json(text.encode("utf-8")) if not letter.truncated else None
     if isinstance(payload, Mapping):
         keys = [str(key)[:20] for key in list(payload)[:_KEYS_SHOWN]]
         more = ", …" if len(payload) > _KEYS_SHOWN else ""
@@ -234,8 +236,8 @@ def preview(letter: DeadLetter, job: Mapping[str, Any] | None) -> str:
         return f"a JSON array of {len(payload)}"
     if payload is not None:
         return "a JSON string" if isinstance(payload, str) else "a JSON number, boolean or null"
-    start = json.dumps(letter.raw[:_TEXT_PREVIEW_CHARS], ensure_ascii=False)
-    return f"text starting {start}{'…' if len(letter.raw) > _TEXT_PREVIEW_CHARS else ''}"
+    start = json.dumps(text[:_TEXT_PREVIEW_CHARS], ensure_ascii=False)
+    return f"text starting {start}{'…' if len(text) > _TEXT_PREVIEW_CHARS else ''}"
 
 
 def _json(data: bytes) -> Any:

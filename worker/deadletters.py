@@ -22,7 +22,8 @@ An entry (JSON object):
     queue         the queue the item was taken from
     dead_at       when it was moved here, ``2026-11-27T10:00:00.412Z``
     size_bytes    the item's size as it was on the queue
-    raw           the item (UTF-8 text as is; other bytes in base64), at most MAX_RAW_BYTES
+    raw           the item, at most MAX_RAW_BYTES of it: as text when it is UTF-8 text that JSON
+                  stores no larger than base64 would, else in base64
     raw_encoding  "text" or "base64"
     truncated     true when `raw` holds only the first MAX_RAW_BYTES bytes
 
@@ -47,10 +48,12 @@ from worker.models import utc_now_iso
 DEAD_LETTERS: Final = "halo:dead"
 DEAD_LETTER_COUNTS: Final = "halo:dead:counts"
 # A flood of garbage must not fill the broker's memory: 1,000 entries of at most 64 KiB each
-# is at most about 64 MiB (plus base64's third). 64 KiB holds a job of typical size whole, so
-# it can be replayed; a larger one (jobs may be up to 256 KiB) is kept cut, to be read only.
+# (stored as text, or as base64 when that is shorter) is at most about 85 MiB. 64 KiB holds
+# a job of typical size whole, so it can be replayed; a larger one (jobs may be up to
+# 256 KiB) is kept cut, to be read only.
 MAX_DEAD_LETTERS: Final = 1000
 MAX_RAW_BYTES: Final = 64 * 1024
+
 # Kept as long as result records are by default (HALO_RESULT_TTL_S): a week to notice.
 DEFAULT_TTL_S: Final = 7 * 24 * 3600
 
@@ -99,13 +102,18 @@ class DeadLetter:
         """An entry for `item`, its raw bytes cut to `MAX_RAW_BYTES`."""
         kept = item[:MAX_RAW_BYTES]
         try:
-            # A cut can split a character: keep the whole ones before it.
-            raw, encoding = kept.decode("utf-8", errors="strict"), "text"
+            text: str | None = kept.decode("utf-8")
         except UnicodeDecodeError as exc:
-            if len(kept) < len(item) and exc.reason == "unexpected end of data":
-                raw, encoding = kept[: exc.start].decode("utf-8"), "text"
-            else:
-                raw, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+            # A cut can split a character: keep the whole ones before it.
+            cut = len(kept) < len(item) and exc.reason == "unexpected end of data"
+            text = kept[: exc.start].decode("utf-8") if cut else None
+        # Text full of control characters grows up to sixfold as JSON; base64 only by a third,
+        # which keeps the list's size bound.
+        stored = json.dumps(text, ensure_ascii=False).encode() if text is not None else b""
+        if text is not None and len(stored) <= _base64_chars(kept):
+            raw, encoding = text, "text"
+        else:
+            raw, encoding = base64.b64encode(kept).decode("ascii"), "base64"
         return cls(
             id=uuid.uuid4().hex,
             reason=reason.value,
@@ -188,3 +196,8 @@ def counts(client: redis.Redis) -> dict[str, int]:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _base64_chars(data: bytes) -> int:
+    """The length of `data` in base64, with the two quotes JSON adds."""
+    return 4 * ((len(data) + 2) // 3) + 2

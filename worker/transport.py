@@ -100,7 +100,7 @@ class Channel(kombu_redis.Channel):
                 kombu loses an item popped just before a connection fails.
         """
         data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-        found = _parse(data)
+        found = read_item(data)
         if isinstance(found, dict):
             return found
         reason, detail = found
@@ -137,7 +137,7 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-def _parse(data: bytes) -> dict[str, Any] | tuple[Reason, str]:
+def read_item(data: bytes) -> dict[str, Any] | tuple[Reason, str]:
     """The item as kombu reads it, if it is an envelope; else why it is not one."""
     try:
         text = data.decode("utf-8")

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from integration.harness import new_job, run_job, wait_for_record, wait_until
 from ops.processes import BIN, RedisServer, WorkerProcess, free_port
 from producers.jobs import Producer
-from worker.deadletters import DEAD_LETTERS, MAX_DEAD_LETTERS, MAX_RAW_BYTES
+from worker.deadletters import DEAD_LETTER_COUNTS, DEAD_LETTERS, MAX_DEAD_LETTERS, MAX_RAW_BYTES
 from worker.halo.fake import FakeHalo
 from worker.models import QUEUE, TASK_NAME
 
@@ -171,8 +171,15 @@ def push_strays(client: redis.Redis) -> dict[str, tuple[bytes, str]]:
     items = strays()
     for item, _ in items.values():
         client.lpush(QUEUE, item)
-    wait_until(lambda: client.llen(QUEUE) == 0, TAKEN_WAIT_S, "the strays to be taken")
+    # Counted in the same transaction that keeps an item: once all are counted, all are kept.
+    wait_until(lambda: counted(client) == len(items), TAKEN_WAIT_S, "the strays to be kept")
+    assert client.llen(QUEUE) == 0
     return items
+
+
+def counted(client: redis.Redis) -> int:
+    """Items dead-lettered since the test began (the counts are cleared between tests)."""
+    return sum(int(count) for count in client.hvals(DEAD_LETTER_COUNTS))
 
 
 def test_a_stray_item_of_every_kind_is_dead_lettered_and_the_next_job_still_runs(
@@ -257,7 +264,10 @@ def test_halo_jobs_dead_lists_strays_redacted_and_replays_the_ones_holding_a_job
         assert job_id.startswith("dead-"), "a job without an id is named after its entry"
         unnamed = wait_for_record(producer, job_id, worker=worker)
         assert unnamed["outcome"] == "succeeded", unnamed["error"]
-    assert len(fake.posts()) == 1, "the ticket was already closed by the first replay"
+    # Each replayed job updates ticket 4711 at most once (jobs on one ticket may run side by
+    # side, so each may find it open), and none creates a ticket.
+    assert 1 <= len(fake.posts()) <= 4
+    assert fake.created_tickets() == []
     left = dead_letters(client)
     assert len(left) == len(items) - 4, "replayed entries leave the list"
     assert halo_jobs("dead", "--replay", "--yes").stderr.strip().endswith("nothing to replay")
@@ -274,11 +284,9 @@ def test_the_list_is_bounded_and_a_large_item_is_kept_cut_and_listed_as_not_repl
     pipe.lpush(QUEUE, big)
     pipe.execute()
     wait_until(
-        lambda: client.llen(QUEUE) == 0 and client.llen(DEAD_LETTERS) == MAX_DEAD_LETTERS,
-        60,
-        "the strays to be taken",
-        worker=worker,
+        lambda: counted(client) == MAX_DEAD_LETTERS + 21, 60, "the strays to be kept", worker=worker
     )
+    assert client.llen(QUEUE) == 0
 
     entries = dead_letters(client)
     assert len(entries) == MAX_DEAD_LETTERS
@@ -332,7 +340,7 @@ def test_task_messages_celery_would_delete_are_dead_lettered_first(
                 headers=headers,
                 declare=[Queue(QUEUE, Exchange(QUEUE, type="direct"), routing_key=QUEUE)],
             )
-    wait_until(lambda: client.llen(DEAD_LETTERS) == len(messages), TAKEN_WAIT_S, "5 dead letters")
+    wait_until(lambda: counted(client) == len(messages), TAKEN_WAIT_S, "5 dead letters")
 
     entries = {entry["reason"]: entry for entry in dead_letters(client)}
     assert set(entries) == set(messages)
