@@ -30,7 +30,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker import liveness, logs, metrics, sentry
+from worker import liveness, logs, metrics, sentry, transport
 from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
 from worker.celeryconfig import BATCH_QUEUE, BATCH_TASK_NAME, celery_config
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
@@ -40,6 +40,10 @@ from worker.settings import get_settings
 
 settings = get_settings()
 _LOST_SCAN_S = 5.0
+
+# Queue items that are no task message go to the dead-letter list instead of killing the
+# worker: kombu's Redis transport, checked (worker.transport).
+transport.install()
 
 # Every task takes its messages through a guard against malformed ones (worker.strategy).
 app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")

@@ -24,10 +24,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for a worker or Flower (see `worker.app` for why each is chosen)."""
     return {
         "broker_url": settings.broker_url,
-        # kombu's Redis transport, moving queue items that are not task messages to the
-        # dead-letter list instead of crashing on them (worker.transport). Named here, it
-        # serves redis:// and rediss:// URLs alike.
-        "broker_transport": "worker.transport:Transport",
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "broker_transport_options": {

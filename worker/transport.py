@@ -10,9 +10,15 @@ consumer reconnects and the item, already popped, is gone without a trace).
 
 `Channel` here reads each item the same way, but checks it before delivering: an item kombu or
 Celery would crash on is moved to the dead-letter list (`worker.deadletters`) with its reason,
-and the worker goes on with the next one. `celeryconfig` names `Transport` as the broker
-transport, so ``celery -A worker.app worker`` uses it with any ``redis://`` or ``rediss://``
-URL; every transport option and the TLS settings work as they do for kombu's own.
+and the worker goes on with the next one.
+
+`install` makes `Transport` the one kombu uses for ``redis://`` and ``rediss://`` URLs;
+`worker.app` calls it, so ``celery -A worker.app worker`` (and Flower) use it with the URL as
+configured. Celery's `broker_transport` setting would do the same for the worker, but kombu
+then writes the class path as the URL's scheme (``worker.transport:Transport://host``) in the
+worker's banner and its "Cannot connect" lines, and Flower, which reads the broker's type from
+that URL, can no longer show the queues. Every transport option and the TLS settings work as
+they do for kombu's own transport, which this one is a subclass of.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Mapping
 from queue import Empty
 from typing import TYPE_CHECKING, Any, Final, cast
 
+import kombu.transport
 import redis as redis_py
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
@@ -135,6 +142,21 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with the dead-lettering `Channel`."""
 
     Channel = Channel
+
+
+_SCHEMES: Final = ("redis", "rediss")
+
+
+def install() -> None:
+    """Make kombu use `Transport` for ``redis://`` and ``rediss://`` URLs in this process.
+
+    Idempotent. Call it before the first broker connection (kombu caches the class it
+    resolves for a scheme; the cache entry is dropped here in case one was made).
+    """
+    resolved: dict[str, Any] = vars(kombu.transport).get("_transport_cache", {})
+    for scheme in _SCHEMES:
+        kombu.transport.TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
+        resolved.pop(scheme, None)
 
 
 def read_item(data: bytes) -> dict[str, Any] | tuple[Reason, str]:

@@ -672,13 +672,13 @@ def test_the_redis_scan_reads_kombu_message_bodies_and_allows_only_the_contracts
 
 def test_a_rediss_broker_url_makes_the_worker_verify_the_brokers_certificate() -> None:
     probe = (
-        "import json, ssl, kombu.transport.redis\n"
+        "import json, ssl\n"
         "from worker.app import app\n"
         "conn = app.connection_for_write()\n"
         "print(json.dumps({'conf': app.conf.broker_use_ssl['ssl_cert_reqs'] == ssl.CERT_REQUIRED,"
         " 'connection': conn.ssl['ssl_cert_reqs'] == ssl.CERT_REQUIRED,"
         " 'transport': conn.transport_cls,"
-        " 'redis': isinstance(conn.transport, kombu.transport.redis.Transport)}))\n"
+        " 'dead_letters': type(conn.transport).__module__}))\n"
     )
     env = {
         "PATH": "/usr/bin:/bin",
@@ -698,9 +698,9 @@ def test_a_rediss_broker_url_makes_the_worker_verify_the_brokers_certificate() -
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
         "conf": True,
         "connection": True,
-        # kombu's Redis transport, with dead-lettering (it serves rediss:// as kombu's does).
-        "transport": "worker.transport:Transport",
-        "redis": True,
+        "transport": "rediss",
+        # kombu's Redis transport, checked: items that are no task message are dead-lettered.
+        "dead_letters": "worker.transport",
     }
     # kombu warns "defaulting to insecure SSL behaviour" only when no SSL options are given.
     assert "insecure" not in done.stderr
