@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.exceptions import ContentDisallowed
+from vine import promise
 
 from worker.deadletters import DeadLetter, Reason
 from worker.transport import Channel
@@ -30,14 +31,43 @@ log = logging.getLogger("halo.consumer")
 class Consumer(CeleryConsumer):
     """Celery's consumer; a message it would delete is dead-lettered first."""
 
+    def create_task_handler(self, promise: Any = promise) -> Any:
+        handle = super().create_task_handler(promise)
+
+        def on_task_received(message: Any) -> Any:
+            name = _task_name(message)
+            if name is None or isinstance(name, str):
+                return handle(message)
+            # Celery looks the name up in a dict, and a list or an object in a protocol 1 body
+            # crashes the worker there (TypeError), again after every restart.
+            dead_letter_message(message, Reason.INVALID_TASK, "a task name that is not a string")
+            log.error("task message with a task name that is not a string dropped")
+            message.reject_log_error(log, getattr(self, "connection_errors", ()))
+            return None
+
+        return on_task_received
+
+    # `connection_errors` is read with getattr: celery-types leaves it out (Celery sets it
+    # from the transport when the consumer starts).
+
     def on_unknown_message(self, body: Any, message: Any) -> None:
         dead_letter_message(message, Reason.UNKNOWN_FORMAT, "a message with no task name")
         super().on_unknown_message(body, message)
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        name = message.headers.get("task") if isinstance(message.headers, Mapping) else None
+        name = _task_name(message)
         shown = json.dumps(name[:100]) if isinstance(name, str) else "?"
         dead_letter_message(message, Reason.UNKNOWN_TASK, f"no worker knows the task {shown}")
+        if _task_id(message) is None:
+            # Celery would look for the id in the body next and crash the worker on a body
+            # without one (TypeError on a protocol 2 list, KeyError on an object): the message,
+            # restored at shutdown, would then kill every worker that takes it.
+            log.error(
+                "task message of an unknown task and without a task id dropped",
+                extra={"task": shown},
+            )
+            message.reject_log_error(log, getattr(self, "connection_errors", ()))
+            return
         super().on_unknown_task(body, message, exc)
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
@@ -71,3 +101,28 @@ def dead_letter_message(message: Any, reason: Reason, detail: str) -> None:
     # Logged by the channel when Redis fails; Celery drops the message as it always has.
     with contextlib.suppress(redis.RedisError):
         channel.dead_letter(DeadLetter.of(item, reason, detail, queue))
+
+
+def _task_name(message: Any) -> Any:
+    headers = message.headers if isinstance(message.headers, Mapping) else {}
+    if "task" in headers:
+        return headers["task"]
+    payload = _decoded(message)
+    return payload.get("task") if isinstance(payload, Mapping) else None
+
+
+def _task_id(message: Any) -> str | None:
+    """The task id where Celery looks for it: the headers, else a protocol 1 body."""
+    headers = message.headers if isinstance(message.headers, Mapping) else {}
+    task_id = headers.get("id") if "task" in headers else None
+    if task_id is None and "task" not in headers:
+        payload = _decoded(message)
+        task_id = payload.get("id") if isinstance(payload, Mapping) else None
+    return task_id if isinstance(task_id, str) and task_id else None
+
+
+def _decoded(message: Any) -> Any:
+    try:
+        return message.payload  # decoded once and cached by kombu
+    except Exception:  # noqa: BLE001 - any decoding failure means: no readable body
+        return None

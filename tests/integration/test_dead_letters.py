@@ -357,3 +357,39 @@ def test_task_messages_celery_would_delete_are_dead_lettered_first(
     wait_until(lambda: client.hlen(UNACKED) == 0, TAKEN_WAIT_S, "every message acked or dropped")
     assert run_job(producer, new_job(status="Closed"))["outcome"] == "succeeded"
     assert worker.running
+
+
+def test_task_messages_that_crashed_celerys_consumer_are_dead_lettered_and_the_worker_runs_on(
+    worker: WorkerProcess,
+    producer: Producer,
+    client: redis.Redis,
+    redis_server: RedisServer,
+) -> None:
+    # Celery 5.7.0 killed the worker on each (TypeError in its consumer), and since the message
+    # was restored at shutdown, killed the next worker to take it too.
+    messages = [
+        ("unknown_task", job_body(bare_job()), {"task": "halo.nope"}),
+        ("invalid_task", json.dumps({"task": ["x"], "id": "p1", "args": []}).encode(), {}),
+    ]
+    with Connection(redis_server.url) as connection, connection.Producer() as publisher:
+        for _, payload, headers in messages:
+            publisher.publish(
+                payload,
+                exchange=Exchange(QUEUE, type="direct"),
+                routing_key=QUEUE,
+                content_type=JSON,
+                content_encoding="utf-8",
+                headers=headers,
+                declare=[Queue(QUEUE, Exchange(QUEUE, type="direct"), routing_key=QUEUE)],
+            )
+
+    record = run_job(producer, new_job(status="Closed"))
+
+    assert record["outcome"] == "succeeded", record["error"]
+    assert worker.running, "a task message killed the worker"
+    kept = {entry["reason"]: json.loads(raw_of(entry)) for entry in dead_letters(client)}
+    assert set(kept) == {reason for reason, _, _ in messages}
+    for reason, payload, headers in messages:
+        assert base64.b64decode(kept[reason]["body"]) == payload
+        assert kept[reason]["headers"] == headers
+    assert client.llen(QUEUE) == 0
