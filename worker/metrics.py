@@ -236,9 +236,11 @@ class RedisStateCollector(Collector):
             families.backlog.add_metric([label], size)
         for source in (*QUEUES, "backlog", "deferred"):
             families.oldest.add_metric([source], max(0.0, oldest.get(source, 0.0)))
-        # Kept on the broker, beside the queues the items came from; counted by the fleet.
-        for reason, count in sorted(deadletters.counts(self._broker).items()):
-            families.dead_letters.add_metric([reason], count)
+        # Kept on the broker, beside the queues the items came from; counted by the fleet. Every
+        # reason is reported from 0, so the first dead letter shows as an increase.
+        counts = deadletters.counts(self._broker)
+        for reason in deadletters.Reason:
+            families.dead_letters.add_metric([reason.value], counts.get(reason.value, 0))
 
 
 class _Families:
