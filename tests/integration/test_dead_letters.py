@@ -255,17 +255,20 @@ def test_halo_jobs_dead_lists_strays_redacted_and_replays_the_ones_holding_a_job
     assert refused.returncode == 2, "replay without --yes and no terminal must ask"
     assert len(dead_letters(client)) == len(items)
 
+    named_entry = next(e for e in shown if named_id in e["preview"])
+    one = halo_jobs("dead", "--replay", "--id", named_entry["id"][:8], "--yes")
+
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == f"replayed {named_entry['id']} as job {named_id}"
+    named = wait_for_record(producer, named_id, worker=worker)
+    assert named["outcome"] == "succeeded", named["error"]
+
     replayed = halo_jobs("dead", "--replay", "--yes")
 
     assert replayed.returncode == 0, replayed.stderr
-    assert "4 replayed, 0 not" in replayed.stderr
-    named = wait_for_record(producer, named_id, worker=worker)
-    assert named["outcome"] == "succeeded", named["error"]
-    unnamed_ids = [
-        line.split(" as job ")[1]
-        for line in replayed.stdout.splitlines()
-        if " as job " in line and named_id not in line
-    ]
+    assert "3 replayed, 0 not" in replayed.stderr
+    assert named_id not in replayed.stdout, "a replayed entry left the list"
+    unnamed_ids = [line.split(" as job ")[1] for line in replayed.stdout.splitlines()]
     assert len(unnamed_ids) == 3, replayed.stdout
     for job_id in unnamed_ids:
         assert job_id.startswith("dead-"), "a job without an id is named after its entry"
