@@ -167,7 +167,8 @@ def _replay_one(client: redis.Redis, producer: Producer, entry: Entry) -> None:
     job = dict(entry.job or {})
     # A job without an id gets one derived from the entry: a second replay of the same entry
     # is then the same job, answered from its record instead of updating Halo again.
-    job.setdefault("job_id", f"dead-{entry.letter.id}")
+    if not job.get("job_id"):
+        job["job_id"] = f"dead-{entry.letter.id}"
     try:
         entry.replayed_as = producer.submit(job)
     except (InvalidJob, SubmitError) as exc:
