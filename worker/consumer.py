@@ -4,9 +4,10 @@ Celery 5.7.0 rejects and deletes a message it cannot run (`celery/worker/consume
 a task name no worker knows (`on_unknown_task`), a message with no task name at all
 (`on_unknown_message`), a content type outside `accept_content` (`on_invalid_task`), a body it
 cannot decode (`on_decode_error`). Redis has no dead-letter queue, so such a message, possibly
-a job from a producer with a typo in the task name, would be gone with one log line. `Consumer`
-first keeps a copy of the message in the dead-letter list (`worker.deadletters`), then lets
-Celery drop it as before. `worker.strategy` does the same for a message with no task id.
+a job from a producer with a typo in the task name, would be gone with one log line, and that
+line quoted the body (email content). `Consumer` first keeps a copy of the message in the
+dead-letter list (`worker.deadletters`), then drops it as Celery does, logging no body.
+`worker.strategy` does the same for a message with no task id.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import redis
+from celery import signals
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.exceptions import ContentDisallowed
 from vine import promise
@@ -26,6 +28,10 @@ from worker.deadletters import DeadLetter, Reason
 from worker.transport import Channel
 
 log = logging.getLogger("halo.consumer")
+
+# What Celery's own log lines show in place of a dropped message's body: it can hold email
+# content, and the dead-letter list keeps it for whoever may read it.
+NOT_LOGGED: Final = "(body not logged: see halo-jobs dead)"
 
 
 class Consumer(CeleryConsumer):
@@ -47,28 +53,33 @@ class Consumer(CeleryConsumer):
 
         return on_task_received
 
-    # `connection_errors` is read with getattr: celery-types leaves it out (Celery sets it
-    # from the transport when the consumer starts).
+    # `connection_errors` and `event_dispatcher` are read with getattr: celery-types leaves
+    # them out (Celery sets them when the consumer starts).
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
         dead_letter_message(message, Reason.UNKNOWN_FORMAT, "a message with no task name")
-        super().on_unknown_message(body, message)
+        super().on_unknown_message(NOT_LOGGED, message)
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        # Not Celery's own: it logs the body and the headers (a foreign producer's default
+        # `argsrepr` is the job itself), and it crashes the worker on a message without a task
+        # id (TypeError on a protocol 2 list, KeyError on an object), which, restored at
+        # shutdown, then kills every worker that takes it. The result backend Celery would mark
+        # the task failed in is off here (`task_ignore_result`).
         name = _task_name(message)
         shown = json.dumps(name[:100]) if isinstance(name, str) else "?"
+        task_id = _task_id(message)
         dead_letter_message(message, Reason.UNKNOWN_TASK, f"no worker knows the task {shown}")
-        if _task_id(message) is None:
-            # Celery would look for the id in the body next and crash the worker on a body
-            # without one (TypeError on a protocol 2 list, KeyError on an object): the message,
-            # restored at shutdown, would then kill every worker that takes it.
-            log.error(
-                "task message of an unknown task and without a task id dropped",
-                extra={"task": shown},
-            )
-            message.reject_log_error(log, getattr(self, "connection_errors", ()))
-            return
-        super().on_unknown_task(body, message, exc)
+        log.error(
+            "unregistered task %s: message dropped, kept in the dead-letter list",
+            shown,
+            extra={"task": shown, "task_id": task_id},
+        )
+        message.reject_log_error(log, getattr(self, "connection_errors", ()))
+        events = getattr(self, "event_dispatcher", None)
+        if task_id is not None and events:
+            events.send("task-failed", uuid=task_id, exception=f"NotRegistered({shown})")
+        signals.task_unknown.send(sender=self, message=message, exc=exc, name=name, id=task_id)
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
         if isinstance(exc, ContentDisallowed):
@@ -77,12 +88,21 @@ class Consumer(CeleryConsumer):
         else:
             reason, detail = Reason.INVALID_TASK, f"an invalid task message ({type(exc).__name__})"
         dead_letter_message(message, reason, detail)
-        super().on_invalid_task(body, message, exc)
+        super().on_invalid_task(NOT_LOGGED, message, exc)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
+        # Not Celery's own, which logs the first KiB of the body.
         detail = f"a body that is not {str(message.content_type)[:100]} ({type(exc).__name__})"
         dead_letter_message(message, Reason.UNREADABLE_BODY, detail)
-        super().on_decode_error(message, exc)
+        log.error(
+            "task message body cannot be decoded: dropped, kept in the dead-letter list",
+            extra={
+                "content_type": str(message.content_type)[:100],
+                "content_encoding": str(message.content_encoding)[:100],
+                "error": type(exc).__name__,
+            },
+        )
+        message.ack()
 
 
 def dead_letter_message(message: Any, reason: Reason, detail: str) -> None:

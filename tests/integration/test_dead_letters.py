@@ -332,8 +332,14 @@ def test_task_messages_celery_would_delete_are_dead_lettered_first(
     halo_jobs: HaloJobs,
 ) -> None:
     no_id = {k: v for k, v in task_headers().items() if k not in ("id", "root_id")}
+    job_repr = {"argsrepr": repr([bare_job()])}
     messages = {
-        "unknown_task": (job_body(bare_job()), task_headers("halo.update_tickets"), JSON),
+        # Plain Celery's default argsrepr is the job itself.
+        "unknown_task": (
+            job_body(bare_job()),
+            task_headers("halo.update_tickets", **job_repr),
+            JSON,
+        ),
         "refused_content": (b"\x80\x04K\x01.", task_headers(), "application/x-python-serialize"),
         "unreadable_body": (b"not json{", task_headers(), JSON),
         "unknown_format": (job_body(bare_job()), {}, JSON),
@@ -364,6 +370,7 @@ def test_task_messages_celery_would_delete_are_dead_lettered_first(
     replayable = {reason for reason, entry in shown.items() if entry["replayable"]}
     assert replayable == {"unknown_task", "unknown_format", "no_task_id"}
     assert MARKER not in json.dumps(shown)
+    assert MARKER not in worker.log_text(), "a dropped message's job was logged"
     wait_until(lambda: client.hlen(UNACKED) == 0, TAKEN_WAIT_S, "every message acked or dropped")
     assert run_job(producer, new_job(status="Closed"))["outcome"] == "succeeded"
     assert worker.running
