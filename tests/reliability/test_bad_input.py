@@ -11,7 +11,7 @@ Two ways in, both against a real worker process and the fake Halo:
 - Raw messages put on the queue with kombu: a body that is not JSON, an unknown task name, a
   content type outside `accept_content`, wrong argument and body shapes, no task id. None may
   crash the worker or come back for ever; a message whose task id is readable gets an
-  `invalid_job` record under it, any other leaves a log line.
+  `invalid_job` record under it, any other leaves a log line and a dead letter.
 
 The worker must stay alive throughout, log no error while the fuzzed jobs run, and still run
 a good job at the end.
@@ -679,6 +679,8 @@ def test_a_message_with_no_readable_job_is_dropped_once_with_a_log_line(
     time.sleep(1.0)
     lines.extend(log.new_lines())
     assert sum(message.logged in line for line in lines) == 1, lines
+    # Dropped from the queue, but kept for a person to read or replay.
+    assert rig.redis.llen(DEAD_LETTERS) == 1
     assert drained(rig.redis)
     assert rig.worker.running
     assert rig.fake.requests() == []
