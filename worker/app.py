@@ -30,7 +30,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker import fleet, liveness, logs, metrics, sentry
+from worker import fleet, liveness, logs, metrics, sentry, transport
 from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
 from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
 from worker.connections import ConnectionsError
@@ -44,6 +44,10 @@ settings = get_settings()
 _LOST_SCAN_S = 5.0
 # Tickets whose holder died are handed on within a second of the hold's lease ending.
 _TICKET_REAP_S = 1.0
+
+# Queue items that are no task message go to the dead-letter list instead of killing the
+# worker: kombu's Redis transport, checked (worker.transport).
+transport.install()
 
 # Every task takes its messages through a guard against malformed ones (worker.strategy).
 app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")

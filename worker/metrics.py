@@ -25,6 +25,8 @@ values for them: aggregate those with ``max``, not ``sum``.
     halo_deferred_overdue_seconds                     how late the most overdue retry is
     halo_worker_heartbeat_age_seconds                 since this worker last ran its canary
     halo_metrics_redis_up                             whether the scrape could read Redis
+    halo_dead_letters_total{reason}                   queue items that were no task message,
+                                                      moved to halo:dead (worker.deadletters)
 
 A `connection` label takes only configured connection names; any other value (a job naming
 an unknown connection) is counted as "other", so a bad producer cannot grow the label set.
@@ -43,11 +45,11 @@ from typing import Any, Final, cast
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from worker import fleet, heartbeat
+from worker import deadletters, fleet, heartbeat
 from worker.backlog import BACKLOG_JOBS, BACKLOGS, backlog_key
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
 from worker.halo.client import SentRequest
@@ -248,6 +250,11 @@ class RedisStateCollector(Collector):
         families.ticket_waiting.add_metric([], self._results.hlen(TICKET_WAITING))
         for source in (*QUEUES, "backlog", "deferred"):
             families.oldest.add_metric([source], max(0.0, oldest.get(source, 0.0)))
+        # Kept on the broker, beside the queues the items came from; counted by the fleet. Every
+        # reason is reported from 0, so the first dead letter shows as an increase.
+        counts = deadletters.counts(self._broker)
+        for reason in deadletters.Reason:
+            families.dead_letters.add_metric([reason.value], counts.get(reason.value, 0))
 
 
 class _Families:
@@ -291,6 +298,11 @@ class _Families:
         self.redis_up = GaugeMetricFamily(
             "halo_metrics_redis_up", "Whether this scrape could read the queue state from Redis."
         )
+        self.dead_letters = CounterMetricFamily(
+            "halo_dead_letters",
+            "Queue items that were no task message, moved to the dead-letter list, by reason.",
+            labels=["reason"],
+        )
 
     def all(self) -> list[Metric]:
         return [
@@ -303,6 +315,7 @@ class _Families:
             self.overdue,
             self.heartbeat_age,
             self.redis_up,
+            self.dead_letters,
         ]
 
 
