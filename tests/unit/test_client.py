@@ -372,7 +372,7 @@ def closed_id(records: list[dict[str, object]]) -> object:
 
 @pytest.mark.parametrize(
     "stored",
-    [FORGED_STATUSES, "v1." + "0" * 64 + "." + FORGED_STATUSES, "v1.", "garbage"],
+    [FORGED_STATUSES, "v1.99999999999999." + "0" * 64 + "." + FORGED_STATUSES, "v1.", "garbage"],
     ids=["plain-json", "wrong-tag", "truncated", "garbage"],
 )
 def test_a_lookup_list_in_the_shared_cache_that_fails_its_check_is_fetched_from_halo(
@@ -396,12 +396,30 @@ def test_a_lookup_list_signed_under_another_secret_is_fetched_from_halo(
 ) -> None:
     other = replace(connection, client_secret=SecretStr("not-the-secret"))
     signer = CacheSigner(other)
-    cache.set(STATUS_KEY, signer.sign(STATUS_KEY, FORGED_STATUSES), 300)
+    cache.set(
+        STATUS_KEY, signer.sign(STATUS_KEY, FORGED_STATUSES, expires_at_s=time.time() + 300), 300
+    )
 
     records, cached = client.lookup("status")
 
     assert not cached
     assert closed_id(records) == 9
+
+
+def test_a_signed_list_written_back_after_its_signed_expiry_is_fetched_from_halo(
+    fake: FakeHalo, client: HaloClient, cache: MemoryCache, connection: Connection
+) -> None:
+    # Genuinely signed under the connection's secret, once: an old list kept and replayed.
+    replayed = CacheSigner(connection).sign(
+        STATUS_KEY, FORGED_STATUSES, expires_at_s=time.time() - 1
+    )
+    cache.set(STATUS_KEY, replayed, 300)
+
+    records, cached = client.lookup("status")
+
+    assert not cached
+    assert closed_id(records) == 9
+    assert len(fake.requests_to("GET", "/api/Status")) == 1
 
 
 def test_a_signed_list_copied_under_another_key_is_fetched_from_halo(

@@ -140,16 +140,18 @@ class HaloClients:
         return self._signers[connection.name]
 
     def shared(self, connection: Connection, key: str) -> str | None:
-        """A lookup list from the shared cache, if present and signed under the connection's
-        secret; an entry that fails the check is as good as absent (and logged once per key)."""
+        """A lookup list from the shared cache, if present, signed under the connection's
+        secret and not past its signed expiry; an entry that fails the check is as good as
+        absent (and logged once per key)."""
         stored = self.cache.get(key)
         if stored is None:
             return None
-        value = self.signer(connection).verify(key, stored)
+        value = self.signer(connection).verify(key, stored, now_s=time.time())
         if value is None and key not in self._rejected:
             self._rejected.add(key)
             log.warning(
-                "shared cache: a lookup list failed its signature check and is fetched again "
+                "shared cache: a lookup list failed its signature check (or is past its signed "
+                "expiry) and is fetched again "
                 "(expected once after an upgrade or a secret rotation; otherwise something "
                 "other than the workers wrote to Redis)",
                 extra={"connection": connection.name, "cache_key": key},
@@ -308,8 +310,10 @@ class HaloClient:
         response = self._call("GET", path, params=params)
         records = unwrap_records(_json(response, f"GET /api{path}"), kind)
         encoded = json.dumps(records)
-        signed = self._clients.signer(self.connection).sign(key, encoded)
-        self._clients.cache.set(key, signed, self._clients.timeouts.lookup_ttl_s)
+        ttl_s = self._clients.timeouts.lookup_ttl_s
+        signer = self._clients.signer(self.connection)
+        signed = signer.sign(key, encoded, expires_at_s=time.time() + ttl_s)
+        self._clients.cache.set(key, signed, ttl_s)
         self._clients.local.set(key, encoded, _LOCAL_LOOKUP_S)
         return records, False
 
