@@ -93,7 +93,9 @@ def render_job(job: Job) -> Rendered:
         template = getattr(job, name)
         if not template:
             continue
-        text = render(template, job.variables, field=name, max_chars=MAX_RENDERED_CHARS[name])
+        # A field added later without a cap of its own gets the summary's, never none.
+        cap = MAX_RENDERED_CHARS.get(name, MAX_RENDERED_CHARS["summary"])
+        text = render(template, job.variables, field=name, max_chars=cap)
         if text.strip():
             values[name] = text if name in _TEXT_FIELDS else text.strip()
         else:
