@@ -10,6 +10,7 @@ in an `httpx.Auth` flow, so that a refresh-and-retry is counted and budgeted lik
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from worker.halo.cache import Cache, MemoryCache
 from worker.halo.errors import error_from_response, is_expired_token_answer, summarize_body
 from worker.halo.lookups import LookupKind, as_int, unwrap_records
 from worker.halo.route import ApiRoutes, no_api_error
+from worker.halo.signing import CacheSigner
+
+log = logging.getLogger("halo.client")
 
 Ticket = dict[str, Any]
 _USER_AGENT: Final = "halo-update-worker/0.1"
@@ -120,6 +124,9 @@ class HaloClients:
             )
             for name, connection in self.connections.items()
         }
+        self._signers = {name: CacheSigner(c) for name, c in self.connections.items()}
+        # Cache keys already reported as holding an entry that fails its check: logged once each.
+        self._rejected: set[str] = set()
         # One client for every connection: httpx pools per host, and is safe across threads.
         self.http = httpx.Client(
             transport=transport,
@@ -132,6 +139,29 @@ class HaloClients:
         )
         # Called after every request sent (metrics); must be quick and thread-safe.
         self.on_request: Callable[[SentRequest], None] | None = None
+
+    def signer(self, connection: Connection) -> CacheSigner:
+        """The signer binding `connection`'s cached lookup lists to its secret."""
+        return self._signers[connection.name]
+
+    def shared(self, connection: Connection, key: str) -> str | None:
+        """A lookup list from the shared cache, if present, signed under the connection's
+        secret and not past its signed expiry; an entry that fails the check is as good as
+        absent (and logged once per key)."""
+        stored = self.cache.get(key)
+        if stored is None:
+            return None
+        value = self.signer(connection).verify(key, stored, now_s=time.time())
+        if value is None and key not in self._rejected:
+            self._rejected.add(key)
+            log.warning(
+                "shared cache: a lookup list failed its signature check (or is past its signed "
+                "expiry) and is fetched again "
+                "(expected once after an upgrade or a secret rotation; otherwise something "
+                "other than the workers wrote to Redis)",
+                extra={"connection": connection.name, "cache_key": key},
+            )
+        return value
 
     def for_job(
         self, connection: str, *, deadline_s: float | None = None, prepaid: int = 0
@@ -291,7 +321,7 @@ class HaloClient:
             # A ticket without an SLA lists every SLA's priorities; never send "slaid=None".
             params = {"slaid": str(sla_id)} if sla_id is not None else {}
         local = self._clients.local
-        if not fresh and (cached := local.get(key) or self._clients.cache.get(key)) is not None:
+        if not fresh and (cached := local.get(key) or self._clients.shared(self.connection, key)):
             local.set(key, cached, _LOCAL_LOOKUP_S)
             records: list[dict[str, Any]] = json.loads(cached)
             return records, True
@@ -300,7 +330,10 @@ class HaloClient:
         records = unwrap_records(_json(response, f"GET /api{path}"), kind)
         self._clients.routes.answered(self.connection)
         encoded = json.dumps(records)
-        self._clients.cache.set(key, encoded, self._clients.timeouts.lookup_ttl_s)
+        ttl_s = self._clients.timeouts.lookup_ttl_s
+        signer = self._clients.signer(self.connection)
+        signed = signer.sign(key, encoded, expires_at_s=time.time() + ttl_s)
+        self._clients.cache.set(key, signed, ttl_s)
         self._clients.local.set(key, encoded, _LOCAL_LOOKUP_S)
         return records, False
 
