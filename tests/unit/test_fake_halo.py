@@ -24,8 +24,13 @@ from worker.halo.fake import (
     RateLimit,
     serve_in_thread,
 )
-from worker.halo.fake.schema import SCHEMA_FILE, load_faults_schema
-from worker.halo.fake.schema_extract import dump_extract, extract_faults_schema
+from worker.halo.fake.schema import NOT_IN_2024_09, QUERY_FILE, SCHEMA_FILE, load_faults_schema
+from worker.halo.fake.schema_extract import (
+    dump_extract,
+    dump_query_params,
+    extract_faults_schema,
+    extract_query_params,
+)
 from worker.halo.fake.server import main
 
 BASE_URL = "https://acme.halopsa.example"
@@ -102,11 +107,18 @@ def test_faults_extract_matches_halo_openapi() -> None:
     assert dump_extract(extract_faults_schema(openapi)) == shipped
 
 
-def test_faults_extract_is_shipped_as_package_data_without_team_id() -> None:
+def test_query_parameter_extract_matches_halo_openapi() -> None:
+    openapi = json.loads(HALO_OPENAPI.read_text(encoding="utf-8"))
+    shipped = (REPO_ROOT / "worker" / "halo" / "fake" / QUERY_FILE).read_text(encoding="utf-8")
+    assert dump_query_params(extract_query_params(openapi)) == shipped
+
+
+def test_faults_extract_follows_the_newer_schema_and_knows_what_2024_09_lacked() -> None:
     properties = load_faults_schema()["properties"]
     assert properties["id"] == {"type": "integer", "format": "int32", "nullable": False}
     assert properties["team"]["type"] == "string"
-    assert "team_id" not in properties
+    assert properties["team_id"]["type"] == "integer"
+    assert "team_id" in NOT_IN_2024_09
     assert "datelastupdated" not in properties
     assert properties["last_update"]["format"] == "date-time"
 
@@ -309,9 +321,7 @@ def test_tickets_carry_no_team_id_when_playing_an_older_build() -> None:
 
 
 def test_list_read_returns_only_named_tickets_without_labels(client: httpx.Client) -> None:
-    answer = client.get(
-        "/api/Tickets?ticketids=4711,999999,4713&unknownparam=1", headers=bearer(client)
-    )
+    answer = client.get("/api/Tickets?ticketids=4711,999999,4713", headers=bearer(client))
     assert answer.status_code == 200
     body = answer.json()
     assert body["record_count"] == 2
@@ -363,7 +373,16 @@ def test_two_quick_updates_still_give_a_newer_last_update() -> None:
 
 
 def test_post_recomputes_labels_for_status_priority_agent_and_team(client: httpx.Client) -> None:
-    body = [{"id": 4712, "status_id": 5, "priority_id": 1, "agent_id": 3, "team": "Escalations"}]
+    body = [
+        {
+            "id": 4712,
+            "status_id": 5,
+            "priority_id": 1,
+            "agent_id": 3,
+            "team": "Escalations",
+            "_forcereassign": True,
+        }
+    ]
     saved = post_tickets(client, bearer(client), body).json()
     assert saved["status_name"] == "Waiting on Customer"
     assert saved["priority_name"] == "Critical"

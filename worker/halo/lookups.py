@@ -123,20 +123,43 @@ def resolve_refreshing(
     load: Callable[[bool], tuple[Records, bool]],
     *,
     sla_id: int | None = None,
+    wider: Callable[[], Records] | None = None,
+    scope: str | None = None,
 ) -> Resolved:
     """`resolve` against a cached list, reloading it once on a miss before failing.
 
     Args:
-        load: ``load(fresh)`` returns ``(records, came_from_cache)``.
+        load: ``load(fresh)`` returns ``(records, came_from_cache)``: the records valid for
+            the ticket at hand.
+        wider: every record of the kind in Halo, read only to explain a miss: a name valid in
+            Halo but not in `load`'s records fails saying so.
+        scope: what narrows `load`'s records, for that message (e.g. "tickets of type 3").
+
+    Raises:
+        LookupNotFound, LookupAmbiguous: as `resolve`.
     """
     records, cached = load(False)
     try:
         return resolve(kind, value, records, sla_id=sla_id)
     except LookupNotFound:
-        if not cached:
+        if cached:
+            records, _ = load(True)
+    try:
+        return resolve(kind, value, records, sla_id=sla_id)
+    except LookupNotFound as missed:
+        if wider is None or value.strip().isdigit():
+            # An id's message already lists the valid ids of this ticket's records.
             raise
-    records, _ = load(True)
-    return resolve(kind, value, records, sla_id=sla_id)
+        try:
+            elsewhere = resolve(kind, value, wider())
+        except (LookupNotFound, LookupAmbiguous):
+            raise missed from None
+        raise LookupNotFound(
+            f"{kind} {elsewhere.name!r} exists in Halo but not for this ticket: {scope} "
+            f"{'have' if kind == 'status' else 'has'} no such {kind}; valid for this ticket: "
+            f"{_names(records)}",
+            field=kind,
+        ) from None
 
 
 def name_of(records: Records, kind: LookupKind, record_id: Any) -> str | None:
@@ -167,6 +190,13 @@ def _closest(text: str, records: Records, kind: LookupKind) -> str:
     shown = ", ".join(repr(n) for n in names[:_MAX_LISTED_NAMES])
     more = f" and {len(names) - _MAX_LISTED_NAMES} more" if len(names) > _MAX_LISTED_NAMES else ""
     return f"valid names: {shown}{more}" if names else "Halo returned no records"
+
+
+def _names(records: Records) -> str:
+    names = [str(r["name"]).strip() for r in records if isinstance(r.get("name"), str)]
+    shown = ", ".join(repr(n) for n in names[: _MAX_LISTED_NAMES * 3])
+    more = len(names) - _MAX_LISTED_NAMES * 3
+    return (shown + (f" and {more} more" if more > 0 else "")) or "none"
 
 
 def _listing(records: Records, id_key: str) -> str:
