@@ -55,7 +55,8 @@ class FakeConfig:
         ticket_type_rules: whether the ticket-type settings of `seeds.TYPE_RULES` apply:
             statuses allowed per type, a status set after any technician update, a team change
             that clears the agent.
-        large_tenant: whether the tenant has hundreds of agents and teams besides the seed's.
+        large_tenant: whether the tenant has hundreds of agents and teams besides the seed's;
+            an unpaged `GET /api/Agent` then answers only the first `max_page_size` agents.
         resource_401: whether every authenticated API call is answered 401, however fresh the
             token (an API application whose agent lacks the permission).
     """

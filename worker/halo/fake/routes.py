@@ -215,6 +215,10 @@ class HaloApi:
                 not search or search in str(a["name"]).lower() or search in str(a["email"]).lower()
             )
         ]
+        if not _flag(query.get("pageinate")) and config.large_tenant:
+            # A large tenant's unpaged list stops at one page: a client that does not page
+            # never sees the rest (the safe assumption; docs/halo.md, "Lookups").
+            return self._lookup("agent", agents[: config.max_page_size], config)
         if not _flag(query.get("pageinate")) or config.agent_paging == "ignored":
             return self._lookup("agent", agents, config)
         size = min(_int(query.get("page_size")) or 50, config.max_page_size)
