@@ -28,8 +28,9 @@ check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# PROFILE=current|legacy|strict picks the tenant the fake Halo plays.
 demo: $(STAMP)
-	$(PY) -m ops.demo
+	$(PY) -m ops.demo $(if $(PROFILE),--profile $(PROFILE))
 
 bench: $(STAMP)
 	$(PY) -m ops.bench
