@@ -246,8 +246,8 @@ def _resolve_for_ticket(
     priorities of its SLA (every SLA's when it has none).
 
     Raises:
-        LookupNotFound: no match; when the name is valid in Halo but not for this ticket, the
-            message says so and lists the names valid for this ticket.
+        LookupNotFound: no match; the message lists the names valid for this ticket, and says
+            when the name exists in Halo (as far as the cached lists show).
         LookupAmbiguous: the name matches several records.
     """
     sla_id = (as_int(ticket.get("sla_id")) or None) if kind == "priority" else None
@@ -261,12 +261,11 @@ def _resolve_for_ticket(
     def load(fresh: bool) -> tuple[Records, bool]:
         return client.lookup(kind, sla_id=sla_id, tickettype_id=type_id, fresh=fresh)
 
-    def wider() -> Records:
-        return client.lookup(kind)[0]
+    def known() -> Records | None:
+        # Only if at hand: a job that fails anyway spends no request on a better message.
+        return client.cached_lookup(kind)
 
-    return resolve_refreshing(
-        kind, value, load, sla_id=sla_id, wider=wider if scope else None, scope=scope
-    )
+    return resolve_refreshing(kind, value, load, sla_id=sla_id, scope=scope, known=known)
 
 
 def _team_id(plan: Plan, team: str, client: HaloClient) -> int | None:

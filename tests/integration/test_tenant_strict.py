@@ -78,8 +78,10 @@ def test_a_status_the_tickets_type_forbids_fails_listing_the_statuses_valid_for_
         "status",
         False,
     )
-    assert "'Waiting on Supplier' exists in Halo but not for this ticket" in error["message"]
-    assert "tickets of type Service Request" in error["message"]
+    assert (
+        "matches no status valid for this ticket (tickets of type Service Request)"
+        in (error["message"])
+    )
     assert (
         "valid for this ticket: 'New', 'In Progress', 'Waiting on Customer', 'Resolved', 'Closed'"
         in error["message"]
@@ -97,7 +99,10 @@ def test_a_priority_of_another_sla_fails_listing_the_priorities_of_the_tickets_s
     assert record["outcome"] == "failed"
     error = record["error"]
     assert (error["code"], error["field"]) == ("lookup_not_found", "priority")
-    assert "'Urgent' exists in Halo but not for this ticket" in error["message"]
+    assert (
+        "matches no priority valid for this ticket (the ticket's SLA (Standard))"
+        in (error["message"])
+    )
     assert "valid for this ticket: 'Critical', 'High', 'Medium', 'Low'" in error["message"]
     assert fake.posts() == []
 

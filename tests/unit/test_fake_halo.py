@@ -1051,3 +1051,42 @@ def test_wall_clock_timestamps_are_utc_without_offset() -> None:
     moment = datetime(2026, 11, 29, 13, 0, tzinfo=UTC) + timedelta(hours=0)
     fake = FakeHalo(wall_clock=lambda: moment)
     assert fake.add_ticket(summary="x")["datecreated"] == "2026-11-29T13:00:00.000"
+
+
+@pytest.mark.parametrize(
+    ("argv", "profile", "wrapped"),
+    [([], "current", False), (["--profile", "legacy"], "legacy", True)],
+)
+def test_cli_plays_the_profile_it_is_given(argv: list[str], profile: str, wrapped: bool) -> None:
+    command = [
+        sys.executable,
+        "-c",
+        "from worker.halo.fake.server import main; raise SystemExit(main())",
+        "--port", "0", *argv,
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip().rsplit(" ", 1)[1]
+        with httpx.Client(base_url=url, timeout=10) as http:
+            config = http.get("/_fake/config").json()
+            form = {"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID,
+                    "client_secret": DEMO_CLIENT_SECRET, "scope": "all"}  # fmt: skip
+            token = http.post("/auth/token", data=form).json()["access_token"]
+            teams = http.get("/api/Team", headers={"Authorization": f"Bearer {token}"}).json()
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert config["profile"] == profile
+    assert isinstance(teams, dict) is wrapped
+
+
+def test_a_profile_survives_reset_and_can_be_changed_over_http() -> None:
+    fake = FakeHalo(profile="strict")
+    fake.reset()
+    assert fake.config.profile == "strict"
+    assert fake.ticket(4720) is not None
+    with serve_in_thread(fake) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        answer = http.post("/_fake/profile", json={"profile": "legacy", "latency_s": 0.0})
+        assert answer.json()["profile"] == "legacy"
+        assert http.post("/_fake/profile", json={"profile": "nope"}).status_code == 400
+    assert fake.config.tickets_have_team_id is False
+    assert fake.ticket(4720) is None

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from worker.connections import Connection
-from worker.errors import HaloAuthFailed
+from worker.errors import HaloAuthFailed, LookupNotFound
 from worker.halo.cache import MemoryCache
 from worker.halo.client import HaloClients
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
@@ -154,3 +154,33 @@ def test_a_team_change_sends_team_id_only_to_a_tenant_whose_tickets_carry_it(
         del expected["team_id"]
     assert post.json == [expected]
     assert updated.ticket["team_id"] == 2
+
+
+@pytest.mark.parametrize("whole_list_cached", [False, True])
+def test_a_status_the_tickets_type_forbids_lists_the_valid_ones_without_an_extra_read(
+    make_clients: Any, whole_list_cached: bool
+) -> None:
+    # Profile strict: Service Requests (ticket 4713) never wait on a supplier.
+    fake = FakeHalo(profile="strict")
+    clients = make_clients(fake)
+    if whole_list_cached:
+        clients.for_job("acme").lookup("status")
+    reads_before = len(fake.requests_to("GET", "/api/Status"))
+    job = parse_job({"connection": "acme", "ticket_id": "4713", "status": "Waiting on Supplier"})
+    with pytest.raises(LookupNotFound) as caught:
+        run_update(job, clients.for_job("acme"))
+    assert caught.value.field == "status"
+    message = caught.value.message
+    assert message.startswith(
+        "status 'Waiting on Supplier' matches no status valid for this ticket "
+        "(tickets of type Service Request); "
+    )
+    assert message.endswith(
+        "valid for this ticket: 'New', 'In Progress', 'Waiting on Customer', 'Resolved', 'Closed'"
+    )
+    assert ("'Waiting on Supplier' exists in Halo, but not for this ticket" in message) is (
+        whole_list_cached
+    )
+    # One read of the type's statuses; the whole list is only used when already at hand.
+    assert len(fake.requests_to("GET", "/api/Status")) - reads_before == 1
+    assert fake.posts() == []

@@ -310,6 +310,18 @@ class HaloClient:
         self._clients.local.set(key, encoded, _LOCAL_LOOKUP_S)
         return records, False
 
+    def cached_lookup(self, kind: LookupKind) -> list[dict[str, Any]] | None:
+        """The whole list of a kind (every status, every SLA's priorities) if a cache holds it,
+        without any request; None otherwise."""
+        key = f"halo:lookup:{self.connection.name}:{kind}"
+        if kind == "priority":
+            key += ":None"  # every SLA's, as `lookup` keeps them
+        cached = self._clients.local.get(key) or self._clients.cache.get(key)
+        if cached is None:
+            return None
+        records: list[dict[str, Any]] = json.loads(cached)
+        return records
+
     def _read_list(self, kind: LookupKind, params: Mapping[str, str]) -> list[dict[str, Any]]:
         """Read a whole lookup list; agents page by page (the only lookup Halo's document
         gives paging parameters), stopping safely when the tenant does not page."""

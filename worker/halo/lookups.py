@@ -123,17 +123,19 @@ def resolve_refreshing(
     load: Callable[[bool], tuple[Records, bool]],
     *,
     sla_id: int | None = None,
-    wider: Callable[[], Records] | None = None,
     scope: str | None = None,
+    known: Callable[[], Records | None] | None = None,
 ) -> Resolved:
     """`resolve` against a cached list, reloading it once on a miss before failing.
 
     Args:
         load: ``load(fresh)`` returns ``(records, came_from_cache)``: the records valid for
             the ticket at hand.
-        wider: every record of the kind in Halo, read only to explain a miss: a name valid in
-            Halo but not in `load`'s records fails saying so.
-        scope: what narrows `load`'s records, for that message (e.g. "tickets of type 3").
+        scope: what narrows `load`'s records to this ticket (e.g. "tickets of type Incident"),
+            or None when nothing does. A name that misses then fails listing every name valid
+            for this ticket.
+        known: every record of the kind, if already at hand without a request (None if not):
+            a name found there is said to exist in Halo but not for this ticket.
 
     Raises:
         LookupNotFound, LookupAmbiguous: as `resolve`.
@@ -146,20 +148,26 @@ def resolve_refreshing(
             records, _ = load(True)
     try:
         return resolve(kind, value, records, sla_id=sla_id)
-    except LookupNotFound as missed:
-        if wider is None or value.strip().isdigit():
+    except LookupNotFound:
+        if scope is None or value.strip().isdigit():
             # An id's message already lists the valid ids of this ticket's records.
             raise
+    elsewhere = ""
+    others = known() if known is not None else None
+    if others:
         try:
-            elsewhere = resolve(kind, value, wider())
+            found = resolve(kind, value, others)
         except (LookupNotFound, LookupAmbiguous):
-            raise missed from None
-        raise LookupNotFound(
-            f"{kind} {elsewhere.name!r} exists in Halo but not for this ticket: {scope} "
-            f"{'have' if kind == 'status' else 'has'} no such {kind}; valid for this ticket: "
-            f"{_names(records)}",
-            field=kind,
-        ) from None
+            pass
+        else:
+            elsewhere = f"{found.name!r} exists in Halo, but not for this ticket; "
+    close = _closest(value.strip(), records, kind)
+    close = f"{close}; " if close.startswith("closest:") else ""
+    raise LookupNotFound(
+        f"{kind} {value.strip()!r} matches no {kind} valid for this ticket ({scope}); "
+        f"{close}{elsewhere}valid for this ticket: {_names(records)}",
+        field=kind,
+    )
 
 
 def name_of(records: Records, kind: LookupKind, record_id: Any) -> str | None:
