@@ -252,11 +252,13 @@ def _resolve_for_ticket(
     """
     sla_id = (as_int(ticket.get("sla_id")) or None) if kind == "priority" else None
     type_id = as_int(ticket.get("tickettype_id")) if kind == "status" else None
+    # Ids, not the read's labels: a batch's list read has no labels, and a job's message must
+    # not depend on whether it ran alone or in a batch.
     scope = None
     if sla_id is not None:
-        scope = f"the ticket's SLA ({ticket.get('sla_name') or sla_id})"
+        scope = f"the ticket's SLA, sla_id {sla_id}"
     elif type_id is not None:
-        scope = f"tickets of type {ticket.get('tickettype_name') or type_id}"
+        scope = f"tickets of type tickettype_id {type_id}"
 
     def load(fresh: bool) -> tuple[Records, bool]:
         return client.lookup(kind, sla_id=sla_id, tickettype_id=type_id, fresh=fresh)

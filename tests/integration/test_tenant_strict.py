@@ -79,7 +79,7 @@ def test_a_status_the_tickets_type_forbids_fails_listing_the_statuses_valid_for_
         False,
     )
     assert (
-        "matches no status valid for this ticket (tickets of type Service Request)"
+        "matches no status valid for this ticket (tickets of type tickettype_id 3)"
         in (error["message"])
     )
     assert (
@@ -100,7 +100,7 @@ def test_a_priority_of_another_sla_fails_listing_the_priorities_of_the_tickets_s
     error = record["error"]
     assert (error["code"], error["field"]) == ("lookup_not_found", "priority")
     assert (
-        "matches no priority valid for this ticket (the ticket's SLA (Standard))"
+        "matches no priority valid for this ticket (the ticket's SLA, sla_id 1)"
         in (error["message"])
     )
     assert "valid for this ticket: 'Critical', 'High', 'Medium', 'Low'" in error["message"]

@@ -173,7 +173,7 @@ def test_a_status_the_tickets_type_forbids_lists_the_valid_ones_without_an_extra
     message = caught.value.message
     assert message.startswith(
         "status 'Waiting on Supplier' matches no status valid for this ticket "
-        "(tickets of type Service Request); "
+        "(tickets of type tickettype_id 3); "
     )
     assert message.endswith(
         "valid for this ticket: 'New', 'In Progress', 'Waiting on Customer', 'Resolved', 'Closed'"
