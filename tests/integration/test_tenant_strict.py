@@ -152,3 +152,17 @@ def test_a_reassignment_halo_refuses_fails_as_halo_rejected_naming_the_agent_fie
     assert [post.json for post in fake.posts()] == [
         [{"id": 4711, "agent_id": 8, "_forcereassign": True}]
     ]
+
+
+def test_a_team_among_hundreds_is_found_in_the_whole_team_list(
+    producer: Producer, fake: FakeHalo
+) -> None:
+    record = run_job(producer, new_job(team="Team 279"))
+
+    assert record["outcome"] == "succeeded", record["error"]
+    assert (record["result"][0]["team_id"], record["result"][0]["team_name"]) == (279, "Team 279")
+    assert [post.json for post in fake.posts()] == [
+        [{"id": 4711, "team": "Team 279", "team_id": 279}]
+    ]
+    # Halo's document gives `GET /api/Team` no paging parameters: the list comes whole.
+    assert all(r.query == {} for r in fake.requests_to("GET", "/api/Team"))

@@ -184,3 +184,20 @@ def test_a_status_the_tickets_type_forbids_lists_the_valid_ones_without_an_extra
     # One read of the type's statuses; the whole list is only used when already at hand.
     assert len(fake.requests_to("GET", "/api/Status")) - reads_before == 1
     assert fake.posts() == []
+
+
+def test_an_answer_without_the_fields_sent_is_checked_by_reading_the_ticket_back(
+    make_clients: Any,
+) -> None:
+    # Profile strict (ticket 4720 is put In Progress after any update), answering ids only.
+    fake = FakeHalo(profile="strict", update_answer_id_only=True)
+    job = parse_job({"connection": "acme", "ticket_id": "4720", "status": "Resolved"})
+    updated = run_update(job, make_clients(fake).for_job("acme"))
+    assert updated.changed_fields == ["status_id"]
+    assert updated.warnings == [
+        "status_id overridden by Halo: requested 8 (Resolved), applied 2 (In Progress) "
+        "(a Halo rule or ticket-type setting)"
+    ]
+    assert updated.ticket["status_name"] == "In Progress"
+    reads = [r.method for r in fake.requests() if r.path.lower().startswith("/api/tickets")]
+    assert reads == ["GET", "POST", "GET"]

@@ -57,6 +57,8 @@ class FakeConfig:
             that clears the agent.
         large_tenant: whether the tenant has hundreds of agents and teams besides the seed's;
             an unpaged `GET /api/Agent` then answers only the first `max_page_size` agents.
+        update_answer_id_only: whether a ticket POST answers each saved ticket as its `id`
+            alone (the shape still follows `update_answer_shape`).
         resource_401: whether every authenticated API call is answered 401, however fresh the
             token (an API application whose agent lacks the permission).
     """
@@ -78,6 +80,7 @@ class FakeConfig:
     forcereassign_required: bool = False
     ticket_type_rules: bool = False
     large_tenant: bool = False
+    update_answer_id_only: bool = False
     resource_401: bool = False
 
     def updated(self, **options: Any) -> FakeConfig:

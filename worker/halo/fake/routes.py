@@ -280,6 +280,8 @@ class HaloApi:
         if self.faults.take(FaultKind.OTHER_ID, "POST", path) is not None:
             saved[0] = self._other_ticket(saved[0])
             fault = FaultKind.OTHER_ID.value
+        if config.update_answer_id_only:
+            saved = [{"id": ticket["id"]} if ticket else ticket for ticket in saved]
         response = answers.json_answer(201, _shape(saved, config.update_answer_shape))
         return Routed(response, created, fault)
 
