@@ -96,6 +96,11 @@ def compare(
     return changed, warnings
 
 
+def shows_saved_values(after: Mapping[str, Any], changed: list[str]) -> bool:
+    """Whether Halo's answer holds every compared field a POST sent (else: read it back)."""
+    return all(key in after for key in changed if key not in _NOT_COMPARED)
+
+
 def name_refused_field(error: HaloRejected, requested: Mapping[str, Any]) -> HaloRejected:
     """Halo's refusal of a POST, with the job field it names (`agent`, `status`, ...) set.
 

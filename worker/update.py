@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from worker.applied import compare, is_flag, name_refused_field
+from worker.applied import compare, is_flag, name_refused_field, shows_saved_values
 from worker.errors import HaloRejected, InvalidTicketId
 from worker.halo.client import HaloClient, Ticket
 from worker.halo.lookups import (
@@ -176,6 +176,10 @@ def apply_plan(
 ) -> Updated:
     """POST the plan's changes (nothing when there are none) and shape the result.
 
+    What Halo saved is compared with what was asked (`worker.applied`): overrides and side
+    effects become warnings, and `changed_fields` says what really changed. A 400 that names a
+    field the POST changed is a `HaloRejected` with that job field.
+
     Args:
         saved: Halo's answer for this ticket when the POST was already sent in a batch.
         journal: notes the POST before it is sent, and recalls one an earlier run sent.
@@ -192,7 +196,7 @@ def apply_plan(
             after = client.update_tickets([plan.payload])[plan.ticket_id]
         except HaloRejected as error:
             raise name_refused_field(error, plan.payload) from None
-        if any(key not in after for key in changed):
+        if not shows_saved_values(after, changed):
             # An answer without the fields sent cannot show what Halo saved: read it back.
             after = client.get_ticket(plan.ticket_id)
     elif saved is not None:
