@@ -55,8 +55,9 @@ lock: $(TOOLS_STAMP)
 	$(PIP_ISOLATED) CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) --only-build-deps --build-deps-for wheel \
 		--output-file ops/requirements-build.txt pyproject.toml
 
+# PROFILE=current|legacy|strict picks the tenant the fake Halo plays.
 demo: $(STAMP)
-	$(PY) -m ops.demo
+	$(PY) -m ops.demo $(if $(PROFILE),--profile $(PROFILE))
 
 bench: $(STAMP)
 	$(PY) -m ops.bench

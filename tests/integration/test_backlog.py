@@ -413,8 +413,9 @@ def test_batched_records_share_out_exactly_the_requests_the_batch_made(fleet: Fl
 def test_a_batch_post_halo_rejects_falls_back_to_one_post_per_job(fleet: Fleet) -> None:
     halo = _tenant()
     runtime = fleet(Tenants(acme=halo))
-    # The fleet's cached status list still offers "Resolved", which Halo no longer accepts.
-    runtime.clients.for_job("acme").lookup("status")
+    # The fleet's cached status list (for ticket 4713's type, Service Request) still offers
+    # "Resolved", which Halo no longer accepts.
+    runtime.clients.for_job("acme").lookup("status", tickettype_id=3)
     halo.set_lookup("status", [s for s in halo.lookup("status") if s["name"] != "Resolved"])
     good = [job(4711, summary="Good one"), job(4712, status="Closed")]
     bad = job(4713, status="Resolved", error_handling="continue")

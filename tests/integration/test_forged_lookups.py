@@ -12,7 +12,8 @@ from ops.processes import WorkerProcess
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
 
-STATUS_KEY = "halo:lookup:acme:status"
+# The statuses ticket 4711's type (1) allows: the list a job on it reads.
+STATUS_KEY = "halo:lookup:acme:status:type-1"
 CLOSED_ID = 9  # the fake's "Closed"
 # What someone with write access to Redis, but without the connection's secret, would store:
 # "Closed" resolving to "In Progress" on every ticket the fleet closes.

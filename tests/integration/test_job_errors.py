@@ -16,7 +16,8 @@ from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
 from worker.models import MAX_RENDERED_CHARS, QUEUE, TASK_NAME, result_key
 
-pytestmark = pytest.mark.usefixtures("worker")
+# Every test runs once per tenant profile of the fake (current, legacy, strict).
+pytestmark = pytest.mark.usefixtures("halo_profile", "worker")
 
 
 @pytest.fixture(scope="module")

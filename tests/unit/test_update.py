@@ -57,6 +57,8 @@ def warm(clients: HaloClients) -> None:
     kinds: tuple[LookupKind, ...] = ("status", "agent", "team")
     for kind in kinds:
         client.lookup(kind)
+    for tickettype_id in (1, 3):  # statuses are resolved among those the ticket's type allows
+        client.lookup("status", tickettype_id=tickettype_id)
     for sla_id in (1, 2):
         client.lookup("priority", sla_id=sla_id)
 
@@ -291,7 +293,9 @@ def test_each_field_is_written_by_name_or_id(
 ) -> None:
     updated, _ = run(clients, **fields)
     (post,) = fake.posts()
-    assert post.json == [{"id": 4711, **posted}]
+    # An agent change says the reassignment is meant (docs/halo.md, "Writes Halo changes").
+    flags = {"_forcereassign": True} if "agent_id" in posted else {}
+    assert post.json == [{"id": 4711, **posted, **flags}]
     assert post.status == 201  # the fake validated the body against Halo's Faults schema
     assert_faults_schema(post.json)
     assert updated.changed_fields == list(posted)
@@ -345,6 +349,7 @@ def test_every_field_at_once_is_one_post(fake: FakeHalo, clients: HaloClients) -
             "agent_id": 7,
             "team": "Escalations",
             "team_id": 2,
+            "_forcereassign": True,
         }
     ]
     assert post.status == 201
@@ -364,7 +369,7 @@ def test_the_post_holds_only_the_id_and_the_changed_fields(
 ) -> None:
     # Status and team are already as asked; only the agent changes.
     updated, _ = run(clients, status="New", team="Service Desk", agent="John Smith")
-    assert [p.json for p in fake.posts()] == [[{"id": 4711, "agent_id": 2}]]
+    assert [p.json for p in fake.posts()] == [[{"id": 4711, "agent_id": 2, "_forcereassign": True}]]
     assert updated.changed_fields == ["agent_id"]
 
 
@@ -540,7 +545,7 @@ def test_a_field_rendering_empty_is_left_unchanged_with_a_warning(
         agent="John Smith",
         variables={"custom": {"value": value}},
     )
-    assert fake.posts()[0].json == [{"id": 4711, "agent_id": 2}]
+    assert fake.posts()[0].json == [{"id": 4711, "agent_id": 2, "_forcereassign": True}]
     assert updated.warnings == [
         "summary: rendered empty, so it was left unchanged",
         "status: rendered empty, so it was left unchanged",

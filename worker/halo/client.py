@@ -47,6 +47,18 @@ _LOOKUP_PATHS: Final[dict[str, str]] = {
     "agent": "/Agent",
     "team": "/Team",
 }
+# A default `GET /api/Agent` leaves out the Unassigned agent and agents restricted to other
+# organisations or departments; a rule may name either (FACTS, Lookups; docs/halo.md).
+_AGENT_PARAMS: Final = {
+    "includeenabled": "true",
+    "includeunassigned": "true",
+    "showall": "true",
+}
+# Halo's largest page (the OpenAPI document: "Maximum size: 100").
+_PAGE_SIZE: Final = 100
+# 5,000 agents: far beyond any MSP's staff, and a bound on requests should a tenant keep
+# answering new pages forever.
+_MAX_PAGES: Final = 50
 
 
 class Budget(Protocol):
@@ -137,6 +149,10 @@ class HaloClients:
             ),
             follow_redirects=False,
         )
+        # Per connection, a token Halo refused (401) although it had just been issued: a
+        # permission problem, which another token would not cure. A job that meets a 401 with
+        # it fails at once instead of asking for yet another token (no refresh loop).
+        self.refused_tokens: dict[str, str] = {}
         # Called after every request sent (metrics); must be quick and thread-safe.
         self.on_request: Callable[[SentRequest], None] | None = None
 
@@ -250,7 +266,8 @@ class HaloClient:
     def get_tickets(self, ticket_ids: Sequence[int]) -> dict[int, Ticket]:
         """Read several tickets in one request; ids Halo does not have are absent.
 
-        List reads carry fewer columns than `get_ticket` (no `*_name` labels).
+        List reads carry fewer columns than `get_ticket`: no `*_name` labels, and no `details`
+        (Halo's document gives `GET /api/Tickets` no parameter to include them).
         """
         ids = ",".join(str(i) for i in ticket_ids)
         what = "GET /api/Tickets?ticketids=..."
@@ -258,7 +275,7 @@ class HaloClient:
         response = self._call(
             "GET",
             "/Tickets",
-            params={"ticketids": ids, "includedetails": "true"},
+            params={"ticketids": ids},
             not_found=lambda: self._on_404(
                 lambda: HaloUnexpectedResponse(
                     f"Halo answered 404 to {what}, which this API never should", http_status=404
@@ -302,13 +319,20 @@ class HaloClient:
     # -- lookups -----------------------------------------------------------------------------
 
     def lookup(
-        self, kind: LookupKind, *, sla_id: int | None = None, fresh: bool = False
+        self,
+        kind: LookupKind,
+        *,
+        sla_id: int | None = None,
+        tickettype_id: int | None = None,
+        fresh: bool = False,
     ) -> tuple[list[dict[str, Any]], bool]:
         """A lookup list (statuses, priorities of an SLA, agents, teams), cached per connection.
 
         Args:
             kind: which list.
-            sla_id: the SLA whose priorities to list; required for priorities.
+            sla_id: the SLA whose priorities to list; None or 0 (a ticket with no SLA) lists
+                every SLA's priorities.
+            tickettype_id: for statuses, list only those this ticket type allows.
             fresh: skip the cache (after a name missed, before failing it).
 
         Returns:
@@ -318,16 +342,20 @@ class HaloClient:
         params: dict[str, str] = {}
         if kind == "priority":
             key += f":{sla_id}"
-            # A ticket without an SLA lists every SLA's priorities; never send "slaid=None".
-            params = {"slaid": str(sla_id)} if sla_id is not None else {}
+            # A ticket without an SLA lists every SLA's priorities; never send "slaid=None"
+            # nor "slaid=0", which lists none.
+            params = {"slaid": str(sla_id)} if sla_id else {}
+        elif kind == "status" and tickettype_id is not None:
+            key += f":type-{tickettype_id}"
+            params = {"tickettype_id": str(tickettype_id)}
+        elif kind == "agent":
+            params = dict(_AGENT_PARAMS)
         local = self._clients.local
         if not fresh and (cached := local.get(key) or self._clients.shared(self.connection, key)):
             local.set(key, cached, _LOCAL_LOOKUP_S)
             records: list[dict[str, Any]] = json.loads(cached)
             return records, True
-        path = _LOOKUP_PATHS[kind]
-        response = self._call("GET", path, params=params)
-        records = unwrap_records(_json(response, f"GET /api{path}"), kind)
+        records = self._read_list(kind, params)
         self._clients.routes.answered(self.connection)
         encoded = json.dumps(records)
         ttl_s = self._clients.timeouts.lookup_ttl_s
@@ -373,6 +401,45 @@ class HaloClient:
                 answers = self.check_api_route()
         return otherwise() if answers else no_api_error(self.connection)
 
+    def cached_lookup(self, kind: LookupKind) -> list[dict[str, Any]] | None:
+        """The whole list of a kind (every status, every SLA's priorities) if a cache holds it,
+        without any request; None otherwise."""
+        key = f"halo:lookup:{self.connection.name}:{kind}"
+        if kind == "priority":
+            key += ":None"  # every SLA's, as `lookup` keeps them
+        cached = self._clients.local.get(key) or self._clients.shared(self.connection, key)
+        if cached is None:
+            return None
+        records: list[dict[str, Any]] = json.loads(cached)
+        return records
+
+    def _read_list(self, kind: LookupKind, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Read a whole lookup list; agents page by page (the only lookup Halo's document
+        gives paging parameters), stopping safely when the tenant does not page."""
+        path = _LOOKUP_PATHS[kind]
+        what = f"GET /api{path}"
+        if kind != "agent":
+            return unwrap_records(_json(self._call("GET", path, params=params), what), kind)
+        records: dict[Any, dict[str, Any]] = {}
+        previous: list[Any] | None = None
+        for page_no in range(1, _MAX_PAGES + 1):
+            paging = {"pageinate": "true", "page_size": str(_PAGE_SIZE), "page_no": str(page_no)}
+            answer = _json(self._call("GET", path, params={**params, **paging}), what)
+            page = unwrap_records(answer, kind)
+            ids = [record.get("id") for record in page]
+            if ids == previous:
+                break  # the same page again: the tenant ignores page_no
+            previous = ids
+            for record in page:
+                records.setdefault(record.get("id"), record)
+            count = answer.get("record_count") if isinstance(answer, dict) else None
+            if isinstance(count, int) and not isinstance(count, bool):
+                if not page or len(records) >= count:
+                    break
+            elif len(page) != _PAGE_SIZE:
+                break  # a short page is the last; a longer one is the whole list, unpaged
+        return list(records.values())
+
     # -- the choke point ---------------------------------------------------------------------
 
     def _call(
@@ -386,20 +453,28 @@ class HaloClient:
     ) -> httpx.Response:
         """An authenticated API call; refreshes the token once when Halo says it expired."""
         what = f"{method} /api{path}"
+        url = self.connection.api_url + path
         token = self._tokens.get(self._fetch_token)
-        response = self._send(method, self.connection.api_url + path, token, params, body)
+        response = self._send(method, url, token, params, body)
         if is_expired_token_answer(response.status_code, response.text):
-            token = self._tokens.refresh(self._fetch_token, stale=token)
-            response = self._send(method, self.connection.api_url + path, token, params, body)
+            refused = self._clients.refused_tokens
+            if refused.get(self.connection.name) != token:
+                token = self._tokens.refresh(self._fetch_token, stale=token)
+                response = self._send(method, url, token, params, body)
             if is_expired_token_answer(response.status_code, response.text):
+                refused[self.connection.name] = token
                 raise HaloAuthFailed(
                     f"connection {self.connection.name!r}: Halo refused a freshly issued token "
-                    f"on {what} ({response.status_code}): check that the API application's "
-                    "agent is active and "
-                    f"that scope {self.connection.scope!r} covers tickets",
+                    f"on {what} ({response.status_code}), so this is a permission, not an "
+                    f"expired token: the connection's scope {self.connection.scope!r} must "
+                    f"include {_needed_scope(method, path)!r} (or 'all'), and the API "
+                    "application's agent must be active and allowed to do this",
                     http_status=response.status_code,
                 )
         if response.is_success:
+            if self._clients.refused_tokens.get(self.connection.name) == token:
+                # The permission was granted meanwhile: this token works after all.
+                self._clients.refused_tokens.pop(self.connection.name, None)
             return response
         if response.status_code == 404 and not_found is not None:
             raise not_found()
@@ -500,6 +575,12 @@ def _json(response: httpx.Response, what: str) -> Any:
             f"(truncated?): {summarize_body(response.text)}",
             http_status=response.status_code,
         ) from None
+
+
+def _needed_scope(method: str, path: str) -> str:
+    # Halo's API scopes (FACTS, Authentication): writing tickets needs edit:tickets; the reads
+    # this worker makes (tickets and the lookup lists tickets use) need read:tickets.
+    return "edit:tickets" if method == "POST" and path.startswith("/Tickets") else "read:tickets"
 
 
 def _ticket_id(ticket: Mapping[str, Any]) -> int | None:

@@ -16,6 +16,13 @@ from worker.halo.fake.ratelimit import RateLimit
 
 AnswerShape = Literal["object", "array", "wrapped"]
 ExpiredTokenStatus = Literal[400, 401, "alternate"]
+# "2024-09": Halo API v2 as published in September 2024 (no `team_id` in `Faults`, no paging
+# parameters on `GET /api/Agent`); "newer": the same with what later documents added.
+SchemaVersion = Literal["2024-09", "newer"]
+# How `GET /api/Agent` treats `pageinate`: "honoured" pages it; "ignored" answers the whole list
+# as a plain array; "first_page_only" answers the first page, without a count, whatever
+# `page_no` says (a tenant behind a cache that drops the page number).
+PagingMode = Literal["honoured", "ignored", "first_page_only"]
 LOOKUP_ENDPOINTS = ("status", "priority", "agent", "team")
 
 
@@ -39,6 +46,21 @@ class FakeConfig:
             mode only when `mock_latency`).
         mock_latency: whether MockTransport calls sleep `latency_s` too.
         tenant: the tenant id `GET /api/authinfo` reports.
+        profile: the name of the profile (`profiles.PROFILES`) the options started from.
+        schema_version: the `Faults` schema ticket POSTs are validated against.
+        agent_paging: how `GET /api/Agent` pages (see `PagingMode`).
+        max_page_size: the largest `page_size` Halo honours; a larger one is clamped.
+        forcereassign_required: whether a POST that changes `agent_id` is refused (400) unless
+            it carries `_forcereassign: true`, as a tenant whose agents keep calendars does.
+        ticket_type_rules: whether the ticket-type settings of `seeds.TYPE_RULES` apply:
+            statuses allowed per type, a status set after any technician update, a team change
+            that clears the agent.
+        large_tenant: whether the tenant has hundreds of agents and teams besides the seed's;
+            an unpaged `GET /api/Agent` then answers only the first `max_page_size` agents.
+        update_answer_id_only: whether a ticket POST answers each saved ticket as its `id`
+            alone (the shape still follows `update_answer_shape`).
+        resource_401: whether every authenticated API call is answered 401, however fresh the
+            token (an API application whose agent lacks the permission).
     """
 
     token_ttl_s: int = DEFAULT_TOKEN_TTL_S
@@ -51,6 +73,15 @@ class FakeConfig:
     latency_s: float = 0.0
     mock_latency: bool = False
     tenant: str = "demo"
+    profile: str = "current"
+    schema_version: SchemaVersion = "newer"
+    agent_paging: PagingMode = "honoured"
+    max_page_size: int = 100
+    forcereassign_required: bool = False
+    ticket_type_rules: bool = False
+    large_tenant: bool = False
+    update_answer_id_only: bool = False
+    resource_401: bool = False
 
     def updated(self, **options: Any) -> FakeConfig:
         """A copy with some options changed, each checked and normalised.
@@ -84,6 +115,12 @@ class FakeConfig:
             raise ValueError("expired_token_status must be 400, 401 or 'alternate'")
         if self.update_answer_shape not in get_args(AnswerShape):
             raise ValueError("update_answer_shape must be 'object', 'array' or 'wrapped'")
+        if self.schema_version not in get_args(SchemaVersion):
+            raise ValueError("schema_version must be '2024-09' or 'newer'")
+        if self.agent_paging not in get_args(PagingMode):
+            raise ValueError("agent_paging must be 'honoured', 'ignored' or 'first_page_only'")
+        if self.max_page_size <= 0:
+            raise ValueError("max_page_size must be positive")
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
             raise ValueError("rate_limit must be text like '300/300s' or None")
 
