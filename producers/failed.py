@@ -29,8 +29,8 @@ import redis
 
 from producers.jobs import Producer
 from worker.errors import ErrorCode
-from worker.models import JOB_ID_PATTERN, RESULTS_STREAM, result_key
-from worker.results import failed_job_key
+from worker.keys import RESULTS_STREAM, failed_job_key, result_key
+from worker.models import JOB_ID_PATTERN
 
 # Feed entries per round trip: a few hundred KiB of records, whatever the size of the feed.
 _PAGE: Final = 500

@@ -38,33 +38,25 @@ from typing import Any, Final, cast
 import redis
 
 from worker.errors import ErrorCode
-from worker.models import RESULTS_STREAM, Outcome, ResultRecord, result_key
+from worker.keys import (
+    CLAIM_PREFIX,
+    DEFERRED,
+    DEFERRED_JOBS,
+    RESULT_PREFIX,
+    RESULTS_STREAM,
+    UNFINISHED,
+    UNFINISHED_JOBS,
+    claim_key,
+    failed_job_key,
+    job_state_key,
+    notify_key,
+    result_key,
+)
+from worker.models import Outcome, ResultRecord
 from worker.writable import record_json
 
-DEFERRED: Final = "halo:deferred"
-DEFERRED_JOBS: Final = "halo:deferred:jobs"
-UNFINISHED: Final = "halo:unfinished"
-UNFINISHED_JOBS: Final = "halo:unfinished:jobs"
 # A producer that waits for a record finds the wake-up for this long after the write.
 _NOTIFY_TTL_S: Final = 300
-
-
-def _state_key(job_id: str) -> str:
-    return f"halo:job:{job_id}"
-
-
-def claim_key(job_id: str) -> str:
-    """Who runs a job now: ``halo:claim:<job_id>``."""
-    return f"halo:claim:{job_id}"
-
-
-def _notify_key(job_id: str) -> str:
-    return f"halo:notify:{job_id}"
-
-
-def failed_job_key(job_id: str) -> str:
-    """Where a failed job's payload is kept for replay: ``halo:failed-job:<job_id>``."""
-    return f"halo:failed-job:{job_id}"
 
 
 # The record write as a Lua function, `write_record(KEYS, ARGV)`, so that a script that ends
@@ -281,8 +273,8 @@ class ResultStore:
             [
                 result_key(record.job_id),
                 RESULTS_STREAM,
-                _state_key(record.job_id),
-                _notify_key(record.job_id),
+                job_state_key(record.job_id),
+                notify_key(record.job_id),
                 DEFERRED,
                 DEFERRED_JOBS,
                 failed_job_key(record.job_id),
@@ -320,10 +312,10 @@ class ResultStore:
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
                     return None
-                popped = blocking.blpop([_notify_key(job_id)], timeout=max(remaining_s, 0.01))
+                popped = blocking.blpop([notify_key(job_id)], timeout=max(remaining_s, 0.01))
                 if popped:
                     # Put the wake-up back for any other waiter on the same job.
-                    blocking.rpush(_notify_key(job_id), "1")
+                    blocking.rpush(notify_key(job_id), "1")
                 record = self.get(job_id)
         return record
 
@@ -333,7 +325,7 @@ class ResultStore:
         """Count a new run of a job and return what earlier runs left."""
         raw = cast(
             list[Any],
-            self._begin(keys=[_state_key(job_id)], args=[submitted_at, time.time(), self.ttl_s]),
+            self._begin(keys=[job_state_key(job_id)], args=[submitted_at, time.time(), self.ttl_s]),
         )
         return RunState(
             attempts=int(raw[0]),
@@ -360,14 +352,14 @@ class ResultStore:
 
     def end_run(self, job_id: str, *, halo_requests: float, counted: bool) -> None:
         """End this run cleanly without a record (the job waits elsewhere)."""
-        self._end_run(keys=[_state_key(job_id)], args=[halo_requests, "1" if counted else "0"])
+        self._end_run(keys=[job_state_key(job_id)], args=[halo_requests, "1" if counted else "0"])
 
     def defer(
         self, job_id: str, payload: dict[str, Any], *, due_s: float, halo_requests: float
     ) -> None:
         """End this run cleanly and park the job until `due_s` (Unix time)."""
         self._defer(
-            keys=[_state_key(job_id), DEFERRED, DEFERRED_JOBS],
+            keys=[job_state_key(job_id), DEFERRED, DEFERRED_JOBS],
             args=[job_id, int(due_s * 1000), json.dumps(payload), halo_requests],
         )
 
@@ -446,7 +438,7 @@ class ResultStore:
             list[Any],
             self._take_lost(
                 keys=[UNFINISHED, UNFINISHED_JOBS, DEFERRED, *waiting, *queues],
-                args=[int(quiet_s * 1000), limit, result_key(""), claim_key(""), len(waiting)],
+                args=[int(quiet_s * 1000), limit, RESULT_PREFIX, CLAIM_PREFIX, len(waiting)],
             ),
         )
         lost = []
@@ -459,7 +451,7 @@ class ResultStore:
 
     def journal(self, job_id: str) -> RedisJournal:
         """The write journal of one job (see `worker.update.WriteJournal`)."""
-        return RedisJournal(self.redis, _state_key(job_id))
+        return RedisJournal(self.redis, job_state_key(job_id))
 
 
 class RedisJournal:

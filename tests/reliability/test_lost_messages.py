@@ -15,10 +15,9 @@ import pytest
 
 from reliability.audit import feed_job_ids, settle
 from reliability.fleet import Fleet, summary_of
-from worker.backlog import BACKLOG_JOBS
+from worker.keys import BACKLOG_JOBS, DEFERRED, TICKET_WAITING, UNFINISHED, ticket_hold_key
 from worker.models import QUEUE
-from worker.results import DEFERRED, UNFINISHED, ResultStore
-from worker.tickets import TICKET_WAITING
+from worker.results import ResultStore
 
 QUIET_S = 0.3
 
@@ -44,7 +43,7 @@ def test_only_a_job_with_no_sign_of_life_is_taken_as_lost(fleet: Fleet) -> None:
     fleet.redis.set("halo:claim:running", "token", px=60_000)
     fleet.redis.zadd(DEFERRED, {"retrying": int((time.time() + 60) * 1000)})
     fleet.redis.hset(BACKLOG_JOBS, "parked", "{}")
-    fleet.redis.hset(TICKET_WAITING, "waiting-for-ticket", "halo:ticket:acme:1")
+    fleet.redis.hset(TICKET_WAITING, "waiting-for-ticket", ticket_hold_key("acme", 1))
 
     assert lost(store) == [], "taken before it was quiet for long enough"
     time.sleep(QUIET_S + 0.1)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 
 from reliability.fleet import Fleet
-from worker.results import DEFERRED, DEFERRED_JOBS, ResultStore
+from worker.keys import DEFERRED, DEFERRED_JOBS
+from worker.results import ResultStore
 
 
 def test_a_busy_recheck_outlives_the_mover_releasing_the_delivery_it_answers(

@@ -60,7 +60,8 @@ from ops.processes import BIN, FlowerProcess, RedisServer, WorkerProcess, servic
 from producers.jobs import Producer
 from worker.errors import InvalidJob
 from worker.halo.fake import FakeHalo, Outcome, serve_in_thread
-from worker.models import QUEUE, RESULTS_STREAM, TASK_NAME
+from worker.keys import RESULTS_STREAM
+from worker.models import QUEUE, TASK_NAME
 from worker.runtime import redis_client as worker_redis_client
 
 REPO: Final = Path(__file__).resolve().parents[2]

@@ -33,6 +33,7 @@ from worker.halo.cache import Cache, MemoryCache
 from worker.halo.errors import error_from_response, is_expired_token_answer, summarize_body
 from worker.halo.lookups import LookupKind, as_int, unwrap_records
 from worker.halo.route import ApiRoutes, no_api_error
+from worker.keys import lookup_key
 
 Ticket = dict[str, Any]
 _USER_AGENT: Final = "halo-update-worker/0.1"
@@ -284,10 +285,9 @@ class HaloClient:
         Returns:
             The records, and whether they came from the cache.
         """
-        key = f"halo:lookup:{self.connection.name}:{kind}"
+        key = lookup_key(self.connection.name, kind, sla_id)
         params: dict[str, str] = {}
         if kind == "priority":
-            key += f":{sla_id}"
             # A ticket without an SLA lists every SLA's priorities; never send "slaid=None".
             params = {"slaid": str(sla_id)} if sla_id is not None else {}
         local = self._clients.local
