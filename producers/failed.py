@@ -11,7 +11,7 @@ it would only return the stored record). Its job_id is `<job_id>:replay-<n>`, n 
 replays of that job, hashed down to 128 characters when the original is long; its `meta` is
 the original's plus `replay_of` (the original job_id) and `replay_count` (n). The job itself
 comes from `halo:failed-job:<job_id>`, which the worker keeps beside each failed record for
-the record's lifetime (see `worker.results`); a job that was invalid has none, and is listed
+the record's lifetime (see `worker.records`); a job that was invalid has none, and is listed
 as not replayable.
 """
 

@@ -114,7 +114,7 @@ def _start_background(**_: Any) -> None:
         batch_max=current.settings.batch_max,
     )
     # A job silent for longer than a stranded message and a dead worker's claim take to
-    # come back was lost by the broker (see ResultStore.take_lost).
+    # come back was lost by the broker (see DeferredJobs.take_lost).
     redeliver = partial(
         redeliver_lost,
         current.store,

@@ -32,6 +32,7 @@ from typing import TypeVar
 import redis
 
 from worker.backlog import Parked
+from worker.claims import RedisJournal
 from worker.errors import (
     JobError,
     PermanentError,
@@ -39,7 +40,6 @@ from worker.errors import (
     TicketNotFound,
 )
 from worker.halo.client import HaloClient, Ticket
-from worker.results import RedisJournal
 from worker.runner import Claimed, JobRunner, RunResult
 from worker.tickets import Turn
 from worker.update import Plan, Rendered, Updated, apply_plan, plan_update, render_job
@@ -96,14 +96,14 @@ def _admit(
 ) -> tuple[_Member | None, int]:
     """Validate, claim and count one job of the batch, render it, and take its ticket (only a
     place in its line when an earlier member has the ticket: `held`)."""
-    if runner.store.get(entry.job_id) is not None:
+    if runner.store.records.get(entry.job_id) is not None:
         return None, 0
     submitted_at = entry.submitted_at or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     job = runner.validate(entry.job_id, entry.job, submitted_at, started_s)
     if job is None:
         return None, 1
     with ExitStack() as own:
-        if not own.enter_context(runner.store.claim(entry.job_id, lease_s=runner.lease_s)):
+        if not own.enter_context(runner.store.claims.claim(entry.job_id, lease_s=runner.lease_s)):
             runner.busy(entry.job_id, entry.job, submitted_at)
             return None, 0
         claimed = runner.begin(job, entry.job_id, entry.job, submitted_at, started_s)
@@ -204,7 +204,7 @@ class _Batch:
         saved: dict[int, Ticket] | None = None
         if len(changed) > 1:
             for member in changed:
-                self.runner.store.journal(member.claimed.job_id).note(
+                self.runner.store.claims.journal(member.claimed.job_id).note(
                     member.plan.changed_fields if member.plan else []
                 )
             try:
@@ -222,7 +222,7 @@ class _Batch:
     def _apply(self, member: _Member, saved: dict[int, Ticket] | None) -> int:
         plan = member.plan
         assert plan is not None  # only planned members get here
-        journal = self.runner.store.journal(member.claimed.job_id)
+        journal = self.runner.store.claims.journal(member.claimed.job_id)
         try:
             updated = self._own(member, lambda: self._apply_plan(plan, saved, journal))
         except RetryableError as error:
@@ -244,7 +244,7 @@ class _Batch:
                 # waits for its turn outside the batch.
                 self.open.remove(member)
                 return 0
-        journal = self.runner.store.journal(member.claimed.job_id)
+        journal = self.runner.store.claims.journal(member.claimed.job_id)
 
         def update() -> Updated:
             plan = plan_update(job, self.client, rendered=rendered)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Final
 
-# -- a job's record and state (worker.results) ------------------------------------------------
+# -- a job's record, runs and waits (worker.records, worker.claims, worker.deferred) --------
 
 RESULTS_STREAM: Final = "halo:results"
 RESULT_PREFIX: Final = "halo:result:"

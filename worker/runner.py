@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol
 import redis
 
 from worker.backlog import Backlogs
+from worker.claims import RunState
 from worker.errors import (
     BudgetExhausted,
     InternalError,
@@ -43,7 +44,7 @@ from worker.models import (
     succeeded_record,
     utc_now_iso,
 )
-from worker.results import ResultStore, RunState
+from worker.results import ResultStore
 from worker.retry import RetryPolicy
 from worker.tickets import TicketLines, Turn
 from worker.update import Rendered, Updated, apply_plan, plan_update, render_job
@@ -152,13 +153,13 @@ class JobRunner:
         """
         started_s = time.monotonic()
         job_id = job_id_of(payload, task_id)
-        if self.store.get(job_id) is not None:
+        if self.store.records.get(job_id) is not None:
             return RunResult.DUPLICATE
         submitted_at = submitted_at or utc_now_iso()
         job = self.validate(job_id, payload, submitted_at, started_s, task_id)
         if job is None:
             return RunResult.RECORDED
-        with self.store.claim(job_id, lease_s=self.lease_s) as taken:
+        with self.store.claims.claim(job_id, lease_s=self.lease_s) as taken:
             if not taken:
                 return self.busy(job_id, payload, submitted_at)
             claimed = self.begin(job, job_id, payload, submitted_at, started_s)
@@ -169,7 +170,7 @@ class JobRunner:
     def reject_malformed(self, task_id: str, reason: str) -> RunResult:
         """Record a delivery whose task arguments are not ``(job)``: it can never run."""
         task_id = job_id_of(None, task_id)
-        if self.store.get(task_id) is not None:
+        if self.store.records.get(task_id) is not None:
             return RunResult.DUPLICATE
         error = InvalidJob(f"task arguments: {reason}; expected one argument, the job object")
         record = failed_record(
@@ -213,9 +214,9 @@ class JobRunner:
     ) -> Claimed | None:
         """Count a run of a claimed job; None when it needs no run (recorded meanwhile, or
         failed now because its runs keep killing their worker)."""
-        if self.store.get(job_id) is not None:
+        if self.store.records.get(job_id) is not None:
             return None
-        state = self.store.begin_run(job_id, submitted_at)
+        state = self.store.claims.begin_run(job_id, submitted_at)
         claimed = Claimed(job, job_id, payload, state)
         if state.crashes >= self.config.max_deliveries:
             crash = InternalError(
@@ -265,7 +266,7 @@ class JobRunner:
             record = self.failure(claimed, error, made)
             return self.finish(record, claimed.payload, started_s, claimed=claimed)
         due_s = time.time() + delay_s
-        self.store.defer(
+        self.store.deferred.defer(
             claimed.job_id,
             {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
             due_s=due_s,
@@ -324,7 +325,7 @@ class JobRunner:
         )
         if entry.turn is Turn.WAIT:
             # Waiting for a turn is not an attempt, like waiting for budget.
-            self.store.end_run(
+            self.store.claims.end_run(
                 claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0
             )
             log.info(
@@ -352,7 +353,9 @@ class JobRunner:
         not a retry.
         """
         assert self.backlogs is not None
-        self.store.end_run(claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0)
+        self.store.claims.end_run(
+            claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0
+        )
         self.backlogs.park(
             claimed.job.connection, claimed.job_id, claimed.payload, claimed.state.submitted_at
         )
@@ -373,10 +376,10 @@ class JobRunner:
         outcome. A `claimed` job's turn on its ticket ends in the same call."""
         if self.tickets is not None and claimed is not None and claimed.ticket_id is not None:
             written = self.tickets.write_and_leave(
-                self.store, record, payload, claimed.job.connection, claimed.ticket_id
+                self.store.records, record, payload, claimed.job.connection, claimed.ticket_id
             )
         else:
-            written = self.store.write(record, payload)
+            written = self.store.records.write(record, payload)
         if not written:
             return RunResult.DUPLICATE
         fields = payload if isinstance(payload, Mapping) else {}
@@ -410,8 +413,8 @@ class JobRunner:
         # The holder may be running this job, or may have died holding it: look again soon,
         # and again, until it has a record or its claim is free. Often the holder is just
         # releasing the claim of a run it deferred a moment ago.
-        due_s = time.time() + min(self.store.claim_ttl_s(job_id), _BUSY_RECHECK_S) + 0.5
-        self.store.recheck_later(
+        due_s = time.time() + min(self.store.claims.claim_ttl_s(job_id), _BUSY_RECHECK_S) + 0.5
+        self.store.deferred.recheck_later(
             job_id, {"job": payload, "submitted_at": submitted_at}, due_s=due_s
         )
         return RunResult.BUSY
@@ -439,7 +442,7 @@ class JobRunner:
                 deadline_s=time.monotonic() + self.config.job_deadline_s,
             )
             plan = plan_update(claimed.job, client, rendered=rendered)
-            updated = apply_plan(plan, client, journal=self.store.journal(claimed.job_id))
+            updated = apply_plan(plan, client, journal=self.store.claims.journal(claimed.job_id))
             record = self.success(claimed, updated, client.requests_made)
         except RetryableError as error:
             made = client.requests_made if client else 0

@@ -33,7 +33,7 @@ Keys (a ticket's keys live as long as it is used, and a day after):
     halo:ticket:<connection>:<ticket_id>:parked   payloads of the jobs waiting here (hash)
     halo:ticket:waiting                           job_id → its ticket's hold key, for every
                                                   waiting job (hash); a sign of life for
-                                                  `ResultStore.take_lost`
+                                                  `DeferredJobs.take_lost`
     halo:ticket:lines                             hold keys of tickets with waiting jobs (set)
 """
 
@@ -64,7 +64,7 @@ from worker.keys import (
     ticket_hold_key,
 )
 from worker.models import ResultRecord
-from worker.results import WRITE_RECORD_LUA, ResultStore
+from worker.records import WRITE_RECORD_LUA, Records
 
 # A ticket's line outlives any wait of its jobs (a retry budget is 15 minutes), and is gone a
 # day after its last use, so tickets that are never touched again leave nothing behind.
@@ -334,18 +334,18 @@ class TicketLines:
 
     def write_and_leave(
         self,
-        store: ResultStore,
+        records: Records,
         record: ResultRecord,
         job: Any,
         connection: str,
         ticket_id: int,
     ) -> bool:
-        """`store.write(record, job)` and `leave(..., finished=True)`, in one atomic call.
+        """`records.write(record, job)` and `leave(..., finished=True)`, in one atomic call.
 
         Returns:
             False when the job already had a record (nothing was written; its turn ended).
         """
-        write_keys, write_args = store.write_call(record, job)
+        write_keys, write_args = records.write_call(record, job)
         keys, args = self._leave_call(connection, ticket_id, record.job_id, finished=True)
         counts = [len(write_keys), len(write_args)]
         return bool(self._write_and_leave(keys=write_keys + keys, args=write_args + args + counts))

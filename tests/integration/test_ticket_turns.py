@@ -109,7 +109,7 @@ def test_a_batch_leaves_the_tickets_another_batch_holds_and_its_jobs_run_after_t
     assert results == [RunResult.RECORDED] * len(TICKETS)
     for ticket_id in TICKETS:
         assert _state(halo, ticket_id) == {"summary": "reopened", "status_id": NEW}
-        reopened = second.store.get(f"reopen-{ticket_id}")
+        reopened = second.store.records.get(f"reopen-{ticket_id}")
         assert reopened is not None
         assert reopened["changed_fields"] == ["summary", "status_id"]
         assert reopened["attempts"] == 1  # waiting for a turn is not an attempt
@@ -142,7 +142,7 @@ def test_a_job_waiting_out_a_429_keeps_its_place_ahead_of_a_later_job_for_its_ti
         "reopened",
     ]
     for job_id in ("close-5001", "reopen-5001"):
-        record = runtime.store.get(job_id)
+        record = runtime.store.records.get(job_id)
         assert record is not None
         assert record["changed_fields"] == ["summary", "status_id"], job_id
     assert not any(budget_redis.scan_iter("halo:ticket:*")), "a ticket kept a hold or a line"

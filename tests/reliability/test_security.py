@@ -590,7 +590,7 @@ def test_a_record_carries_variables_only_where_the_contract_puts_them(run: Run) 
 def test_a_failed_job_keeps_its_payload_for_replay_no_longer_than_its_record(
     run: Run, redis_client: redis.Redis
 ) -> None:
-    # The one place job variables stay in Redis outside a record (`worker.results`): what
+    # The one place job variables stay in Redis outside a record (`worker.records`): what
     # `halo-jobs replay` needs, kept for failed jobs only and expiring with the record.
     kept = list(redis_client.scan_iter(match="halo:failed-job:*"))
     assert kept, "no failed job kept for replay (did the replay feature change?)"
