@@ -24,8 +24,9 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from producers.waiting import Progress, Waited, wait_for_records
+from worker.deferred import DeferredJobs
 from worker.models import QUEUE, TASK_NAME, Job, parse_job, redacted_view, utc_now_iso
-from worker.results import ResultStore
+from worker.records import Records
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger("halo.producer")
@@ -67,7 +68,8 @@ class Producer:
             url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, **options
         )
         # Waiting only reads records; the TTL is the worker's business.
-        self.results = ResultStore(self.redis, ttl_s=1)
+        self.records = Records(self.redis, ttl_s=1)
+        self.deferred = DeferredJobs(self.redis)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
@@ -119,8 +121,8 @@ class Producer:
                 retryable=True,
             ) from None
         try:
-            # The safety net for a message the broker loses (see ResultStore.track).
-            self.results.track(job_id, {"job": payload, "submitted_at": submitted_at})
+            # The safety net for a message the broker loses (see DeferredJobs.track).
+            self.deferred.track(job_id, {"job": payload, "submitted_at": submitted_at})
         except redis.RedisError as exc:
             # Accepted all the same: the job is on the queue, only without the net.
             log.warning(
@@ -132,11 +134,11 @@ class Producer:
 
     def result(self, job_id: str) -> dict[str, Any] | None:
         """A job's record, or None while it has none."""
-        return self.results.get(job_id)
+        return self.records.get(job_id)
 
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Block until a job's record exists (no polling), or return None after `timeout_s`."""
-        return self.results.wait(job_id, timeout_s)
+        return self.records.wait(job_id, timeout_s)
 
     def wait_many(
         self, job_ids: Iterable[str], timeout_s: float, *, on_progress: Progress | None = None

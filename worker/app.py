@@ -31,14 +31,14 @@ from typing import Any
 from celery import Celery, signals
 
 from worker import fleet, liveness, logs, metrics, sentry, transport
-from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
+from worker.backlog import Dispatcher, Parked
 from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
 from worker.connections import ConnectionsError
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
+from worker.keys import BACKLOG_JOBS, TICKET_WAITING
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.runtime import redis_client, runtime
 from worker.settings import get_settings
-from worker.tickets import TICKET_WAITING
 
 settings = get_settings()
 _LOST_SCAN_S = 5.0
@@ -114,7 +114,7 @@ def _start_background(**_: Any) -> None:
         batch_max=current.settings.batch_max,
     )
     # A job silent for longer than a stranded message and a dead worker's claim take to
-    # come back was lost by the broker (see ResultStore.take_lost).
+    # come back was lost by the broker (see DeferredJobs.take_lost).
     redeliver = partial(
         redeliver_lost,
         current.store,

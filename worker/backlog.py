@@ -32,26 +32,27 @@ import redis
 
 from worker.connections import Connection
 from worker.governor import Governor
+from worker.keys import (
+    BACKLOG_JOBS,
+    BACKLOGS,
+    backlog_key,
+    backlog_seq_key,
+    backlog_taken_key,
+    dispatch_key,
+)
 
 log = logging.getLogger("halo.backlog")
 
-BACKLOGS: Final = "halo:backlogs"
-BACKLOG_JOBS: Final = "halo:backlog:jobs"
 # A batch costs one list read and one POST, whatever its size.
 BATCH_COST: Final = 2
 _TAKE_LEASE_MS: Final = 30_000
 _DISPATCH_LOCK_MS: Final = 5_000
 
 
-def backlog_key(connection: str) -> str:
-    """The backlog of one connection."""
-    return f"halo:backlog:{connection}"
-
-
-# KEYS: backlog, backlogs, jobs. ARGV: connection, job_id, payload
+# KEYS: backlog, backlogs, jobs, backlog's counter. ARGV: connection, job_id, payload
 _PARK = """
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
-local seq = redis.call('INCR', KEYS[1] .. ':seq')
+local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[1], seq, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -121,7 +122,7 @@ class Backlogs:
         """How many jobs of a connection wait in its backlog (including those being released)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcard(backlog_key(connection))
-        pipe.zcard(backlog_key(connection) + ":taken")
+        pipe.zcard(backlog_taken_key(connection))
         waiting, taken = pipe.execute()
         return int(waiting) + int(taken)
 
@@ -129,7 +130,7 @@ class Backlogs:
         """Add a job to the end of its connection's backlog (a no-op if already parked)."""
         payload = json.dumps({"job": job, "submitted_at": submitted_at})
         self._park(
-            keys=[backlog_key(connection), BACKLOGS, BACKLOG_JOBS],
+            keys=[backlog_key(connection), BACKLOGS, BACKLOG_JOBS, backlog_seq_key(connection)],
             args=[connection, job_id, payload],
         )
 
@@ -143,11 +144,15 @@ class Backlogs:
 
     def take(self, connection: str, n: int) -> list[Parked]:
         """Lease the `n` oldest parked jobs of a connection for publishing."""
-        key = backlog_key(connection)
         raw = cast(
             list[Any],
             self._take(
-                keys=[key, key + ":taken", BACKLOG_JOBS, BACKLOGS],
+                keys=[
+                    backlog_key(connection),
+                    backlog_taken_key(connection),
+                    BACKLOG_JOBS,
+                    BACKLOGS,
+                ],
                 args=[n, _now_ms() + self._take_lease_ms, connection],
             ),
         )
@@ -167,22 +172,22 @@ class Backlogs:
     def released(self, connection: str, parked: list[Parked]) -> None:
         """Forget jobs once their batch is on the queue."""
         if parked:
-            key = backlog_key(connection)
-            self._release(keys=[key + ":taken", BACKLOG_JOBS], args=[p.job_id for p in parked])
+            self._release(
+                keys=[backlog_taken_key(connection), BACKLOG_JOBS],
+                args=[p.job_id for p in parked],
+            )
 
     def reap(self, connection: str) -> int:
         """Return jobs whose publisher died mid-release to the front of the backlog."""
-        key = backlog_key(connection)
-        return int(self._reap(keys=[key + ":taken", key], args=[_now_ms()]))
+        keys = [backlog_taken_key(connection), backlog_key(connection)]
+        return int(self._reap(keys=keys, args=[_now_ms()]))
 
     def dispatch_lock(self, connection: str) -> bool:
         """Take the right to release this connection's backlog for a few seconds."""
-        return bool(
-            self._redis.set(f"halo:dispatch:{connection}", "1", nx=True, px=_DISPATCH_LOCK_MS)
-        )
+        return bool(self._redis.set(dispatch_key(connection), "1", nx=True, px=_DISPATCH_LOCK_MS))
 
     def dispatch_unlock(self, connection: str) -> None:
-        self._redis.delete(f"halo:dispatch:{connection}")
+        self._redis.delete(dispatch_key(connection))
 
 
 class Dispatcher:

@@ -32,6 +32,7 @@ from typing import TypeVar
 import redis
 
 from worker.backlog import Parked
+from worker.claims import RedisJournal
 from worker.errors import (
     JobError,
     PermanentError,
@@ -39,10 +40,9 @@ from worker.errors import (
     TicketNotFound,
 )
 from worker.halo.client import HaloClient, Ticket
-from worker.results import RedisJournal
 from worker.runner import Claimed, JobRunner, RunResult
 from worker.tickets import Turn
-from worker.update import Plan, Rendered, Updated, apply_plan, plan_update, render_job
+from worker.update import Plan, Rendered, Updated, apply_plan, plan_update
 
 T = TypeVar("T")
 
@@ -94,45 +94,20 @@ def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid:
 def _admit(
     runner: JobRunner, claims: ExitStack, entry: Parked, started_s: float, held: set[int]
 ) -> tuple[_Member | None, int]:
-    """Validate, claim and count one job of the batch, render it, and take its ticket (only a
-    place in its line when an earlier member has the ticket: `held`)."""
-    if runner.store.get(entry.job_id) is not None:
-        return None, 0
+    """Admit one job of the batch as a single job is (`JobRunner.admit`), without joining the
+    backlog it came from; a job whose ticket an earlier member holds (`held`) runs after that
+    member (`_Batch._alone`). Returns the member, or None and how many records were written.
+
+    Members keep their claims (in `claims`) until the batch ends; a job that waits for its
+    ticket gives its claim up now, so it can run as soon as its turn comes.
+    """
     submitted_at = entry.submitted_at or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-    job = runner.validate(entry.job_id, entry.job, submitted_at, started_s)
-    if job is None:
-        return None, 1
-    with ExitStack() as own:
-        if not own.enter_context(runner.store.claim(entry.job_id, lease_s=runner.lease_s)):
-            runner.busy(entry.job_id, entry.job, submitted_at)
-            return None, 0
-        claimed = runner.begin(job, entry.job_id, entry.job, submitted_at, started_s)
-        member, done = _take_turn(runner, claimed, started_s, held) if claimed else (None, 0)
-        if member is not None:
-            # Members keep their claims until the batch ends; a job that waits for its ticket
-            # gives its claim up now, so it can run as soon as its turn comes.
-            claims.enter_context(own.pop_all())
-        return member, done
-
-
-def _take_turn(
-    runner: JobRunner, claimed: Claimed, started_s: float, held: set[int]
-) -> tuple[_Member | None, int]:
-    """Render a claimed job and take its ticket: a member, or None (recorded or waiting)."""
-    try:
-        rendered = render_job(claimed.job)
-    except JobError as error:
-        runner.finish(runner.failure(claimed, error, 0), claimed.payload, started_s)
-        return None, 1
-    placed = replace(claimed, ticket_id=rendered.ticket_id)
-    if rendered.ticket_id in held:
-        # It runs after the member holding its ticket (`_Batch._alone`); its place in line
-        # keeps later jobs from taking the ticket in between.
-        runner.take_turn(claimed, rendered.ticket_id, check_backlog=False, place_only=True)
-        return _Member(placed, rendered, has_turn=False), 0
-    if runner.take_turn(claimed, rendered.ticket_id, check_backlog=False) is not Turn.GO:
-        return None, 0
-    return _Member(placed, rendered), 0
+    admitted = runner.admit(
+        entry.job_id, entry.job, submitted_at, started_s, claims, check_backlog=False, held=held
+    )
+    if isinstance(admitted, RunResult):
+        return None, 1 if admitted is RunResult.RECORDED else 0
+    return _Member(admitted.claimed, admitted.rendered, has_turn=admitted.has_turn), 0
 
 
 class _Batch:
@@ -204,7 +179,7 @@ class _Batch:
         saved: dict[int, Ticket] | None = None
         if len(changed) > 1:
             for member in changed:
-                self.runner.store.journal(member.claimed.job_id).note(
+                self.runner.store.claims.journal(member.claimed.job_id).note(
                     member.plan.changed_fields if member.plan else []
                 )
             try:
@@ -222,7 +197,7 @@ class _Batch:
     def _apply(self, member: _Member, saved: dict[int, Ticket] | None) -> int:
         plan = member.plan
         assert plan is not None  # only planned members get here
-        journal = self.runner.store.journal(member.claimed.job_id)
+        journal = self.runner.store.claims.journal(member.claimed.job_id)
         try:
             updated = self._own(member, lambda: self._apply_plan(plan, saved, journal))
         except RetryableError as error:
@@ -244,7 +219,7 @@ class _Batch:
                 # waits for its turn outside the batch.
                 self.open.remove(member)
                 return 0
-        journal = self.runner.store.journal(member.claimed.job_id)
+        journal = self.runner.store.claims.journal(member.claimed.job_id)
 
         def update() -> Updated:
             plan = plan_update(job, self.client, rendered=rendered)

@@ -34,7 +34,6 @@ __all__ = [
     "MAX_SHORT_TEXT_CHARS",
     "MAX_TEXT_CHARS",
     "QUEUE",
-    "RESULTS_STREAM",
     "RESULT_TICKET_KEYS",
     "TASK_NAME",
     "ErrorCode",
@@ -48,20 +47,14 @@ __all__ = [
     "parse_job",
     "redacted_fields",
     "redacted_view",
-    "result_key",
     "succeeded_record",
     "utc_now_iso",
 ]
 
-# Wire names the upstream codes against (CONTRACT §3).
+# Wire names the upstream codes against (CONTRACT §3). The record's key and the completion
+# feed's stream are in `worker.keys`, with every other Redis key.
 TASK_NAME: Final = "halo.update_ticket"
 QUEUE: Final = "halo"
-RESULTS_STREAM: Final = "halo:results"
-
-
-def result_key(job_id: str) -> str:
-    """Where a job's record lives: ``halo:result:<job_id>``."""
-    return f"halo:result:{job_id}"
 
 
 # A job is one email rule action: its texts are a ticket summary and details, not attachments.

@@ -21,7 +21,7 @@ import redis
 from worker.connections import Connection
 from worker.governor import Governor
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
-from worker.models import RESULTS_STREAM
+from worker.keys import RESULTS_STREAM
 from worker.runtime import Runtime, redis_client
 
 # Ticket timestamps that do not depend on when a test runs, so two runs compare equal.

@@ -96,7 +96,7 @@ def _spend_budget(runtime: Runtime, connection: str) -> None:
 
 
 def _record(runtime: Runtime, job_id: str) -> Record:
-    record = runtime.store.get(job_id)
+    record = runtime.store.records.get(job_id)
     assert record is not None, f"no record for {job_id}"
     return record
 
@@ -114,7 +114,7 @@ def test_a_job_that_finds_no_budget_is_parked_without_a_record_or_an_attempt(
 
     assert runtime.runner.run(waiting, task_id=waiting["job_id"]) is RunResult.PARKED
 
-    assert runtime.store.get(waiting["job_id"]) is None
+    assert runtime.store.records.get(waiting["job_id"]) is None
     assert stream_job_ids(budget_redis) == []
     assert runtime.backlogs.size("acme") == 1
     assert halo.requests() == []
@@ -459,7 +459,7 @@ def test_a_retryable_error_on_the_batch_read_defers_every_job_until_it_succeeds(
 
     assert _run_batches(runtime, published) == 0
 
-    assert [runtime.store.get(j["job_id"]) for j in jobs] == [None, None, None]
+    assert [runtime.store.records.get(j["job_id"]) for j in jobs] == [None, None, None]
     assert stream_job_ids(budget_redis) == []
     assert halo.posts() == []
 
@@ -467,7 +467,7 @@ def test_a_retryable_error_on_the_batch_read_defers_every_job_until_it_succeeds(
         runtime.runner.run(payload, task_id=job_id, submitted_at=submitted_at)
 
     deadline = time.monotonic() + 5.0
-    while any(runtime.store.get(j["job_id"]) is None for j in jobs):
+    while any(runtime.store.records.get(j["job_id"]) is None for j in jobs):
         assert time.monotonic() < deadline, "deferred jobs were never run again"
         move_due(runtime.store, publish)
         time.sleep(0.02)

@@ -25,8 +25,8 @@ from producers.cli import main
 from producers.jobs import Producer
 from worker.connections import load_connections
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
-from worker.models import QUEUE, TASK_NAME, result_key, utc_now_iso
-from worker.results import failed_job_key
+from worker.keys import failed_job_key, result_key
+from worker.models import QUEUE, TASK_NAME, utc_now_iso
 from worker.settings import get_settings
 
 Record = dict[str, Any]

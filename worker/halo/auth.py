@@ -28,6 +28,7 @@ from worker.connections import Connection
 from worker.errors import HaloAuthFailed, HaloUnexpectedResponse, RetryableError
 from worker.halo.cache import Cache
 from worker.halo.errors import summarize_body
+from worker.keys import token_key
 
 # Long enough for one token request under Halo's 60 s gateway timeout; after it, a waiting
 # worker stops waiting for the holder and requests a token itself.
@@ -185,7 +186,7 @@ class TokenSource:
         self._cache = cache
         self._margin_s = refresh_margin_s
         self._clock = clock
-        self._key = f"halo:token:{connection.name}"
+        self._key = token_key(connection.name)
         self._seal = Fernet(_sealing_key(connection))
         # This process's copy of the shared token: every job needs the token, and reading and
         # unsealing it from the shared cache for each would be most of a job's token cost.

@@ -35,6 +35,7 @@ from worker.halo.errors import error_from_response, is_expired_token_answer, sum
 from worker.halo.lookups import LookupKind, as_int, unwrap_records
 from worker.halo.route import ApiRoutes, no_api_error
 from worker.halo.signing import CacheSigner
+from worker.keys import lookup_key
 
 log = logging.getLogger("halo.client")
 
@@ -338,15 +339,14 @@ class HaloClient:
         Returns:
             The records, and whether they came from the cache.
         """
-        key = f"halo:lookup:{self.connection.name}:{kind}"
+        sla_id = sla_id or None  # 0: the ticket has no SLA, so every SLA's priorities
+        key = lookup_key(self.connection.name, kind, sla_id, tickettype_id)
         params: dict[str, str] = {}
         if kind == "priority":
-            key += f":{sla_id}"
             # A ticket without an SLA lists every SLA's priorities; never send "slaid=None"
             # nor "slaid=0", which lists none.
             params = {"slaid": str(sla_id)} if sla_id else {}
         elif kind == "status" and tickettype_id is not None:
-            key += f":type-{tickettype_id}"
             params = {"tickettype_id": str(tickettype_id)}
         elif kind == "agent":
             params = dict(_AGENT_PARAMS)
@@ -404,9 +404,7 @@ class HaloClient:
     def cached_lookup(self, kind: LookupKind) -> list[dict[str, Any]] | None:
         """The whole list of a kind (every status, every SLA's priorities) if a cache holds it,
         without any request; None otherwise."""
-        key = f"halo:lookup:{self.connection.name}:{kind}"
-        if kind == "priority":
-            key += ":None"  # every SLA's, as `lookup` keeps them
+        key = lookup_key(self.connection.name, kind)  # priorities: every SLA's (sla_id None)
         cached = self._clients.local.get(key) or self._clients.shared(self.connection, key)
         if cached is None:
             return None
