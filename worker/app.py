@@ -34,6 +34,7 @@ from worker import fleet, liveness, logs, metrics, sentry
 from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
 from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
+from worker.learned import Learned
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.runtime import redis_client, runtime
 from worker.settings import get_settings
@@ -102,6 +103,7 @@ def _start_background(**_: Any) -> None:
         current.clients.connections,
         publish_batch,
         batch_max=current.settings.batch_max,
+        learned=Learned(current.redis),
     )
     # A job silent for longer than a stranded message and a dead worker's claim take to
     # come back was lost by the broker (see ResultStore.take_lost).

@@ -8,7 +8,11 @@ order. Other connections are untouched: their jobs keep running straight off the
 A dispatcher (every worker runs one; a per-connection lock lets one act at a time) releases a
 backlog only as fast as the budget allows: for each grant of two requests (one list read, one
 POST) it takes up to `batch_max` jobs and publishes them as one batch task, with the grant as a
-reservation that the batch spends when it runs (see `Governor.use_reservation`). Parked jobs
+reservation that the batch spends when it runs (see `Governor.use_reservation`). Only a tenant
+that has shown it honours `ticketids` is batched (`worker.learned`), and no more jobs go in a
+batch than the tenant puts on one list page; any other backlog (and every backlog of a
+connection with ``batching = "off"``) is released one job per grant, still in order, and
+such a release's read is the probe that can show the filter is honoured. Parked jobs
 are never re-published on a timer, so a deep backlog costs nothing while it waits, and nothing
 is delivered late enough to meet the visibility timeout.
 
@@ -32,6 +36,7 @@ import redis
 
 from worker.connections import Connection
 from worker.governor import Governor
+from worker.learned import Learned
 
 log = logging.getLogger("halo.backlog")
 
@@ -196,12 +201,14 @@ class Dispatcher:
         publish_batch: Callable[[str, list[Parked], int, str | None], None],
         *,
         batch_max: int,
+        learned: Learned,
     ) -> None:
         self._backlogs = backlogs
         self._governor = governor
         self._connections = connections
         self._publish = publish_batch
         self._batch_max = batch_max
+        self._learned = learned
 
     def dispatch(self) -> int:
         """Release what the budgets allow now; returns how many jobs were released."""
@@ -236,11 +243,20 @@ class Dispatcher:
         grant = self._governor.try_acquire(connection, cost)
         if not grant.granted:
             return 0
-        parked = self._backlogs.take(name, self._batch_max)
+        parked = self._backlogs.take(name, self._batch_size(connection))
         if parked:
             self._publish(name, parked, cost, grant.reservation)
             self._backlogs.released(name, parked)
         return len(parked)
+
+    def _batch_size(self, connection: Connection) -> int:
+        """How many jobs one release of this connection takes: 1 unless batching is on."""
+        if connection.batching == "off":
+            return 1
+        facts = self._learned.facts(connection.name)
+        if not facts.batches:
+            return 1
+        return min(self._batch_max, facts.page_cap or self._batch_max)
 
 
 def _now_ms() -> int:

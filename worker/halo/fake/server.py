@@ -200,7 +200,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--expired-token-status", choices=["401", "400", "alternate"], default="401"
     )
     parser.add_argument(
-        "--update-answer-shape", choices=["object", "array", "wrapped"], default="object"
+        "--update-answer-shape",
+        choices=["object", "array", "wrapped", "first"],
+        default="object",
     )
     parser.add_argument("--no-team-id", action="store_true", help="tickets carry no team_id")
     parser.add_argument("--wrapped-lookups", action="store_true")
