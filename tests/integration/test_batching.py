@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Final
 
-import pytest
-
 from integration.budget import Fleet, Job, Record, Tenants, job, new_fake
 from worker.backlog import BATCH_COST, Dispatcher, Parked
 from worker.batch import run_batch
@@ -156,7 +154,8 @@ def test_a_ticket_the_list_read_left_out_is_read_alone_and_only_a_404_there_fail
     assert [record(runtime, j["job_id"])["outcome"] for j in found] == ["succeeded"] * 3
     for done in found:
         ticket = halo.ticket(int(done["ticket_id"]))
-        assert ticket is not None and ticket["summary"] == done["summary"]
+        assert ticket is not None
+        assert ticket["summary"] == done["summary"]
     failed = record(runtime, missing["job_id"])
     assert failed["error"]["code"] == "ticket_not_found"
     # One list page (paging on would read the whole tenant), then one read per ticket.
