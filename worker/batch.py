@@ -40,12 +40,13 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import TypeVar
 
 import redis
 
+from worker.admission import Member, admit
 from worker.backlog import Parked
 from worker.errors import (
     JobError,
@@ -56,31 +57,12 @@ from worker.errors import (
 from worker.halo.client import HaloClient, Ticket
 from worker.learned import Learned
 from worker.results import RedisJournal
-from worker.runner import Claimed, JobRunner, RunResult
+from worker.runner import JobRunner, RunResult
 from worker.tickets import Turn
-from worker.update import (
-    Plan,
-    Rendered,
-    Updated,
-    apply_plan,
-    plan_update,
-    render_job,
-    shape_ticket,
-)
+from worker.update import Plan, Updated, apply_plan, plan_update, settle_unconfirmed
 
 T = TypeVar("T")
 log = logging.getLogger("halo.batch")
-
-
-@dataclass
-class _Member:
-    claimed: Claimed
-    rendered: Rendered
-    has_turn: bool = True  # False: it follows another member on its ticket (placed only)
-    listed: bool = False  # its ticket came from a list read (no `*_name` labels)
-    own_requests: int = 0
-    shared_requests: float = 0.0
-    plan: Plan | None = None
 
 
 def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid: int) -> int:
@@ -92,10 +74,10 @@ def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid:
     started_s = time.monotonic()
     recorded = 0
     with ExitStack() as claims:
-        members: list[_Member] = []
+        members: list[Member] = []
         for entry in parked:
             held = {m.rendered.ticket_id for m in members}
-            member, done = _admit(runner, claims, entry, started_s, held)
+            member, done = admit(runner, claims, entry, started_s, held)
             recorded += done
             if member is not None:
                 members.append(member)
@@ -118,56 +100,12 @@ def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid:
     return recorded
 
 
-def _admit(
-    runner: JobRunner, claims: ExitStack, entry: Parked, started_s: float, held: set[int]
-) -> tuple[_Member | None, int]:
-    """Validate, claim and count one job of the batch, render it, and take its ticket (only a
-    place in its line when an earlier member has the ticket: `held`)."""
-    if runner.store.get(entry.job_id) is not None:
-        return None, 0
-    submitted_at = entry.submitted_at or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-    job = runner.validate(entry.job_id, entry.job, submitted_at, started_s)
-    if job is None:
-        return None, 1
-    with ExitStack() as own:
-        if not own.enter_context(runner.store.claim(entry.job_id, lease_s=runner.lease_s)):
-            runner.busy(entry.job_id, entry.job, submitted_at)
-            return None, 0
-        claimed = runner.begin(job, entry.job_id, entry.job, submitted_at, started_s)
-        member, done = _take_turn(runner, claimed, started_s, held) if claimed else (None, 0)
-        if member is not None:
-            # Members keep their claims until the batch ends; a job that waits for its ticket
-            # gives its claim up now, so it can run as soon as its turn comes.
-            claims.enter_context(own.pop_all())
-        return member, done
-
-
-def _take_turn(
-    runner: JobRunner, claimed: Claimed, started_s: float, held: set[int]
-) -> tuple[_Member | None, int]:
-    """Render a claimed job and take its ticket: a member, or None (recorded or waiting)."""
-    try:
-        rendered = render_job(claimed.job)
-    except JobError as error:
-        runner.finish(runner.failure(claimed, error, 0), claimed.payload, started_s)
-        return None, 1
-    placed = replace(claimed, ticket_id=rendered.ticket_id)
-    if rendered.ticket_id in held:
-        # It runs after the member holding its ticket (`_Batch._alone`); its place in line
-        # keeps later jobs from taking the ticket in between.
-        runner.take_turn(claimed, rendered.ticket_id, check_backlog=False, place_only=True)
-        return _Member(placed, rendered, has_turn=False), 0
-    if runner.take_turn(claimed, rendered.ticket_id, check_backlog=False) is not Turn.GO:
-        return None, 0
-    return _Member(placed, rendered), 0
-
-
 class _Batch:
     def __init__(
         self,
         runner: JobRunner,
         client: HaloClient,
-        members: list[_Member],
+        members: list[Member],
         started_s: float,
         learned: Learned,
     ) -> None:
@@ -192,7 +130,7 @@ class _Batch:
         except PermanentError as error:
             return self.fail_all(error)
         planned: set[int] = set()
-        later: list[_Member] = []
+        later: list[Member] = []
         for member in list(self.open):
             ticket_id = member.rendered.ticket_id
             if ticket_id in planned:
@@ -230,7 +168,7 @@ class _Batch:
             return ticket
         return self.client.get_ticket(ticket_id)
 
-    def _plan(self, member: _Member, ticket: Ticket) -> Plan:
+    def _plan(self, member: Member, ticket: Ticket) -> Plan:
         job, rendered = member.claimed.job, member.rendered
         return plan_update(job, self.client, rendered=rendered, ticket=ticket)
 
@@ -267,7 +205,7 @@ class _Batch:
         unchanged = [m for m in self.open if m.plan and not m.plan.changed_fields]
         combined = len(changed) > 1 and not self.forced_off and self.facts.combined_posts
         saved: dict[int, Ticket] = {}
-        unsure: list[_Member] = []
+        unsure: list[Member] = []
         if combined:
             for member in changed:
                 self.runner.store.journal(member.claimed.job_id).note(
@@ -304,7 +242,7 @@ class _Batch:
                 done += self._apply(member, own)
         return done
 
-    def _apply(self, member: _Member, saved: Ticket | None) -> int:
+    def _apply(self, member: Member, saved: Ticket | None) -> int:
         plan = member.plan
         assert plan is not None  # only planned members get here
         journal = self.runner.store.journal(member.claimed.job_id)
@@ -316,38 +254,24 @@ class _Batch:
             return self._fail(member, error)
         return self._succeed(member, updated)
 
-    def _settle(self, member: _Member) -> int:
+    def _settle(self, member: Member) -> int:
         """Finish a member whose change went out in the combined POST without Halo's answer
-        confirming it: read its ticket back and decide from what Halo now holds."""
+        confirming it (`worker.update.settle_unconfirmed`)."""
         plan = member.plan
         assert plan is not None  # only planned members get here
-        job, rendered = member.claimed.job, member.rendered
         journal = self.runner.store.journal(member.claimed.job_id)
-
-        def settle() -> Updated:
-            now = self.client.get_ticket(plan.ticket_id)
-            rest = plan_update(job, self.client, rendered=rendered, ticket=now)
-            if not rest.changed_fields:
-                # Halo holds every value the POST carried: that POST applied them.
-                return Updated(shape_ticket(rest, now, self.client), plan.changed_fields, [
-                    *plan.warnings
-                ])  # fmt: skip
-            # Fields still different were not applied: this is their first and only POST.
-            extra = [f for f in rest.changed_fields if f not in plan.changed_fields]
-            changed = [*plan.changed_fields, *extra]
-            journal.note(changed)
-            after = self.client.update_tickets([rest.payload])[plan.ticket_id]
-            return Updated(shape_ticket(rest, after, self.client), changed, list(plan.warnings))
-
+        job, rendered = member.claimed.job, member.rendered
         try:
-            updated = self._own(member, settle)
+            updated = self._own(
+                member, lambda: settle_unconfirmed(plan, job, rendered, self.client, journal)
+            )
         except RetryableError as error:
             return self._retry(member, error)
         except JobError as error:
             return self._fail(member, error)
         return self._succeed(member, updated)
 
-    def _alone(self, member: _Member) -> int:
+    def _alone(self, member: Member) -> int:
         """Run a member as a single job would run: take its ticket, read it, plan, apply."""
         job, rendered = member.claimed.job, member.rendered
         if not member.has_turn:
@@ -374,21 +298,21 @@ class _Batch:
             return self._fail(member, error)
         return self._succeed(member, updated)
 
-    def _succeed(self, member: _Member, updated: Updated) -> int:
+    def _succeed(self, member: Member, updated: Updated) -> int:
         record = self.runner.success(member.claimed, updated, self._share(member))
         self.open.remove(member)
         self.runner.finish(record, member.claimed.payload, self.started_s, claimed=member.claimed)
         return 1
 
     def _apply_plan(
-        self, member: _Member, plan: Plan, saved: Ticket | None, journal: RedisJournal
+        self, member: Member, plan: Plan, saved: Ticket | None, journal: RedisJournal
     ) -> Updated:
         if member.listed and not plan.changed_fields:
             # A list read lacks the labels the record shows: read this ticket alone.
             plan = replace(plan, ticket=self.client.get_ticket(plan.ticket_id))
         return apply_plan(plan, self.client, journal=journal, saved=saved)
 
-    def _own(self, member: _Member, work: Callable[[], T]) -> T:
+    def _own(self, member: Member, work: Callable[[], T]) -> T:
         """Run `work`, charging the requests it makes to `member` alone."""
         before = self.client.requests_made
         try:
@@ -396,7 +320,7 @@ class _Batch:
         finally:
             member.own_requests += self.client.requests_made - before
 
-    def _share(self, member: _Member) -> float:
+    def _share(self, member: Member) -> float:
         """The requests `member` made so far; call it before the member leaves `open`."""
         # Shared requests made since the last call are divided among the members still open:
         # members leave only through here, so those are the ones that were in when they were
@@ -409,14 +333,14 @@ class _Batch:
             self.shared_settled = shared
         return member.own_requests + member.shared_requests
 
-    def _fail(self, member: _Member, error: JobError) -> int:
+    def _fail(self, member: Member, error: JobError) -> int:
         made = self._share(member)
         self.open.remove(member)
         record = self.runner.failure(member.claimed, error, made)
         self.runner.finish(record, member.claimed.payload, self.started_s, claimed=member.claimed)
         return 1
 
-    def _retry(self, member: _Member, error: RetryableError) -> int:
+    def _retry(self, member: Member, error: RetryableError) -> int:
         made = self._share(member)
         self.open.remove(member)
         result = self.runner.retry_or_fail(member.claimed, error, made, self.started_s)
