@@ -143,6 +143,7 @@ def test_a_job_arriving_while_its_connection_has_a_backlog_is_parked_behind_it(
 ) -> None:
     halo = new_fake()
     runtime = fleet(Tenants(acme=halo))
+    _honours_ticketids(runtime)
     first, second = job(4711, summary="First in line"), job(4712, summary="Second in line")
     _park(runtime, first)
 
