@@ -30,9 +30,10 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker import fleet, liveness, logs, metrics, sentry
+from worker import fleet, liveness, logs, metrics, sentry, transport
 from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
 from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
+from worker.connections import ConnectionsError
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
 from worker.learned import Learned
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
@@ -44,6 +45,10 @@ settings = get_settings()
 _LOST_SCAN_S = 5.0
 # Tickets whose holder died are handed on within a second of the hold's lease ending.
 _TICKET_REAP_S = 1.0
+
+# Queue items that are no task message go to the dead-letter list instead of killing the
+# worker: kombu's Redis transport, checked (worker.transport).
+transport.install()
 
 # Every task takes its messages through a guard against malformed ones (worker.strategy).
 app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")
@@ -91,7 +96,12 @@ def _build_runtime(sender: Any, **_: Any) -> None:
     # Fail at start, naming what to fix, rather than strand or fail every job: a worker that
     # would not consume `halo` (worker.fleet), or a connection that cannot load.
     fleet.require_home_queue(set(sender.app.amqp.queues.consume_from))
-    runtime()
+    try:
+        runtime()
+    except ConnectionsError as exc:
+        # Celery logs and ignores an Exception raised by a signal handler, and the worker
+        # would start and fail every job; SystemExit is let through and stops it.
+        raise SystemExit(f"the worker cannot start: {exc}") from None
 
 
 @signals.worker_ready.connect

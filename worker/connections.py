@@ -14,17 +14,21 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
+from worker.halo.urls import authorisation_server, web_address
+
 _KEYS = frozenset(
     {
         "url",
         "auth_url",
+        "resource_server",
+        "authorisation_server",
         "tenant",
         "client_id",
         "client_secret_env",
@@ -141,9 +145,9 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
     insecure = table.get("allow_insecure_http", False)
     if not isinstance(insecure, bool):
         raise ConnectionsError(f"{where}.allow_insecure_http: must be true or false")
-    table_name = f"[connections.{name}]"
-    url = _http_url(where, "url", text("url", required=True), insecure, table_name)
-    auth_url = _http_url(where, "auth_url", text("auth_url") or f"{url}/auth", insecure, table_name)
+    url, auth_url = _halo_urls(where, text)
+    for key, value in (("url", url), ("auth_url", auth_url)):
+        _require_https(where, key, value, insecure=insecure, table_name=f"[connections.{name}]")
     rate_text = text("rate_limit") or DEFAULT_RATE_LIMIT
     try:
         rate_limit = RateLimit.parse(rate_text)
@@ -165,18 +169,43 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
     )
 
 
-def _http_url(where: str, key: str, value: str | None, insecure: bool, table_name: str) -> str:
-    """The URL without its trailing slash; plain http only when `insecure` (the connection's
-    ``allow_insecure_http = true``)."""
-    if value is None or not value.lower().startswith(("https://", "http://")):
-        raise ConnectionsError(f"{where}.{key}: must be an http(s) URL, got {value!r}")
+def _require_https(where: str, key: str, value: str, *, insecure: bool, table_name: str) -> None:
+    """Refuse plain http unless the connection says it is a local test Halo
+    (``allow_insecure_http = true``)."""
     if value.lower().startswith("http://") and not insecure:
         raise ConnectionsError(
             f"{where}.{key}: {value!r} is plain http, which would send the client secret and "
             "access tokens in clear; use https://, or, for a local test Halo only, set "
             f"allow_insecure_http = true in {table_name}"
         )
-    return value.rstrip("/")
+
+
+def _halo_urls(where: str, text: Callable[..., str | None]) -> tuple[str, str]:
+    """The connection's web address and authorisation server, from `url` / `auth_url` or
+    the names Halo's API settings page gives them, `resource_server` / `authorisation_server`,
+    accepted as that page shows them (see `worker.halo.urls`)."""
+    url_key = _one_of(where, text, "url", "resource_server")
+    try:
+        url = web_address(text(url_key, required=True) or "")
+    except ValueError as exc:
+        raise ConnectionsError(f"{where}.{url_key}: {exc}") from None
+    auth_key = _one_of(where, text, "auth_url", "authorisation_server")
+    given = text(auth_key)
+    if given is None:
+        return url, f"{url}/auth"
+    try:
+        return url, authorisation_server(given)
+    except ValueError as exc:
+        raise ConnectionsError(f"{where}.{auth_key}: {exc}") from None
+
+
+def _one_of(where: str, text: Callable[..., str | None], key: str, alias: str) -> str:
+    """Which of two keys naming one setting the table uses (`key` when neither)."""
+    if text(alias) is None:
+        return key
+    if text(key) is not None:
+        raise ConnectionsError(f"{where}: set {key} or {alias}, not both (they name one setting)")
+    return alias
 
 
 def _secret(

@@ -25,6 +25,10 @@ WITHHELD: Final = "message withheld"
 _LIBRARY_LOGGERS: Final = ("celery", "kombu")
 # The logger of Celery's consumer, whose exceptions describe a message's envelope.
 _ENVELOPE_LOGGER: Final = "celery.worker.consumer"
+# Multi-line reports of those loggers that quote no message: the consumer's broker connection
+# errors ("Cannot connect to <url>: <error>.\nTrying again in 2.00 seconds... (1/100)"), whose
+# second line is what an operator reads to know the worker is retrying.
+_QUOTES_NO_MESSAGE: Final = ("consumer: Cannot connect to ",)
 # Where Celery's decode-error report starts quoting the headers on its first line.
 _HEADERS_MARK: Final = " headers:"
 # Exception texts shorter than this are not searched for in a message: replacing "1" or "'x'"
@@ -39,7 +43,8 @@ _MAX_CHAIN: Final = 20
 def safe_message(record: logging.LogRecord) -> str:
     """A record's message without exception texts or a quoted task message (see above)."""
     text = record.getMessage()
-    if record.name.startswith(_LIBRARY_LOGGERS) and "\n" in text:
+    quotes_none = text.startswith(_QUOTES_NO_MESSAGE)
+    if record.name.startswith(_LIBRARY_LOGGERS) and "\n" in text and not quotes_none:
         first = text.split("\n", 1)[0].split(_HEADERS_MARK, 1)[0].rstrip()
         text = f"{first} [the rest is withheld: it quotes the task message]"
         if record.name.startswith(_ENVELOPE_LOGGER):

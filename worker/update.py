@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol
 from worker.errors import InvalidTicketId
 from worker.halo.client import HaloClient, Ticket
 from worker.halo.lookups import LookupKind, Resolved, as_int, name_of, resolve_refreshing
-from worker.models import RESULT_TICKET_KEYS, Job
+from worker.models import MAX_RENDERED_CHARS, RESULT_TICKET_KEYS, Job
 from worker.templating import render
 
 # Halo's ticket ids are 32-bit signed integers.
@@ -80,17 +80,22 @@ def render_job(job: Job) -> Rendered:
     """Render every expression of a job; no I/O.
 
     Raises:
-        TemplateError: an expression is malformed or undefined.
+        TemplateError: an expression is malformed or undefined, or a field renders to more
+            than its `MAX_RENDERED_CHARS`.
         InvalidTicketId: the ticket id is not a positive integer after rendering.
     """
-    raw_id = render(job.ticket_id, job.variables, field="ticket_id")
+    raw_id = render(
+        job.ticket_id, job.variables, field="ticket_id", max_chars=MAX_RENDERED_CHARS["ticket_id"]
+    )
     values: dict[str, str] = {}
     warnings: list[str] = []
     for name in (*_TEXT_FIELDS, *_LOOKUP_FIELDS):
         template = getattr(job, name)
         if not template:
             continue
-        text = render(template, job.variables, field=name)
+        # A field added later without a cap of its own gets the summary's, never none.
+        cap = MAX_RENDERED_CHARS.get(name, MAX_RENDERED_CHARS["summary"])
+        text = render(template, job.variables, field=name, max_chars=cap)
         if text.strip():
             values[name] = text if name in _TEXT_FIELDS else text.strip()
         else:

@@ -321,8 +321,8 @@ def test_doctor_passes_every_check_against_the_fake_and_counts_its_requests_in_t
     assert (code, err) == (0, "")
     checks = lines_of(out)
     assert list(checks) == [
-        "file", "secret", "connection", "redis", "token", "statuses", "agents", "teams",
-        "ticket", "priorities", "rate limit", "batching",
+        "file", "secret", "connection", "redis", "token", "api route", "statuses", "agents",
+        "teams", "ticket", "priorities", "rate limit", "batching",
     ]  # fmt: skip
     assert all(line.startswith("ok   ") for line in checks.values())
     assert f'client id "{DEMO_CLIENT_ID}", scope "all"' in checks["connection"]
@@ -332,7 +332,7 @@ def test_doctor_passes_every_check_against_the_fake_and_counts_its_requests_in_t
     assert "4 read for SLA 1 in" in checks["priorities"]
     configured = load_connections(connections_file)["acme"].rate_limit
     assert f"{configured} configured; Halo has stated no lower limit" in checks["rate limit"]
-    assert out.splitlines()[-1] == "all 12 checks passed"
+    assert out.splitlines()[-1] == "all 13 checks passed"
     assert DEMO_CLIENT_SECRET not in out
     # Through the worker's client: each request, the token's too, took the fleet's budget.
     sent = fake.requests()

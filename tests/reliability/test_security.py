@@ -690,7 +690,8 @@ def test_a_rediss_broker_url_makes_the_worker_verify_the_brokers_certificate() -
         "conn = app.connection_for_write()\n"
         "print(json.dumps({'conf': app.conf.broker_use_ssl['ssl_cert_reqs'] == ssl.CERT_REQUIRED,"
         " 'connection': conn.ssl['ssl_cert_reqs'] == ssl.CERT_REQUIRED,"
-        " 'transport': conn.transport_cls}))\n"
+        " 'transport': conn.transport_cls,"
+        " 'dead_letters': type(conn.transport).__module__}))\n"
     )
     env = {
         "PATH": "/usr/bin:/bin",
@@ -711,6 +712,8 @@ def test_a_rediss_broker_url_makes_the_worker_verify_the_brokers_certificate() -
         "conf": True,
         "connection": True,
         "transport": "rediss",
+        # kombu's Redis transport, checked: items that are no task message are dead-lettered.
+        "dead_letters": "worker.transport",
     }
     # kombu warns "defaulting to insecure SSL behaviour" only when no SSL options are given.
     assert "insecure" not in done.stderr

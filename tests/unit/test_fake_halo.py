@@ -193,6 +193,27 @@ def test_api_call_without_a_valid_token_is_401(
     assert client.get("/api/Tickets/4711", headers=headers).status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        # A url set to the Resource Server URL (.../api), with auth_url left to its default.
+        ("POST", "/api/auth/token"),
+        # The same url with auth_url set as Halo shows it: every resource path doubles /api.
+        ("GET", "/api/api/Tickets/4711"),
+        ("GET", "/api/api/Status"),
+        ("POST", "/api/api/Tickets"),
+        ("GET", "/api/NoSuchEndpoint"),
+    ],
+)
+def test_a_path_halo_has_no_endpoint_for_is_404_with_or_without_a_token(
+    client: httpx.Client, method: str, path: str
+) -> None:
+    form = {"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID}
+    for headers in ({}, bearer(client)):
+        answer = client.request(method, path, headers=headers, data=form)
+        assert answer.status_code == 404, (path, headers.keys())
+
+
 def test_token_past_its_expires_in_is_refused_with_401(
     client: httpx.Client, clock: ManualClock
 ) -> None:

@@ -24,6 +24,8 @@ from worker.sentry import Scrubber, SentryReporter
 # Celery's own report templates (the stubs do not declare them).
 UNKNOWN_TASK_ERROR: str = celery_consumer.UNKNOWN_TASK_ERROR  # type: ignore[attr-defined]
 MESSAGE_DECODE_ERROR: str = celery_consumer.MESSAGE_DECODE_ERROR  # type: ignore[attr-defined]
+CONNECTION_ERROR: str = celery_consumer.CONNECTION_ERROR  # type: ignore[attr-defined]
+CONNECTION_RETRY_STEP: str = celery_consumer.CONNECTION_RETRY_STEP  # type: ignore[attr-defined]
 MARKER = "MAIL-BODY-7f3a9c: Dear team, the printer on floor 3"
 VARIABLES = {"email": {"body": MARKER}}
 
@@ -203,3 +205,22 @@ def test_an_exception_that_cannot_be_printed_still_gives_a_log_line(lines: io.St
     assert line["message"] == "job failed"
     assert line["exception"] == "Unprintable"
     assert line["traceback"].endswith("Unprintable: message withheld")
+
+
+def test_celerys_broker_connection_error_keeps_the_line_that_says_it_retries(
+    lines: io.StringIO,
+) -> None:
+    # The consumer's report when it cannot reach the broker: no task message in it, and its
+    # second line is how an operator knows the worker keeps trying.
+    retry = CONNECTION_RETRY_STEP.format(when="in 2.00 seconds", retries=1, max_retries=100)
+    logging.getLogger("celery.worker.consumer.consumer").error(
+        CONNECTION_ERROR,
+        "redis://:**@127.0.0.1:6379/0",
+        "Error 111 connecting to 127.0.0.1:6379. Connection refused.",
+        retry,
+    )
+
+    message = only_line(lines)["message"]
+    assert message.startswith("consumer: Cannot connect to redis://:**@127.0.0.1:6379/0")
+    assert "Trying again in 2.00 seconds... (1/100)" in message
+    assert "withheld" not in message

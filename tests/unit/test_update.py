@@ -27,7 +27,7 @@ from worker.halo.client import HaloClient, HaloClients
 from worker.halo.fake import FakeHalo
 from worker.halo.fake.schema import load_faults_schema, type_error
 from worker.halo.lookups import LookupKind
-from worker.models import RESULT_TICKET_KEYS, Job, parse_job
+from worker.models import MAX_JOB_BYTES, MAX_RENDERED_CHARS, RESULT_TICKET_KEYS, Job, parse_job
 from worker.update import (
     MAX_TICKET_ID,
     Updated,
@@ -613,6 +613,30 @@ def test_rendering_does_no_io_and_trims_lookup_names_not_texts() -> None:
     assert rendered.ticket_id == 4711
     assert rendered.values == {"summary": "  Keep  ", "status": "Closed", "team": "Escalations"}
     assert rendered.warnings == []
+
+
+def test_details_may_quote_an_email_body_as_large_as_a_whole_job() -> None:
+    body = "b" * (MAX_JOB_BYTES - 1_000)  # the rest of the job's bytes are its other keys
+    rendered = render_job(
+        job(details="Original message:\n{{email.body}}", variables={"email": {"body": body}})
+    )
+    assert rendered.values["details"] == "Original message:\n" + body
+
+
+@pytest.mark.parametrize("name", ["ticket_id", "summary", "details", "status", "agent", "team"])
+def test_each_field_rendering_past_its_cap_fails_naming_the_field_before_any_request(
+    fake: FakeHalo, clients: HaloClients, name: str
+) -> None:
+    cap = MAX_RENDERED_CHARS[name]
+    variables = {"custom": {"big": "7" * (cap // 4 + 1)}}
+    fields = {name: "{{custom.big}}" * 4}
+    if name == "ticket_id":
+        fields["status"] = "Closed"
+    error = fails(clients, TemplateError, variables=variables, **fields)
+    assert error.field == name
+    assert error.message.startswith(f"{name}: renders to {4 * (cap // 4 + 1):,} characters")
+    assert f"the limit of {cap:,} for this field" in error.message
+    assert fake.requests() == []
 
 
 def test_a_plan_is_the_exact_update_and_writes_nothing(

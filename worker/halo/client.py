@@ -10,6 +10,7 @@ in an `httpx.Auth` flow, so that a refresh-and-retry is counted and budgeted lik
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ import httpx
 from worker.connections import Connection
 from worker.errors import (
     HaloAuthFailed,
+    HaloForbidden,
     HaloRateLimited,
     HaloUnavailable,
     HaloUnexpectedResponse,
+    JobError,
     TicketNotFound,
     UnknownConnection,
 )
@@ -30,6 +33,10 @@ from worker.halo.auth import AccessToken, TokenSource, token_from_answer
 from worker.halo.cache import Cache, MemoryCache
 from worker.halo.errors import error_from_response, is_expired_token_answer, summarize_body
 from worker.halo.lookups import LookupKind, as_int, unwrap_records
+from worker.halo.route import ApiRoutes, no_api_error
+from worker.halo.signing import CacheSigner
+
+log = logging.getLogger("halo.client")
 
 Ticket = dict[str, Any]
 _USER_AGENT: Final = "halo-update-worker/0.1"
@@ -133,12 +140,17 @@ class HaloClients:
         # not read them from the shared cache again; a miss still refreshes from Halo.
         self.local = MemoryCache()
         self.budget: Budget = budget or Unmetered()
+        # Whether each connection's url leads to Halo's API (see `worker.halo.route`).
+        self.routes = ApiRoutes(self.cache)
         self._tokens = {
             name: TokenSource(
                 connection, self.cache, refresh_margin_s=self.timeouts.token_refresh_margin_s
             )
             for name, connection in self.connections.items()
         }
+        self._signers = {name: CacheSigner(c) for name, c in self.connections.items()}
+        # Cache keys already reported as holding an entry that fails its check: logged once each.
+        self._rejected: set[str] = set()
         # One client for every connection: httpx pools per host, and is safe across threads.
         self.http = httpx.Client(
             transport=transport,
@@ -151,6 +163,29 @@ class HaloClients:
         )
         # Called after every request sent (metrics); must be quick and thread-safe.
         self.on_request: Callable[[SentRequest], None] | None = None
+
+    def signer(self, connection: Connection) -> CacheSigner:
+        """The signer binding `connection`'s cached lookup lists to its secret."""
+        return self._signers[connection.name]
+
+    def shared(self, connection: Connection, key: str) -> str | None:
+        """A lookup list from the shared cache, if present, signed under the connection's
+        secret and not past its signed expiry; an entry that fails the check is as good as
+        absent (and logged once per key)."""
+        stored = self.cache.get(key)
+        if stored is None:
+            return None
+        value = self.signer(connection).verify(key, stored, now_s=time.time())
+        if value is None and key not in self._rejected:
+            self._rejected.add(key)
+            log.warning(
+                "shared cache: a lookup list failed its signature check (or is past its signed "
+                "expiry) and is fetched again "
+                "(expected once after an upgrade or a secret rotation; otherwise something "
+                "other than the workers wrote to Redis)",
+                extra={"connection": connection.name, "cache_key": key},
+            )
+        return value
 
     def for_job(
         self, connection: str, *, deadline_s: float | None = None, prepaid: int = 0
@@ -209,18 +244,22 @@ class HaloClient:
         """Read one ticket, with its `*_name` labels and details.
 
         Raises:
-            TicketNotFound: Halo answered 404.
+            TicketNotFound: Halo answered 404, and its API is known to answer at the url.
+            NoHaloApi: Halo's API does not answer at the connection's url (404s).
             HaloUnexpectedResponse: the answer is not that ticket.
         """
         what = f"GET /api/Tickets/{ticket_id}"
+        self._require_api()
         response = self._call(
             "GET",
             f"/Tickets/{ticket_id}",
             params={"includedetails": "true", "nocache": "true"},
-            not_found=lambda: TicketNotFound(
-                f"Halo has no ticket {ticket_id} on connection {self.connection.name!r}",
-                field="ticket_id",
-                http_status=404,
+            not_found=lambda: self._on_404(
+                lambda: TicketNotFound(
+                    f"Halo has no ticket {ticket_id} on connection {self.connection.name!r}",
+                    field="ticket_id",
+                    http_status=404,
+                )
             ),
         )
         ticket = _json(response, what)
@@ -229,6 +268,7 @@ class HaloClient:
                 f"{what} answered another ticket or no ticket: {summarize_body(response.text)}",
                 http_status=response.status_code,
             )
+        self._clients.routes.answered(self.connection)
         return ticket
 
     def get_tickets(self, ticket_ids: Sequence[int]) -> ListRead:
@@ -263,6 +303,7 @@ class HaloClient:
         found: dict[int, Ticket] = {}
         page_cap: int | None = None
         what = "GET /api/Tickets?ticketids=..."
+        self._require_api()
         # Each page holds at least one ticket, so `len(chunk)` pages cover every id asked for.
         for page_no in range(1, len(chunk) + 1):
             params = {
@@ -272,7 +313,19 @@ class HaloClient:
                 "page_size": str(MAX_PAGE_SIZE),
                 "page_no": str(page_no),
             }
-            answered = _json(self._call("GET", "/Tickets", params=params), what)
+            response = self._call(
+                "GET",
+                "/Tickets",
+                params=params,
+                not_found=lambda: self._on_404(
+                    lambda: HaloUnexpectedResponse(
+                        f"Halo answered 404 to {what}, which this API never should",
+                        http_status=404,
+                    )
+                ),
+            )
+            answered = _json(response, what)
+            self._clients.routes.answered(self.connection)
             tickets = unwrap_records(answered, "tickets")
             count = as_int(answered.get("record_count")) if isinstance(answered, dict) else None
             answered_ids = {_ticket_id(ticket) for ticket in tickets}
@@ -372,17 +425,57 @@ class HaloClient:
             # A ticket without an SLA lists every SLA's priorities; never send "slaid=None".
             params = {"slaid": str(sla_id)} if sla_id is not None else {}
         local = self._clients.local
-        if not fresh and (cached := local.get(key) or self._clients.cache.get(key)) is not None:
+        if not fresh and (cached := local.get(key) or self._clients.shared(self.connection, key)):
             local.set(key, cached, _LOCAL_LOOKUP_S)
             records: list[dict[str, Any]] = json.loads(cached)
             return records, True
         path = _LOOKUP_PATHS[kind]
         response = self._call("GET", path, params=params)
         records = unwrap_records(_json(response, f"GET /api{path}"), kind)
+        self._clients.routes.answered(self.connection)
         encoded = json.dumps(records)
-        self._clients.cache.set(key, encoded, self._clients.timeouts.lookup_ttl_s)
+        ttl_s = self._clients.timeouts.lookup_ttl_s
+        signer = self._clients.signer(self.connection)
+        signed = signer.sign(key, encoded, expires_at_s=time.time() + ttl_s)
+        self._clients.cache.set(key, signed, ttl_s)
         self._clients.local.set(key, encoded, _LOCAL_LOOKUP_S)
         return records, False
+
+    # -- the route to Halo's API -------------------------------------------------------------
+
+    def check_api_route(self) -> bool:
+        """Whether Halo's API answers at the connection's url: `GET /api/Status`, which every
+        tenant has, answers anything but 404 (a 403 too: the endpoint is there). The verdict is
+        kept for the fleet.
+
+        Raises:
+            What any request raises (HaloUnavailable, HaloRateLimited, BudgetExhausted,
+            HaloAuthFailed), and the error of any other answer that is not a success.
+        """
+        try:
+            self._call("GET", "/Status", not_found=_NotThere)
+            answers = True
+        except _NotThere:
+            answers = False
+        except HaloForbidden:
+            answers = True
+        self._clients.routes.record(self.connection, answers=answers)
+        return answers
+
+    def _require_api(self) -> None:
+        """Fail at once, without a request, while the url is known not to lead to the API."""
+        if self._clients.routes.verdict(self.connection) is False:
+            raise no_api_error(self.connection)
+
+    def _on_404(self, otherwise: Callable[[], JobError]) -> JobError:
+        """What a 404 on one of Halo's own endpoints means: `otherwise` where the API is known
+        to answer at the url (checking it once if that is not known), else a wrong url."""
+        routes = self._clients.routes
+        with routes.checking(self.connection):
+            answers = routes.verdict(self.connection)
+            if answers is None:
+                answers = self.check_api_route()
+        return otherwise() if answers else no_api_error(self.connection)
 
     # -- the choke point ---------------------------------------------------------------------
 
@@ -494,6 +587,10 @@ class HaloClient:
             endpoint = "api" if token else "token"
             duration_s = time.monotonic() - sent_s
             hook(SentRequest(self.connection.name, method, endpoint, status, duration_s))
+
+
+class _NotThere(Exception):
+    """`GET /api/Status` answered 404 (internal to `check_api_route`)."""
 
 
 def _json(response: httpx.Response, what: str) -> Any:

@@ -2,7 +2,7 @@
 
 Paths are matched case-insensitively and query parameter names too; unknown query parameters
 are ignored, as Halo ignores them. Every `/api/...` endpoint but `authinfo` needs a bearer
-token.
+token; a path with no endpoint is 404 before any token is looked at.
 
 Not thread-safe on its own: `FakeHalo` holds its lock around every call.
 """
@@ -98,9 +98,16 @@ class HaloApi:
             return answers.json_answer(
                 200, {"auth_url": f"{origin}/auth", "tenant_id": config.tenant}
             )
-        if not path.startswith("/api/"):
+        if not self._routed(path):
+            # Routing comes before authentication, as on a real tenant: a path Halo has no
+            # endpoint for (`/api/api/Tickets/1`, `/api/auth/token` from a url ending in /api)
+            # is 404 with or without a token.
             return answers.html_answer(404)
         return None
+
+    def _routed(self, path: str) -> bool:
+        """Whether Halo has an endpoint at this (normalised) path."""
+        return path in self._lookups or path == "/api/tickets" or bool(_TICKET_PATH.match(path))
 
     def _tickets(
         self,
