@@ -15,7 +15,8 @@
     ok   ticket      4711 read in 41 ms: SLA 1, status id 1
     ok   priorities  4 read for SLA 1 in 22 ms
     ok   rate limit  300/300s configured; Halo has stated no lower limit
-    1 check(s) failed, 11 passed
+    ok   batching    on: list reads honour ticketids (seen 4 min ago); no POST of several ...
+    1 check(s) failed, 12 passed
 
 Every Halo request goes through the worker's own `HaloClient`, so it is budgeted by the fleet's
 shared governor (when Redis answers), counted and classified exactly as a job's would be; a
@@ -43,6 +44,7 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import ValidationError
 
+from producers.batching import batching_check
 from producers.diagnosis import (
     Check,
     Exchange,
@@ -120,6 +122,7 @@ class _Doctor:
         try:
             self._halo(clients.for_job(connection.name), watcher, ticket_id)
             self._rate_limit(connection, governor)
+            self.add(batching_check(connection, client))
         finally:
             clients.close()
             if client is not None:

@@ -36,6 +36,7 @@ from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_con
 from worker.connections import ConnectionsError
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
 from worker.keys import BACKLOG_JOBS, TICKET_WAITING
+from worker.learned import Learned
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.runtime import redis_client, runtime
 from worker.settings import get_settings
@@ -112,6 +113,7 @@ def _start_background(**_: Any) -> None:
         current.clients.connections,
         publish_batch,
         batch_max=current.settings.batch_max,
+        learned=Learned(current.redis),
     )
     # A job silent for longer than a stranded message and a dead worker's claim take to
     # come back was lost by the broker (see DeferredJobs.take_lost).

@@ -8,7 +8,13 @@ order. Other connections are untouched: their jobs keep running straight off the
 A dispatcher (every worker runs one; a per-connection lock lets one act at a time) releases a
 backlog only as fast as the budget allows: for each grant of two requests (one list read, one
 POST) it takes up to `batch_max` jobs and publishes them as one batch task, with the grant as a
-reservation that the batch spends when it runs (see `Governor.use_reservation`). Parked jobs
+reservation that the batch spends when it runs (see `Governor.use_reservation`). Only a tenant
+that has shown it honours `ticketids` is batched (`worker.learned`), and no more jobs go in a
+batch than the tenant puts on one list page; any other backlog (and every backlog of a
+connection with ``batching = "off"``) is released one job per grant, still in order. While
+a tenant has shown nothing yet, such a release's read is the probe that can show the filter is
+honoured, and it is the only release of its dispatch round, so the budget is not spent job by
+job before the probe has run. Parked jobs
 are never re-published on a timer, so a deep backlog costs nothing while it waits, and nothing
 is delivered late enough to meet the visibility timeout.
 
@@ -40,6 +46,7 @@ from worker.keys import (
     backlog_taken_key,
     dispatch_key,
 )
+from worker.learned import Learned
 
 log = logging.getLogger("halo.backlog")
 
@@ -201,12 +208,14 @@ class Dispatcher:
         publish_batch: Callable[[str, list[Parked], int, str | None], None],
         *,
         batch_max: int,
+        learned: Learned,
     ) -> None:
         self._backlogs = backlogs
         self._governor = governor
         self._connections = connections
         self._publish = publish_batch
         self._batch_max = batch_max
+        self._learned = learned
 
     def dispatch(self) -> int:
         """Release what the budgets allow now; returns how many jobs were released."""
@@ -219,8 +228,10 @@ class Dispatcher:
                 self._backlogs.reap(name)
             while locked:
                 for name in list(locked):
-                    count = self._release_one(name)
-                    if count == 0:
+                    count, probe = self._release_one(name)
+                    # A probe's release is the only one of its round: once it has run, the
+                    # next round may batch, instead of spending the budget job by job now.
+                    if count == 0 or probe:
                         locked.remove(name)
                         self._backlogs.dispatch_unlock(name)
                     released += count
@@ -229,23 +240,35 @@ class Dispatcher:
                 self._backlogs.dispatch_unlock(name)
         return released
 
-    def _release_one(self, name: str) -> int:
+    def _release_one(self, name: str) -> tuple[int, bool]:
+        """Release one batch; how many jobs it held, and whether its read is a probe."""
         # Jobs leased to another dispatcher are not ours to release: asking for budget for
         # them would spend it on nothing until their lease ends.
         if self._backlogs.waiting(name) == 0:
             self._backlogs.take(name, 0)  # clears the connection from halo:backlogs
-            return 0
+            return 0, False
         connection = self._connections[name]
         # A limit below a batch's cost would never grant it: such a tiny budget pays one.
         cost = min(BATCH_COST, connection.rate_limit.requests)
         grant = self._governor.try_acquire(connection, cost)
         if not grant.granted:
-            return 0
-        parked = self._backlogs.take(name, self._batch_max)
+            return 0, False
+        size, probe = self._batch_size(connection)
+        parked = self._backlogs.take(name, size)
         if parked:
             self._publish(name, parked, cost, grant.reservation)
             self._backlogs.released(name, parked)
-        return len(parked)
+        return len(parked), probe
+
+    def _batch_size(self, connection: Connection) -> tuple[int, bool]:
+        """How many jobs one release of this connection takes (1 unless batching is on), and
+        whether that release is a probe (the tenant has not shown what it does)."""
+        if connection.batching == "off":
+            return 1, False
+        facts = self._learned.facts(connection.name)
+        if not facts.batches:
+            return 1, facts.ticketids is None
+        return min(self._batch_max, facts.page_cap or self._batch_max), False
 
 
 def _now_ms() -> int:

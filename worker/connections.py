@@ -36,8 +36,12 @@ _KEYS = frozenset(
         "scope",
         "rate_limit",
         "allow_insecure_http",
+        "batching",
     }
 )
+# `batching`: "auto" batches a backlog once the tenant has shown it answers batched requests
+# as the worker reads them (`worker.learned`); "off" never batches it.
+BATCHING_MODES = ("auto", "off")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
 # Halo's hosted tenants report "300 Requests per rolling 5 minute window"; the lowest figure
@@ -84,6 +88,7 @@ class Connection:
     client_secret: SecretStr
     scope: str
     rate_limit: RateLimit
+    batching: str = "auto"
 
     @property
     def api_url(self) -> str:
@@ -148,6 +153,9 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
         rate_limit = RateLimit.parse(rate_text)
     except ValueError as exc:
         raise ConnectionsError(f"{where}.rate_limit: {exc}") from None
+    batching = table.get("batching", "auto")
+    if batching not in BATCHING_MODES:
+        raise ConnectionsError(f'{where}.batching: must be "auto" or "off", got {batching!r}')
     return Connection(
         name=name,
         url=url,
@@ -157,6 +165,7 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
         client_secret=_secret(where, text("client_secret_env"), text("client_secret_file"), env),
         scope=text("scope") or "all",
         rate_limit=rate_limit,
+        batching=batching,
     )
 
 

@@ -162,6 +162,11 @@ def lookup_key(
     return key
 
 
+def learned_key(connection: str) -> str:
+    """What a connection's tenant was seen to do with batches (`worker.learned`)."""
+    return f"halo:learned:{connection}"
+
+
 def route_key(connection: str) -> str:
     """Whether Halo's API answers at a connection's url, as learned from its answers."""
     return f"halo:learned:{connection}:route"
