@@ -30,8 +30,9 @@ from typing import Any, Final, cast
 
 import redis
 
-from worker.connections import Connection, RateLimit
+from worker.connections import Connection
 from worker.errors import BudgetExhausted, HaloRateLimited
+from worker.ratelimit import RateLimit
 
 # Padding of the window: 5 % (at least 0.2 s) keeps 95 % of Halo's budget usable.
 _PAD_FRACTION: Final = 0.05

@@ -24,10 +24,10 @@ from worker.halo.errors import (
     MAX_DETAIL_CHARS,
     error_from_response,
     is_expired_token_answer,
-    parse_rate_limit_text,
     parse_retry_after,
     summarize_body,
 )
+from worker.ratelimit import RateLimit
 
 WHAT = "POST /api/Tickets"
 HALO_429_TEXT = "Rate Limit Reached - 300 Requests per rolling 5 minute window"
@@ -168,12 +168,19 @@ def test_retry_after_as_a_date_counts_from_now() -> None:
         ("1 request per rolling 30 second window", (1, 30.0)),
         ("10000 requests per rolling 1 hour window", (10000, 3600.0)),
         ("0 Requests per rolling 5 minute window", None),
+        ("300 Requests per rolling 0 minute window", None),
         ("Too many requests", None),
         ("", None),
     ],
 )
 def test_the_rate_limit_text_is_read(body: str, expected: tuple[int, float] | None) -> None:
-    assert parse_rate_limit_text(body) == expected
+    assert RateLimit.stated_by_halo(body) == expected
+
+
+def test_halos_stated_limit_reads_as_the_connections_file_spells_it() -> None:
+    stated = RateLimit.stated_by_halo(HALO_429_TEXT)
+    assert stated == RateLimit.parse("300/5m") == RateLimit.parse("300/300s")
+    assert str(stated) == "300/300s"
 
 
 @pytest.mark.parametrize(

@@ -22,14 +22,11 @@ from worker.errors import (
     HaloUnexpectedResponse,
     JobError,
 )
+from worker.ratelimit import RateLimit
 
 # Enough of a Halo message to act on ("CODE:APP03/2 Please select the CAB members to approve")
 # without copying a whole HTML error page into every record.
 MAX_DETAIL_CHARS: Final = 300
-_LIMIT_TEXT = re.compile(
-    r"(\d+)\s+requests?\s+per\s+rolling\s+(\d+(?:\.\d+)?)\s*(minute|second|hour)", re.IGNORECASE
-)
-_UNIT_S: Final = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _TOKEN_WORDS = re.compile(r"token|authori[sz]", re.IGNORECASE)
 
 
@@ -54,7 +51,7 @@ def error_from_response(
             f"Halo rate limit reached on {what}: {detail}",
             http_status=status,
             retry_after_s=parse_retry_after(headers.get("retry-after"), now_s=now_s),
-            learned_limit=parse_rate_limit_text(body),
+            learned_limit=RateLimit.stated_by_halo(body),
         )
     if status == 408 or status >= 500:
         return HaloUnavailable(
@@ -106,15 +103,6 @@ def parse_retry_after(value: str | None, *, now_s: float = 0.0) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
-
-
-def parse_rate_limit_text(body: str) -> tuple[int, float] | None:
-    """``(requests, window_s)`` from Halo's 429 text, e.g. "300 Requests per rolling 5 minute
-    window" gives ``(300, 300.0)``; None when the text states no limit."""
-    match = _LIMIT_TEXT.search(body[:2000])
-    if not match or int(match[1]) == 0:
-        return None
-    return int(match[1]), float(match[2]) * _UNIT_S[match[3].lower()]
 
 
 def summarize_body(body: str) -> str:
