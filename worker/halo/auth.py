@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from worker.connections import Connection
 from worker.errors import HaloAuthFailed, HaloUnexpectedResponse, RetryableError
 from worker.halo.cache import Cache
-from worker.halo.errors import summarize_body
+from worker.halo.errors import summarize_body, token_refusal
 
 # Long enough for one token request under Halo's 60 s gateway timeout; after it, a waiting
 # worker stops waiting for the holder and requests a token itself.
@@ -60,24 +60,24 @@ def token_from_answer(response: httpx.Response, connection: Connection) -> Acces
         HaloUnexpectedResponse: a 2xx answer without a usable token; the message says which
             key is missing or of the wrong type.
     """
-    if response.status_code in (400, 401) or response.status_code == 403:
-        detail = _error_detail(response.text)
+    if not response.is_success:
+        refusal = token_refusal(response.status_code, response.text)
+        if refusal == "endpoint":
+            raise HaloAuthFailed(
+                f"connection {connection.name!r}: the token request to {connection.token_url} "
+                f"failed ({response.status_code}): {_error_detail(response.text)}; check the "
+                "connection's url and auth_url",
+                http_status=response.status_code,
+            )
         hint = (
-            "check the connection's client_id and secret: Halo issues a new client id when "
-            "the API application is saved, and the secret must belong to that client id"
+            f"the API application does not grant scope {connection.scope!r}"
+            if refusal == "scope"
+            else "check the connection's client_id and secret: Halo issues a new client id "
+            "when the API application is saved, and the secret must belong to that client id"
         )
-        if "invalid_scope" in response.text:
-            hint = f"the API application does not grant scope {connection.scope!r}"
         raise HaloAuthFailed(
             f"connection {connection.name!r}: Halo refused the token request "
-            f"({response.status_code}): {detail}; {hint}",
-            http_status=response.status_code,
-        )
-    if not response.is_success:
-        raise HaloAuthFailed(
-            f"connection {connection.name!r}: the token request to {connection.token_url} "
-            f"failed ({response.status_code}): {_error_detail(response.text)}; check the "
-            "connection's url and auth_url",
+            f"({response.status_code}): {_error_detail(response.text)}; {hint}",
             http_status=response.status_code,
         )
     value, lifetime_s, problem = _read_token_answer(response.content)
