@@ -28,6 +28,7 @@ from worker.connections import Connection
 from worker.errors import HaloAuthFailed, HaloUnexpectedResponse, RetryableError
 from worker.halo.cache import Cache
 from worker.halo.errors import summarize_body, token_refusal
+from worker.models import json_kind
 
 # Long enough for one token request under Halo's 60 s gateway timeout; after it, a waiting
 # worker stops waiting for the holder and requests a token itself.
@@ -108,7 +109,7 @@ def _read_token_answer(content: bytes) -> tuple[str, float, str]:
     except (ValueError, RecursionError):
         return "", 0.0, f"the body is not JSON ({len(content)} bytes)"
     if not isinstance(answer, dict):
-        return "", 0.0, f"the body is {_json_kind(answer)}, not an object"
+        return "", 0.0, f"the body is {json_kind(answer)}, not an object"
     if "access_token" not in answer:
         return "", 0.0, "access_token is missing"
     value = answer["access_token"]
@@ -116,7 +117,7 @@ def _read_token_answer(content: bytes) -> tuple[str, float, str]:
     lifetime = answer.get("expires_in", _DEFAULT_LIFETIME_S)
     lifetime_s = _seconds(lifetime)
     if problem or lifetime_s is None:
-        expiry = f"expires_in is {_json_kind(lifetime)}, not a positive number of seconds"
+        expiry = f"expires_in is {json_kind(lifetime)}, not a positive number of seconds"
         return "", 0.0, problem or expiry
     return str(value), lifetime_s, ""
 
@@ -124,7 +125,7 @@ def _read_token_answer(content: bytes) -> tuple[str, float, str]:
 def _token_problem(value: Any) -> str:
     """What is wrong with an answer's access_token (its type, never its text), or ""."""
     if not isinstance(value, str) or not value:
-        shown = "an empty string" if isinstance(value, str) else _json_kind(value)
+        shown = "an empty string" if isinstance(value, str) else json_kind(value)
         return f"access_token is {shown}, not a token"
     if not _BEARER_TOKEN.fullmatch(value):
         # It would go into an Authorization header, where httpx refuses it with an error
@@ -145,18 +146,6 @@ def _seconds(value: Any) -> float | None:
     if not math.isfinite(seconds) or seconds <= 0:
         return None
     return min(seconds, _MAX_LIFETIME_S)
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def _error_detail(text: str) -> str:
