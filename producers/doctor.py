@@ -55,10 +55,10 @@ from producers.diagnosis import (
     token_refused,
 )
 from worker.connections import Connection, ConnectionsError, load_connections
-from worker.errors import HaloForbidden, JobError
+from worker.errors import JobError
 from worker.governor import Governor
 from worker.halo.client import HaloClient, HaloClients, Timeouts, Unmetered
-from worker.halo.errors import summarize_body
+from worker.halo.errors import halo_could_not_answer, route_answers, summarize_body
 from worker.halo.lookups import LookupKind
 from worker.settings import Settings, get_settings
 
@@ -226,7 +226,7 @@ class _Doctor:
         if token is None:
             # No token request went out: the fleet's budget had no room for it.
             return _explain_read("token", "token", error, None)
-        if token.status in (408, 429) or (token.status or 0) >= 500:
+        if token.status is not None and halo_could_not_answer(token.status):
             # Halo could not answer now, as it could not answer any request now.
             return _explain_read("token", "token", error, watcher)
         if token.error is not None or token.status is None or token.status >= 300:
@@ -306,16 +306,16 @@ def _secret_check(table: dict[str, Any]) -> Check:
 
 
 def _route_check(connection: Connection, statuses: _Read, watcher: Watcher) -> Check:
-    """Whether Halo's API answers at the url, judged from the status list's read as the
-    workers judge it (`HaloClient.check_api_route`): anything but a 404 shows the endpoint is
-    there. Only then can a 404 on a ticket mean "no such ticket"."""
+    """Whether Halo's API answers at the url, judged from the status list's read by the rule
+    the workers use (`worker.halo.errors.route_answers`): a success or a 403 shows the
+    endpoint is there. Only then can a 404 on a ticket mean "no such ticket"."""
     last = next((e for e in reversed(watcher.exchanges) if not e.token_request), None)
-    status = getattr(statuses.error, "http_status", None)
-    if statuses.error is None or isinstance(statuses.error, HaloForbidden):
+    answers = route_answers(statuses.error)
+    if answers:
         answered = f"{last.status} in {last.elapsed_ms:.0f} ms" if last and last.status else "ok"
         detail = f"{connection.api_url} answers (GET /api/Status: {answered})"
         return Check("ok", "api route", detail)
-    if status == 404:
+    if answers is False:
         said = summarize_body(last.body_head) if last and last.body_head else None
         return route_missing(connection, said)
     return Check("skip", "api route", "not known: GET /api/Status did not answer (see statuses)")

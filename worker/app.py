@@ -24,7 +24,6 @@ settings below are chosen against the traps of the kombu Redis transport (kombu 
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any
 
@@ -32,12 +31,13 @@ from celery import Celery, signals
 
 from worker import fleet, liveness, logs, metrics, sentry, transport
 from worker.backlog import Dispatcher, Parked
-from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
+from worker.celeryconfig import RETIRED_BATCH_QUEUE, celery_config
 from worker.connections import ConnectionsError
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
 from worker.keys import BACKLOG_JOBS, TICKET_WAITING
 from worker.learned import Learned
-from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
+from worker.models import QUEUE
+from worker.publishing import send_batch, send_job
 from worker.runtime import redis_client, runtime
 from worker.settings import get_settings
 
@@ -61,17 +61,8 @@ def _json_logging(**_: Any) -> None:
 
 
 def publish_job(job_id: str, job: Any, submitted_at: str | None) -> None:
-    """Put a job (back) on the queue; events and Flower see only its redacted view."""
-    kwargs = {"submitted_at": submitted_at} if submitted_at else {}
-    app.send_task(
-        TASK_NAME,
-        args=[job],
-        kwargs=kwargs,
-        task_id=job_id,
-        queue=QUEUE,
-        argsrepr=redacted_view(job if isinstance(job, dict) else {}),
-        kwargsrepr=json.dumps(kwargs),
-    )
+    """Put a job (back) on the queue (`worker.publishing`)."""
+    send_job(app, job_id, job, submitted_at)
 
 
 def publish_batch(
@@ -79,16 +70,7 @@ def publish_batch(
 ) -> None:
     """Put a released backlog batch on the queue, with the budget granted for it."""
     jobs = [{"job_id": p.job_id, "job": p.job, "submitted_at": p.submitted_at} for p in parked]
-    shown = [redacted_fields(p.job if isinstance(p.job, dict) else {}) for p in parked]
-    budget = {"prepaid": prepaid, "reservation": reservation}
-    app.send_task(
-        BATCH_TASK_NAME,
-        args=[connection, jobs],
-        kwargs=budget,
-        queue=QUEUE,
-        argsrepr=json.dumps([connection, shown])[:4096],
-        kwargsrepr=json.dumps(budget),
-    )
+    send_batch(app, connection, jobs, prepaid=prepaid, reservation=reservation)
 
 
 @signals.worker_init.connect

@@ -12,7 +12,6 @@ since the compose demo reaches its fake Halo by service name.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from worker.halo.urls import authorisation_server, web_address
+from worker.ratelimit import RateLimit
 
 _KEYS = frozenset(
     {
@@ -42,8 +42,6 @@ _KEYS = frozenset(
 # `batching`: "auto" batches a backlog once the tenant has shown it answers batched requests
 # as the worker reads them (`worker.learned`); "off" never batches it.
 BATCHING_MODES = ("auto", "off")
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
 # Halo's hosted tenants report "300 Requests per rolling 5 minute window"; the lowest figure
 # seen is the safe default until the connection's own rate_limit or Halo's 429 text says more.
 DEFAULT_RATE_LIMIT = "300/300s"
@@ -51,29 +49,6 @@ DEFAULT_RATE_LIMIT = "300/300s"
 
 class ConnectionsError(ValueError):
     """Raised when the connections file is missing, malformed, or names a secret not present."""
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """`requests` per rolling `window_s` seconds."""
-
-    requests: int
-    window_s: float
-
-    @classmethod
-    def parse(cls, text: str) -> RateLimit:
-        """Parse ``"300/300s"``, ``"300/5m"`` or ``"10000/1h"``.
-
-        Raises:
-            ValueError: the text is not of that form, or a number is zero.
-        """
-        match = _RATE.match(text)
-        if not match or int(match[1]) == 0 or float(match[2]) == 0:
-            raise ValueError(f"{text!r} is not a rate like '300/300s' (requests/window, s|m|h)")
-        return cls(int(match[1]), float(match[2]) * _UNIT_S[match[3]])
-
-    def __str__(self) -> str:
-        return f"{self.requests}/{self.window_s:g}s"
 
 
 @dataclass(frozen=True)

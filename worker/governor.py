@@ -30,9 +30,10 @@ from typing import Any, Final, cast
 
 import redis
 
-from worker.connections import Connection, RateLimit
+from worker.connections import Connection
 from worker.errors import BudgetExhausted, HaloRateLimited
 from worker.keys import rate_key, rate_learned_key, rate_pause_key, rate_seq_key, rate_strikes_key
+from worker.ratelimit import RateLimit
 
 # Padding of the window: 5 % (at least 0.2 s) keeps 95 % of Halo's budget usable.
 _PAD_FRACTION: Final = 0.05

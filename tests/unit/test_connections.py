@@ -10,9 +10,9 @@ from worker.connections import (
     DEFAULT_RATE_LIMIT,
     Connection,
     ConnectionsError,
-    RateLimit,
     load_connections,
 )
+from worker.ratelimit import RateLimit
 
 SECRET = "s3cr3t-value-never-shown"
 ENV = {"HALO_ACME_SECRET": SECRET}

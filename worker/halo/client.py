@@ -21,7 +21,6 @@ import httpx
 from worker.connections import Connection
 from worker.errors import (
     HaloAuthFailed,
-    HaloForbidden,
     HaloRateLimited,
     HaloUnavailable,
     HaloUnexpectedResponse,
@@ -31,7 +30,13 @@ from worker.errors import (
 )
 from worker.halo.auth import AccessToken, TokenSource, token_from_answer
 from worker.halo.cache import Cache, MemoryCache
-from worker.halo.errors import error_from_response, is_expired_token_answer, summarize_body
+from worker.halo.errors import (
+    error_from_response,
+    halo_could_not_answer,
+    is_expired_token_answer,
+    route_answers,
+    summarize_body,
+)
 from worker.halo.lookups import LookupKind, as_int, unwrap_records
 from worker.halo.route import ApiRoutes, no_api_error
 from worker.halo.signing import CacheSigner
@@ -480,11 +485,13 @@ class HaloClient:
             HaloAuthFailed), and the error of any other answer that is not a success.
         """
         try:
-            self._call("GET", "/Status", not_found=_NotThere)
-            answers = True
-        except _NotThere:
-            answers = False
-        except HaloForbidden:
+            self._call("GET", "/Status")
+        except JobError as exc:
+            verdict = route_answers(exc)
+            if verdict is None:
+                raise
+            answers = verdict
+        else:
             answers = True
         self._clients.routes.record(self.connection, answers=answers)
         return answers
@@ -595,7 +602,7 @@ class HaloClient:
         }
         params = {"tenant": self.connection.tenant} if self.connection.tenant else None
         response = self._send("POST", self.connection.token_url, None, params, None, form=form)
-        if response.status_code in (408, 429) or response.status_code >= 500:
+        if halo_could_not_answer(response.status_code):
             raise error_from_response(
                 response.status_code,
                 response.text,
@@ -659,10 +666,6 @@ class HaloClient:
             endpoint = "api" if token else "token"
             duration_s = time.monotonic() - sent_s
             hook(SentRequest(self.connection.name, method, endpoint, status, duration_s))
-
-
-class _NotThere(Exception):
-    """`GET /api/Status` answered 404 (internal to `check_api_route`)."""
 
 
 def _json(response: httpx.Response, what: str) -> Any:
