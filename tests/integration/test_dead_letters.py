@@ -21,6 +21,7 @@ import redis
 from kombu import Connection, Exchange, Queue
 from prometheus_client.parser import text_string_to_metric_families
 
+from fakehalo import FakeHalo
 from integration.harness import new_job, run_job, wait_for_record, wait_until
 from ops.processes import BIN, RedisServer, WorkerProcess, free_port
 from producers.jobs import Producer
@@ -31,7 +32,6 @@ from worker.deadletters import (
     MAX_RAW_BYTES,
     Reason,
 )
-from worker.halo.fake import FakeHalo
 from worker.models import QUEUE, TASK_NAME
 
 # Email content a job carries in its variables: never shown by `halo-jobs dead`.

@@ -20,13 +20,13 @@ import pytest
 import redis
 from celery import Celery
 
+from fakehalo import FakeHalo
+from fakehalo.seeds import plain_ticket
 from integration.harness import new_job, wait_for_record, wait_until
 from ops.processes import BIN, WorkerProcess
 from producers.jobs import Producer
 from worker.backlog import BACKLOGS, backlog_key
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
-from worker.halo.fake import FakeHalo
-from worker.halo.fake.seeds import plain_ticket
 from worker.models import QUEUE, TASK_NAME
 from worker.results import DEFERRED
 from worker.tickets import TICKET_WAITING

@@ -21,9 +21,9 @@ from typing import Any, Final, cast
 
 import redis
 
+from fakehalo import FakeHalo
+from fakehalo.seeds import plain_ticket
 from reliability.fleet import Fleet, Record, summary_of
-from worker.halo.fake import FakeHalo
-from worker.halo.fake.seeds import plain_ticket
 from worker.models import QUEUE, RESULTS_STREAM
 from worker.results import DEFERRED, DEFERRED_JOBS, UNFINISHED, UNFINISHED_JOBS
 from worker.tickets import TICKET_WAITING
