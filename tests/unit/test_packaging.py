@@ -119,6 +119,23 @@ def test_the_fake_halo_imports_nothing_of_the_worker_or_the_producers() -> None:
     assert not {path: modules for path, modules in offenders.items() if modules}
 
 
+def test_the_fake_halo_needs_no_package_beyond_the_workers_own_dependencies() -> None:
+    # The image's demo stage adds only the fake's source on top of the production image.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    installed = {
+        requirement.split("==")[0].split("[")[0].lower().replace("-", "_")
+        for requirement in project["dependencies"]
+    }
+    imported = {
+        module.split(".")[0]
+        for path in (ROOT / FAKE).rglob("*.py")
+        for module in _imported_modules(path)
+    }
+    third_party = imported - set(sys.stdlib_module_names) - {FAKE, "__future__"}
+    assert third_party, "the fake serves Halo's answers with httpx"
+    assert third_party <= installed, sorted(third_party - installed)
+
+
 def test_starting_the_worker_and_the_producer_cli_loads_no_fake_halo() -> None:
     # The fake is importable here (the root is on the path): it must still not be loaded.
     probe = (
