@@ -18,10 +18,10 @@ from typing import Any, Self, cast
 import httpx
 import redis
 
+from fakehalo.seeds import plain_ticket
 from ops.bench_noop import DONE_KEY
 from ops.processes import BIN, FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
-from worker.halo.fake.seeds import plain_ticket
 from worker.keys import RESULTS_STREAM, backlog_key, backlog_taken_key, rate_key, result_key
 
 SECRET_ENV = "HALO_BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret.
@@ -166,7 +166,7 @@ class Rig(contextlib.ExitStack):
         return self
 
     def fake(self, *args: str) -> Fake:
-        """Start a fake Halo with `halo-fake` arguments `args`."""
+        """Start a fake Halo with `python -m fakehalo` arguments `args`."""
         self._fakes += 1
         process = FakeHaloProcess(self.dir / f"fake{self._fakes}.log", args=list(args))
         fake = Fake(process)

@@ -6,7 +6,7 @@ job that fails; prints the records as a table; stops everything it started.
 
     python -m ops.demo [--profile current|legacy|strict]     (make demo PROFILE=legacy)
 
-`--profile` picks the tenant the fake Halo plays (`worker/halo/fake/profiles.py`).
+`--profile` picks the tenant the fake Halo plays (`fakehalo/profiles.py`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from fakehalo.profiles import DEFAULT_PROFILE, PROFILES
 from ops.processes import FakeHaloProcess, RedisServer, WorkerProcess, redis_reachable, service_env
 from producers.jobs import Producer
-from worker.halo.fake.profiles import DEFAULT_PROFILE, PROFILES
 
 DEMO_SECRET_ENV = "HALO_DEMO_SECRET"  # noqa: S105 - the name of a variable, not a secret.
 # The fake Halo's built-in demo credentials: not a secret of any real Halo.

@@ -1,7 +1,7 @@
 """Start and stop the service's processes natively: Redis, workers, Flower, the fake Halo.
 
 The demo, the integration tests and the benchmark run the same commands that the containers
-run (`redis-server`, `celery -A worker.app worker`, `halo-fake`), each on a free loopback
+run (`redis-server`, `celery -A worker.app worker`, `python -m fakehalo`), each on a free loopback
 port, and stop everything they started.
 """
 
@@ -20,6 +20,8 @@ from typing import IO, Self
 import redis
 
 BIN = Path(sys.executable).parent
+# The repository root: the fake Halo is imported from here, since it is never installed.
+ROOT = Path(__file__).resolve().parents[1]
 # The tasks page's columns: a job's redacted arguments, when it was submitted, and its outcome
 # (result for SUCCESS, exception for FAILURE and RETRY; see worker/outcomes.py). Flower's
 # default shows none of them. Compose and Kubernetes set the same (FLOWER_TASKS_COLUMNS).
@@ -221,7 +223,7 @@ class WorkerProcess(_Process):
 
 
 class FakeHaloProcess(_Process):
-    """The `halo-fake` command, for runs where Halo must live in its own process."""
+    """The fake Halo (`python -m fakehalo`), for runs where Halo must live in its own process."""
 
     def __init__(
         self, log_path: Path, *, port: int | None = None, args: list[str] | None = None
@@ -235,7 +237,13 @@ class FakeHaloProcess(_Process):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 15.0) -> Self:
-        self._spawn([str(BIN / "halo-fake"), "--port", str(self.port), *self.args], os.environ)
+        # The fake stays out of the worker's wheel: it runs from the repository's source, which
+        # PYTHONPATH names so that it starts from any working directory.
+        path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+        self._spawn(
+            [str(BIN / "python"), "-m", "fakehalo", "--port", str(self.port), *self.args],
+            {**os.environ, "PYTHONPATH": path},
+        )
         self._wait_for("listening on", timeout_s)
         return self
 

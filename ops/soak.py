@@ -1,6 +1,6 @@
 """`make soak`: 10,000 jobs through 4 workers while the fake Halo misbehaves at random.
 
-A private Redis (append-only), a `halo-fake` process and four worker processes, all on
+A private Redis (append-only), a fake Halo process and four worker processes, all on
 loopback. A producer submits the jobs at a steady rate (15 a second: about 11 minutes), each
 writing a summary of its own to a ticket of its own; meanwhile a fault thread keeps injecting
 Halo faults through the fake's `/_fake/faults` endpoint: bursts of 500/502/503/504, 429s with

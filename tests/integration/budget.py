@@ -18,9 +18,9 @@ from typing import Any, Final, cast
 import httpx
 import redis
 
+from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
 from worker.connections import Connection
 from worker.governor import Governor
-from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
 from worker.keys import RESULTS_STREAM
 from worker.runtime import Runtime, redis_client
 

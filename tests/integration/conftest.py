@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
+from fakehalo.profiles import DEFAULT_PROFILE, PROFILES
 from integration.harness import SECRET_ENV, TEST_SETTINGS
 from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
-from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
-from worker.halo.fake.profiles import DEFAULT_PROFILE, PROFILES
 
 
 @pytest.fixture(scope="session")
@@ -161,7 +161,7 @@ def producer(redis_server: RedisServer) -> Iterator[Producer]:
 @pytest.fixture(scope="module", params=PROFILES)
 def halo_profile(fake: FakeHalo, request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs each test of a module that uses it once per tenant profile the fake plays
-    (`worker.halo.fake.profiles`); the fake plays the default profile again afterwards."""
+    (`fakehalo.profiles`); the fake plays the default profile again afterwards."""
     profile = str(request.param)
     fake.use_profile(profile)
     yield profile

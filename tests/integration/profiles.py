@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.halo.fake import FakeHalo
+from fakehalo import FakeHalo
 
 
 def expected_post(fake: FakeHalo, ticket_id: int, fields: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any, Final
 import pytest
 import redis
 
+from fakehalo import FakeHalo
 from integration.budget import (
     Fleet,
     Job,
@@ -28,7 +29,6 @@ from worker.backlog import BATCH_COST, Backlogs, Dispatcher, Parked
 from worker.batch import run_batch
 from worker.deferrals import move_due
 from worker.errors import HaloRateLimited
-from worker.halo.fake import FakeHalo
 from worker.learned import Learned
 from worker.runner import RunResult
 from worker.runtime import Runtime

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Final
 
+from fakehalo import FakeHalo
 from integration.budget import Fleet, Job, Record, Tenants, job, new_fake
 from worker.backlog import BATCH_COST, Dispatcher, Parked
 from worker.batch import run_batch
-from worker.halo.fake import FakeHalo
 from worker.learned import Learned
 from worker.runtime import Runtime
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import redis
 
+from fakehalo import FakeHalo
 from integration.harness import new_job, run_job, wait_for_record
 from ops.processes import BIN, free_port
 from producers.bulk import submit_lines
 from producers.jobs import Producer
-from worker.halo.fake import FakeHalo
 
 pytestmark = pytest.mark.usefixtures("worker")
 

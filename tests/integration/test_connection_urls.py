@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from fakehalo import DEMO_CLIENT_ID, FakeHalo
 from integration.harness import SECRET_ENV, new_job, run_job
 from ops.processes import ProcessError, WorkerProcess
 from producers.cli import main
 from producers.jobs import Producer
-from worker.halo.fake import DEMO_CLIENT_ID, FakeHalo
 from worker.settings import get_settings
 
 Cli = Callable[[str], tuple[int, str]]

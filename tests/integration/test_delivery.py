@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from fakehalo import FakeHalo
 from integration.harness import (
     RECORD_WAIT_S,
     TEST_SETTINGS,
@@ -20,7 +21,6 @@ from integration.harness import (
 )
 from ops.processes import WorkerProcess
 from producers.jobs import Producer
-from worker.halo.fake import FakeHalo
 from worker.keys import result_key
 
 pytestmark = pytest.mark.usefixtures("worker")

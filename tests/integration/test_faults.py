@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
+from fakehalo import FakeHalo, RecordedRequest
 from integration.harness import new_job, run_job, wait_until
 from producers.jobs import Producer
-from worker.halo.fake import FakeHalo, RecordedRequest
 
 pytestmark = pytest.mark.usefixtures("worker")
 

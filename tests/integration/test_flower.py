@@ -26,6 +26,7 @@ import pytest
 import redis
 from celery import Celery
 
+from fakehalo import FakeHalo
 from integration.harness import (
     deliveries,
     feed_entries,
@@ -36,7 +37,6 @@ from integration.harness import (
 )
 from ops.processes import FlowerProcess, RedisServer, WorkerProcess
 from producers.jobs import Producer
-from worker.halo.fake import FakeHalo
 from worker.models import QUEUE, TASK_NAME
 
 USER, PASSWORD = "ops", f"pw-{uuid.uuid4().hex}"

@@ -19,10 +19,10 @@ import pytest
 import redis
 from celery import Celery
 
+from fakehalo import FakeHalo
 from integration.foreign import Fleet, marked_job
 from integration.harness import wait_for_deliveries
 from ops.processes import RedisServer
-from worker.halo.fake import FakeHalo
 
 pytest_plugins = ["integration.fixtures_foreign"]
 

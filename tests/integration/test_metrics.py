@@ -16,12 +16,12 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fakehalo import FakeHalo
 from integration.harness import new_job, run_job, wait_until
 from ops.processes import RedisServer, WorkerProcess, free_port
 from producers.jobs import Producer
 from worker.backlog import Backlogs
 from worker.deferred import DeferredJobs
-from worker.halo.fake import FakeHalo
 from worker.metrics import RedisStateCollector
 from worker.models import QUEUE
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from fakehalo import FakeHalo
 from integration.foreign import Fleet, marked_job
 from integration.harness import Job, feed_entries, wait_for_deliveries
 from ops.processes import RedisServer
-from worker.halo.fake import FakeHalo
 
 pytest_plugins = ["integration.fixtures_foreign"]
 

@@ -19,12 +19,12 @@ import pytest
 import redis
 from celery import Celery
 
+from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
 from integration.harness import SECRET_ENV, new_job, run_job, wait_for_record
 from ops.processes import RedisServer, free_port
 from producers.cli import main
 from producers.jobs import Producer
 from worker.connections import load_connections
-from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
 from worker.keys import failed_job_key, result_key
 from worker.learned import Learned
 from worker.models import QUEUE, TASK_NAME, utc_now_iso

@@ -20,12 +20,12 @@ import pytest
 import redis
 from celery import Celery
 
+from fakehalo import FakeHalo
+from fakehalo.seeds import plain_ticket
 from integration.harness import new_job, wait_for_record, wait_until
 from ops.processes import BIN, WorkerProcess
 from producers.jobs import Producer
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
-from worker.halo.fake import FakeHalo
-from worker.halo.fake.seeds import plain_ticket
 from worker.keys import BACKLOGS, DEFERRED, TICKET_WAITING, backlog_key
 from worker.models import QUEUE, TASK_NAME
 

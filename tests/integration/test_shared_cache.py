@@ -10,8 +10,8 @@ from typing import Final
 
 import redis
 
+from fakehalo import DEMO_CLIENT_SECRET, FakeHalo
 from integration.budget import Fleet, Tenants, new_fake
-from worker.halo.fake import DEMO_CLIENT_SECRET, FakeHalo
 from worker.runtime import Runtime
 
 pytest_plugins = ["integration.fixtures_budget"]

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
+from fakehalo.profiles import DEFAULT_PROFILE
 from integration.harness import new_job, run_job
 from producers.jobs import Producer
-from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
-from worker.halo.fake.profiles import DEFAULT_PROFILE
 
 pytestmark = pytest.mark.usefixtures("current_tenant", "worker")
 

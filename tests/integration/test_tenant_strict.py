@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from fakehalo import FakeHalo
+from fakehalo.profiles import DEFAULT_PROFILE
 from integration.harness import new_job, run_job
 from producers.jobs import Producer
-from worker.halo.fake import FakeHalo
-from worker.halo.fake.profiles import DEFAULT_PROFILE
 
 pytestmark = pytest.mark.usefixtures("strict_tenant", "worker")
 

@@ -13,12 +13,12 @@ from typing import Any, Final
 import pytest
 import redis
 
+from fakehalo import FakeHalo
+from fakehalo.seeds import plain_ticket
 from integration.budget import Fleet, Job, Tenants, job, new_fake, wait_until
 from worker.backlog import Parked
 from worker.batch import run_batch
 from worker.deferrals import move_due
-from worker.halo.fake import FakeHalo
-from worker.halo.fake.seeds import plain_ticket
 from worker.keys import (
     DEFERRED,
     DEFERRED_JOBS,

@@ -21,9 +21,9 @@ from typing import Any, Final, cast
 
 import redis
 
+from fakehalo import FakeHalo
+from fakehalo.seeds import plain_ticket
 from reliability.fleet import Fleet, Record, summary_of
-from worker.halo.fake import FakeHalo
-from worker.halo.fake.seeds import plain_ticket
 from worker.keys import (
     DEFERRED,
     DEFERRED_JOBS,

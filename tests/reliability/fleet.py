@@ -15,10 +15,10 @@ from typing import Any, Final, Self
 
 import redis
 
+from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
+from fakehalo.seeds import plain_ticket
 from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
-from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
-from worker.halo.fake.seeds import plain_ticket
 from worker.keys import result_key
 from worker.runner import _CLAIM_MARGIN_S
 

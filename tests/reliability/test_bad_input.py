@@ -55,10 +55,10 @@ from integration.conftest import (  # noqa: F401 - fixtures, used by name
 from integration.harness import new_job, run_job, wait_until
 from kombu import Connection, Exchange, Queue
 
+from fakehalo import FakeHalo
 from ops.processes import RedisServer, WorkerProcess
 from producers.jobs import Producer
 from worker.errors import InvalidJob
-from worker.halo.fake import FakeHalo
 from worker.keys import DEAD_LETTERS
 from worker.models import JOB_ID_PATTERN, MAX_JOB_BYTES, MAX_NESTING_DEPTH, QUEUE, TASK_NAME
 

@@ -37,9 +37,9 @@ from integration.conftest import (  # noqa: F401 - fixtures, used by name
 )
 from integration.harness import Record, new_job, run_job
 
+from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, RecordedRequest
 from ops.processes import WorkerProcess
 from producers.jobs import Producer
-from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, RecordedRequest
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -56,10 +56,10 @@ from celery import Celery
 from integration.conftest import redis_client, redis_server  # noqa: F401 - fixtures
 from integration.harness import TEST_SETTINGS, wait_until
 
+from fakehalo import FakeHalo, Outcome, serve_in_thread
 from ops.processes import BIN, FlowerProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
 from worker.errors import InvalidJob
-from worker.halo.fake import FakeHalo, Outcome, serve_in_thread
 from worker.keys import RESULTS_STREAM
 from worker.models import QUEUE, TASK_NAME
 from worker.runtime import redis_client as worker_redis_client

@@ -20,9 +20,9 @@ from typing import Any, Final
 import pytest
 from integration.harness import wait_until
 
+from fakehalo.seeds import plain_ticket
 from reliability.audit import UNACKED, settle, wait_for_records
 from reliability.fleet import FIRST_TICKET, UNLIMITED, Fleet, Record
-from worker.halo.fake.seeds import plain_ticket
 from worker.keys import TICKET_WAITING, UNFINISHED, UNFINISHED_JOBS, ticket_hold_key
 
 HALO_LATENCY_S: Final = 0.2
@@ -33,7 +33,7 @@ ROUNDS: Final = 4
 GAP_S: Final = 0.15
 WORKERS: Final = 2
 THREADS: Final = "16"
-# Demo status ids (worker.halo.fake.seeds).
+# Demo status ids (fakehalo.seeds).
 STATUS_IDS: Final = {"New": 1, "Closed": 9}
 # A budget of about a quarter of the requests the jobs need, spread over the run: most jobs
 # find it spent, wait in the backlog and run in released batches.

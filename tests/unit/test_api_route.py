@@ -14,11 +14,11 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from fakehalo import FakeHalo
 from worker.connections import Connection
 from worker.errors import ErrorCode, HaloUnavailable, NoHaloApi, TicketNotFound
 from worker.halo.cache import MemoryCache
 from worker.halo.client import HaloClients
-from worker.halo.fake import FakeHalo
 from worker.halo.route import MISSING_TTL_S, ApiRoutes
 
 PORTAL = "https://portal.halo.test"

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from fakehalo import DEMO_CLIENT_SECRET, FakeHalo
 from worker.connections import Connection
 from worker.errors import (
     ErrorCode,
@@ -23,7 +24,6 @@ from worker.errors import (
 from worker.halo.auth import AccessToken, TokenSource, token_from_answer
 from worker.halo.cache import MemoryCache
 from worker.halo.client import HaloClient, HaloClients, Timeouts
-from worker.halo.fake import DEMO_CLIENT_SECRET, FakeHalo
 
 TOKEN_KEY = "halo:token:acme"
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from fakehalo import DEMO_CLIENT_SECRET, FakeHalo
 from worker.connections import Connection
 from worker.errors import (
     ErrorCode,
@@ -24,7 +25,6 @@ from worker.errors import (
 )
 from worker.halo.cache import MemoryCache
 from worker.halo.client import HaloClient, HaloClients
-from worker.halo.fake import DEMO_CLIENT_SECRET, FakeHalo
 from worker.halo.signing import CacheSigner
 
 

@@ -25,10 +25,10 @@ import jsonschema
 import pytest
 import yaml
 
+from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from ops.demo import demo_jobs
 from ops.processes import FLOWER_TASKS_COLUMNS
 from worker.connections import load_connections
-from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from worker.models import parse_job
 from worker.settings import Settings
 
@@ -304,7 +304,7 @@ def _command_core(words: list[str | None]) -> list[str]:
 
 @pytest.mark.parametrize(
     ("service", "program"),
-    [("worker", "celery"), ("halo-fake", "halo-fake"), ("redis", "redis-server")],
+    [("worker", "celery"), ("halo-fake", "python"), ("redis", "redis-server")],
 )
 def test_compose_runs_the_same_commands_as_the_native_process_harness(
     services: dict[str, dict[str, Any]], service: str, program: str
@@ -336,6 +336,8 @@ def _help_prefix(argv: list[str]) -> list[str]:
         return argv[:4]
     if argv[0] == "halo-jobs":
         return argv[:2]
+    if argv[:2] == ["python", "-m"]:
+        return argv[:3]
     return argv[:1]
 
 
@@ -469,7 +471,7 @@ def test_demo_jobs_file_holds_the_demos_four_jobs_with_fixed_ids(
     jobs = [json.loads(line) for line in lines]
     assert jobs == demo_jobs("compose")
     assert all(parse_job(line).job_id for line in lines)
-    copies = [i.args for i in _final_stage(_dockerfile()) if i.keyword == "COPY"]
+    copies = [i.args for i in _production_image(_dockerfile()) if i.keyword == "COPY"]
     assert f"{local.relative_to(ROOT)} {in_image}" in copies
 
 
@@ -509,8 +511,32 @@ def _stages(instructions: list[Instruction]) -> list[list[Instruction]]:
     return stages
 
 
-def _final_stage(instructions: list[Instruction]) -> list[Instruction]:
-    return _stages(instructions)[-1]
+def _stage_name(stage: list[Instruction]) -> str:
+    _, _, alias = stage[0].args.partition(" AS ")
+    return alias.strip().lower()
+
+
+def _image(instructions: list[Instruction], target: str) -> list[Instruction]:
+    """What the image built with `--target target` holds: the instructions of that stage,
+    preceded by those of the stages it builds on (`FROM <stage>`), root first."""
+    stages = {_stage_name(stage): stage for stage in _stages(instructions)}
+    chain: list[Instruction] = []
+    stage = stages[target]
+    while True:
+        chain = stage + chain
+        base = stage[0].args.partition(" AS ")[0].strip().lower()
+        if base not in stages:
+            return chain
+        stage = stages[base]
+
+
+def _production_target(instructions: list[Instruction]) -> str:
+    """The last stage: what `docker build` makes without --target."""
+    return _stage_name(_stages(instructions)[-1])
+
+
+def _production_image(instructions: list[Instruction]) -> list[Instruction]:
+    return _image(instructions, _production_target(instructions))
 
 
 def test_dockerfile_builds_in_stages_from_pinned_bases_and_ends_on_slim_python() -> None:
@@ -527,18 +553,18 @@ def test_dockerfile_builds_in_stages_from_pinned_bases_and_ends_on_slim_python()
         _, _, tag = image.partition(":")
         assert tag, f"unpinned base image {image}"
         assert tag != "latest", f"unpinned base image {image}"
-    final_image = stages[-1][0].args.split()[0]
+    final_image = _production_image(_dockerfile())[0].args.split()[0]
     assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?(@sha256:[0-9a-f]{64})?", final_image)
 
 
 def test_dockerfile_final_stage_runs_as_a_non_root_user() -> None:
-    users = [i.args for i in _final_stage(_dockerfile()) if i.keyword == "USER"]
+    users = [i.args for i in _production_image(_dockerfile()) if i.keyword == "USER"]
     assert users, "the final stage sets no USER"
     assert users[-1].split(":")[0] not in {"root", "0"}
 
 
 def test_dockerfile_final_stage_declares_a_health_check() -> None:
-    checks = [i.args for i in _final_stage(_dockerfile()) if i.keyword == "HEALTHCHECK"]
+    checks = [i.args for i in _production_image(_dockerfile()) if i.keyword == "HEALTHCHECK"]
     assert checks
     assert checks[-1] != "NONE"
 
@@ -553,13 +579,65 @@ def test_every_pip_install_in_the_dockerfile_skips_the_cache() -> None:
 
 
 def test_dockerfile_final_stage_installs_no_packages_or_build_tools() -> None:
-    runs = " ".join(i.args for i in _final_stage(_dockerfile()) if i.keyword == "RUN")
+    runs = " ".join(i.args for i in _production_image(_dockerfile()) if i.keyword == "RUN")
     assert not re.search(r"apt-get|apt |apk |pip install|\bgcc\b|build-essential|\bmake\b", runs)
 
 
 def test_dockerfile_runs_the_worker_by_default() -> None:
-    (cmd,) = [i.args for i in _final_stage(_dockerfile()) if i.keyword == "CMD"]
+    (cmd,) = [i.args for i in _production_image(_dockerfile()) if i.keyword == "CMD"]
     assert json.loads(cmd) == WORKER_COMMAND
+
+
+def _mentions_the_fake(instruction: Instruction) -> bool:
+    return "fakehalo" in instruction.args or "halo/fake" in instruction.args
+
+
+def test_the_production_image_and_the_wheel_it_installs_hold_no_fake_halo() -> None:
+    instructions = _dockerfile()
+    production = _production_image(instructions)
+    built_from = {
+        i.args.split()[0].removeprefix("--from=").lower()
+        for i in production
+        if i.keyword == "COPY" and i.args.startswith("--from=")
+    }
+    assert built_from == {"builder"}
+    builder = _image(instructions, "builder")
+    assert not [i.args for i in production + builder if _mentions_the_fake(i)]
+    assert "demo" not in {_stage_name(stage) for stage in _stages(production)}
+
+
+def test_the_demo_target_is_the_production_image_plus_the_fake_halos_source() -> None:
+    instructions = _dockerfile()
+    demo_stage = {_stage_name(stage): stage for stage in _stages(instructions)}["demo"]
+    added = [i for i in demo_stage if i.keyword != "FROM"]
+
+    def body(image: list[Instruction]) -> list[Instruction]:
+        return [i for i in image if i.keyword != "FROM"]
+
+    assert body(_image(instructions, "demo")) == body(_production_image(instructions)) + added
+    copies = [i.args.split() for i in added if i.keyword == "COPY"]
+    assert copies == [["fakehalo", "/app/fakehalo"]]
+    assert [i.args for i in added if i.keyword == "ENV"] == ["PYTHONPATH=/app"]
+    assert {i.keyword for i in added} == {"COPY", "ENV"}, "the demo stage only adds the fake"
+
+
+def test_only_the_fake_halo_service_builds_the_demo_target_and_tags_it_apart(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    production = _production_target(_dockerfile())
+    images: dict[str, set[str]] = {"demo": set(), production: set()}
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        runs_the_fake = _argv(service["command"])[:3] == ["python", "-m", "fakehalo"]
+        target = service["build"].get("target")
+        assert target == ("demo" if runs_the_fake else production), name
+        images[target].add(service["image"])
+        if runs_the_fake:
+            assert name in DEMO_SERVICES, name
+    assert images["demo"], "no service runs the fake Halo from the demo target"
+    # One tag for both would let the demo image stand in for the production one.
+    assert not images["demo"] & images[production]
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -662,7 +740,11 @@ def test_every_base_image_is_pinned_by_digest() -> None:
                 f"FROM {image} is not pinned by digest"
             )
         aliases.add(alias.strip().lower())
-    digests = {i.args.split("@")[1].split()[0] for i in _dockerfile() if i.keyword == "FROM"}
+    digests = {
+        i.args.split("@")[1].split()[0]
+        for i in _dockerfile()
+        if i.keyword == "FROM" and i.args.split()[0].lower() not in aliases
+    }
     assert len(digests) == 1, f"the stages build on different bases: {digests}"
 
 
@@ -855,7 +937,7 @@ def test_worker_pods_have_resources_a_liveness_probe_and_run_as_the_image_user(
     for bound in ["requests", "limits"]:
         assert {"cpu", "memory"} <= set(container["resources"][bound])
     assert container["livenessProbe"]["exec"]["command"]
-    image_user = [i.args for i in _final_stage(_dockerfile()) if i.keyword == "USER"][-1]
+    image_user = [i.args for i in _production_image(_dockerfile()) if i.keyword == "USER"][-1]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert str(pod["securityContext"]["runAsUser"]) == image_user.split(":")[0]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
@@ -864,7 +946,7 @@ def test_worker_pods_have_resources_a_liveness_probe_and_run_as_the_image_user(
 def test_worker_liveness_is_one_command_in_the_image_compose_and_kubernetes(
     manifests: list[Manifest], services: dict[str, dict[str, Any]]
 ) -> None:
-    (check,) = [i.args for i in _final_stage(_dockerfile()) if i.keyword == "HEALTHCHECK"]
+    (check,) = [i.args for i in _production_image(_dockerfile()) if i.keyword == "HEALTHCHECK"]
     in_image = json.loads(check.split(" CMD ", 1)[1])
     in_compose = services["worker"]["healthcheck"]["test"]
     pod = _one(manifests, "Deployment", "halo-worker")["spec"]["template"]["spec"]

@@ -17,21 +17,21 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.halo.fake import (
+from fakehalo import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
     FakeHalo,
     RateLimit,
     serve_in_thread,
 )
-from worker.halo.fake.schema import NOT_IN_2024_09, QUERY_FILE, SCHEMA_FILE, load_faults_schema
-from worker.halo.fake.schema_extract import (
+from fakehalo.schema import NOT_IN_2024_09, QUERY_FILE, SCHEMA_FILE, load_faults_schema
+from fakehalo.schema_extract import (
     dump_extract,
     dump_query_params,
     extract_faults_schema,
     extract_query_params,
 )
-from worker.halo.fake.server import main
+from fakehalo.server import main
 
 BASE_URL = "https://acme.halopsa.example"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -103,13 +103,13 @@ def post_tickets(client: httpx.Client, headers: dict[str, str], body: Any) -> ht
 
 def test_faults_extract_matches_halo_openapi() -> None:
     openapi = json.loads(HALO_OPENAPI.read_text(encoding="utf-8"))
-    shipped = (REPO_ROOT / "worker" / "halo" / "fake" / SCHEMA_FILE).read_text(encoding="utf-8")
+    shipped = (REPO_ROOT / "fakehalo" / SCHEMA_FILE).read_text(encoding="utf-8")
     assert dump_extract(extract_faults_schema(openapi)) == shipped
 
 
 def test_query_parameter_extract_matches_halo_openapi() -> None:
     openapi = json.loads(HALO_OPENAPI.read_text(encoding="utf-8"))
-    shipped = (REPO_ROOT / "worker" / "halo" / "fake" / QUERY_FILE).read_text(encoding="utf-8")
+    shipped = (REPO_ROOT / "fakehalo" / QUERY_FILE).read_text(encoding="utf-8")
     assert dump_query_params(extract_query_params(openapi)) == shipped
 
 
@@ -1076,13 +1076,13 @@ def test_cli_serves_until_sigterm_and_reads_the_secret_from_the_environment() ->
     env = {**os.environ, "FAKE_HALO_SECRET": "from-env"}
     command = [
         sys.executable,
-        "-c",
-        "from worker.halo.fake.server import main; raise SystemExit(main())",
+        "-m",
+        "fakehalo",
         "--port", "0", "--seed", "demo", "--client-id", "cli-client",
         "--client-secret-env", "FAKE_HALO_SECRET", "--rate-limit", "300/300s",
     ]  # fmt: skip
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, cwd=REPO_ROOT
     ) as process:
         assert process.stdout is not None
         line = process.stdout.readline().strip()
@@ -1116,11 +1116,11 @@ def test_wall_clock_timestamps_are_utc_without_offset() -> None:
 def test_cli_plays_the_profile_it_is_given(argv: list[str], profile: str, wrapped: bool) -> None:
     command = [
         sys.executable,
-        "-c",
-        "from worker.halo.fake.server import main; raise SystemExit(main())",
+        "-m",
+        "fakehalo",
         "--port", "0", *argv,
     ]  # fmt: skip
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT) as process:
         assert process.stdout is not None
         url = process.stdout.readline().strip().rsplit(" ", 1)[1]
         with httpx.Client(base_url=url, timeout=10) as http:

@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
+from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
+from fakehalo.profiles import PROFILES
+from fakehalo.seeds import LARGE_TENANT_AGENTS
 from worker.connections import Connection
 from worker.errors import HaloAuthFailed, LookupNotFound
 from worker.halo.cache import MemoryCache
 from worker.halo.client import HaloClients
-from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
-from worker.halo.fake.profiles import PROFILES
-from worker.halo.fake.seeds import LARGE_TENANT_AGENTS
 from worker.models import parse_job
 from worker.update import run_update
 

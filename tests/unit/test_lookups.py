@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from fakehalo import FakeHalo
 from worker.errors import ErrorCode, HaloUnexpectedResponse, LookupAmbiguous, LookupNotFound
 from worker.halo.client import HaloClient
-from worker.halo.fake import FakeHalo
 from worker.halo.lookups import (
     LookupKind,
     Records,

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from fakehalo import FakeHalo
+from fakehalo.schema import load_faults_schema, type_error
 from worker.connections import Connection
 from worker.errors import (
     ErrorCode,
@@ -24,8 +26,6 @@ from worker.errors import (
 )
 from worker.halo.cache import MemoryCache
 from worker.halo.client import HaloClient, HaloClients
-from worker.halo.fake import FakeHalo
-from worker.halo.fake.schema import load_faults_schema, type_error
 from worker.halo.lookups import LookupKind
 from worker.models import MAX_JOB_BYTES, MAX_RENDERED_CHARS, RESULT_TICKET_KEYS, Job, parse_job
 from worker.update import (

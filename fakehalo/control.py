@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from worker.halo.fake import answers
-from worker.halo.fake.config import FakeConfig
-from worker.halo.fake.state import LOOKUP_KINDS
+from fakehalo import answers
+from fakehalo.config import FakeConfig
+from fakehalo.state import LOOKUP_KINDS
 
 if TYPE_CHECKING:
-    from worker.halo.fake.app import FakeHalo
+    from fakehalo.app import FakeHalo
 
 
 def answer(fake: FakeHalo, request: httpx.Request, path: str) -> httpx.Response:

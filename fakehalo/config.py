@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
-from worker.halo.fake.auth import DEFAULT_TOKEN_TTL_S
-from worker.halo.fake.ratelimit import RateLimit
+from fakehalo.auth import DEFAULT_TOKEN_TTL_S
+from fakehalo.ratelimit import RateLimit
 
 AnswerShape = Literal["object", "array", "wrapped", "first"]
 ExpiredTokenStatus = Literal[400, 401, "alternate"]

@@ -2,7 +2,7 @@
 
 One instance is one tenant: seed data, tokens, rate limit, injected faults and a request log.
 The same instance serves unit tests (`httpx.MockTransport(fake)`), a server thread
-(`serve_in_thread`) and the `halo-fake` command; `handle` is the common path.
+(`serve_in_thread`) and `python -m fakehalo`; `handle` is the common path.
 
 Order of processing for a Halo request: connect-error fault, rate limit, fail fault, hang fault,
 then the endpoint (`routes`). Control requests (`/_fake/...`, see `control`) skip all of that.
@@ -23,13 +23,13 @@ from typing import Any, Literal
 
 import httpx
 
-from worker.halo.fake import answers, control
-from worker.halo.fake.auth import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, TokenStore
-from worker.halo.fake.config import FakeConfig
-from worker.halo.fake.faults import FaultKind, FaultPlan, make_fault
-from worker.halo.fake.profiles import DEFAULT_PROFILE, profile_options
-from worker.halo.fake.ratelimit import RateLimit, RollingWindow
-from worker.halo.fake.requestlog import (
+from fakehalo import answers, control
+from fakehalo.auth import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, TokenStore
+from fakehalo.config import FakeConfig
+from fakehalo.faults import FaultKind, FaultPlan, make_fault
+from fakehalo.profiles import DEFAULT_PROFILE, profile_options
+from fakehalo.ratelimit import RateLimit, RollingWindow
+from fakehalo.requestlog import (
     CreatedTicket,
     DecodedBody,
     RecordedRequest,
@@ -38,8 +38,8 @@ from worker.halo.fake.requestlog import (
     normalise_path,
     redact,
 )
-from worker.halo.fake.routes import HaloApi, Routed
-from worker.halo.fake.state import HaloState
+from fakehalo.routes import HaloApi, Routed
+from fakehalo.state import HaloState
 
 # The limit hosted tenants report; what an injected 429 quotes when no limit is configured.
 _HOSTED_LIMIT = RateLimit(300, 300.0)

@@ -1,8 +1,9 @@
 """Named tenants the fake Halo can play: the ways real Halo builds and settings differ.
 
-A profile is a set of `FakeConfig` options; `FakeHalo(profile=...)`, `halo-fake --profile` and
-`POST /_fake/profile` select one, and options given beside it override it. The worker must
-do the right thing under every profile (the contract tests run under each):
+A profile is a set of `FakeConfig` options; `FakeHalo(profile=...)`,
+`python -m fakehalo --profile` and `POST /_fake/profile` select one, and options given beside
+it override it. The worker must do the right thing under every profile (the contract tests run
+under each):
 
 `current`
     A recent hosted Halo: tickets carry `team_id` and the `Faults` schema has it; a ticket POST

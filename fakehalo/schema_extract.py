@@ -1,7 +1,7 @@
 """Regenerate `faults_schema.json` and `query_params.json` from Halo's OpenAPI document (a
 build step, not run time).
 
-    python -m worker.halo.fake.schema_extract tests/fixtures/halo/openapi-subset.json
+    python -m fakehalo.schema_extract tests/fixtures/halo/openapi-subset.json
 
 The `Faults` extract keeps, for each property of `components.schemas.Faults`, what validation
 needs: the JSON type (a `$ref` is an object), the format, nullability and, for arrays, the item
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from worker.halo.fake.schema import QUERY_FILE, SCHEMA_FILE
+from fakehalo.schema import QUERY_FILE, SCHEMA_FILE
 
 
 def extract_faults_schema(openapi: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Serve a `FakeHalo` over real HTTP: in a thread for tests, or as the `halo-fake` command.
+"""Serve a `FakeHalo` over real HTTP: in a thread for tests, or as `python -m fakehalo`.
 
 Each connection gets a daemon thread (stdlib `ThreadingHTTPServer`, HTTP/1.1 keep-alive, so
 client connection pools are reused). A request is turned into an `httpx.Request`, handed to the
@@ -6,8 +6,8 @@ same `FakeHalo.handle` the MockTransport uses, and the answer written back. Late
 are slept in the connection's thread, outside the fake's lock, so hundreds of delayed requests
 are in flight at once.
 
-    halo-fake --port 8080 --seed demo --profile legacy --rate-limit 300/300s \\
-              --client-id my-client --client-secret-env HALO_FAKE_SECRET
+    python -m fakehalo --port 8080 --seed demo --profile legacy --rate-limit 300/300s \\
+                       --client-id my-client --client-secret-env HALO_FAKE_SECRET
 
 prints `halo-fake listening on http://HOST:PORT` and serves until SIGTERM or SIGINT.
 """
@@ -28,10 +28,10 @@ from typing import Any
 
 import httpx
 
-from worker.halo.fake.app import FakeHalo
-from worker.halo.fake.auth import DEFAULT_TOKEN_TTL_S, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
-from worker.halo.fake.profiles import DEFAULT_PROFILE, PROFILES
-from worker.halo.fake.seeds import SEEDS
+from fakehalo.app import FakeHalo
+from fakehalo.auth import DEFAULT_TOKEN_TTL_S, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+from fakehalo.profiles import DEFAULT_PROFILE, PROFILES
+from fakehalo.seeds import SEEDS
 
 # Headers the server writes itself; copying the fake's would duplicate or contradict them.
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
@@ -187,7 +187,9 @@ def serve_in_thread(
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="halo-fake", description="Serve a fake Halo PSA.")
+    parser = argparse.ArgumentParser(
+        prog="python -m fakehalo", description="Serve a fake Halo PSA."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--seed", choices=SEEDS, default="demo")
@@ -222,7 +224,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the `halo-fake` command until SIGTERM or SIGINT.
+    """Run the fake Halo (`python -m fakehalo`) until SIGTERM or SIGINT.
 
     Returns:
         The exit status: 0 after a clean stop, 2 for bad arguments.

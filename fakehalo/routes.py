@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 
-from worker.halo.fake import answers, schema, seeds
-from worker.halo.fake.auth import Refusal, Token, TokenStore
-from worker.halo.fake.config import FakeConfig
-from worker.halo.fake.faults import FaultKind, FaultPlan
-from worker.halo.fake.requestlog import DecodedBody
-from worker.halo.fake.state import HaloState, TicketRejected
+from fakehalo import answers, schema, seeds
+from fakehalo.auth import Refusal, Token, TokenStore
+from fakehalo.config import FakeConfig
+from fakehalo.faults import FaultKind, FaultPlan
+from fakehalo.requestlog import DecodedBody
+from fakehalo.state import HaloState, TicketRejected
 
 _TICKET_PATH = re.compile(r"^/api/tickets/([^/]+)$")
 _LOOKUP_WRAPPERS = {"status": "statuses", "priority": "priorities", "agent": "agents"}

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.halo.fake import seeds
-from worker.halo.fake.rules import allowed_statuses, apply_type_rules, forbidden_status
+from fakehalo import seeds
+from fakehalo.rules import allowed_statuses, apply_type_rules, forbidden_status
 
 LOOKUP_KINDS = (
     "status",

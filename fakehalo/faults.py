@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from worker.halo.fake import answers
+from fakehalo import answers
 
 
 class FaultKind(enum.Enum):

@@ -35,7 +35,7 @@ def load_faults_schema() -> dict[str, Any]:
     Returns:
         The dict `extract_faults_schema` produced. Treat it as read-only: it is shared.
     """
-    text = resources.files("worker.halo.fake").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    text = resources.files("fakehalo").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -44,7 +44,7 @@ def load_faults_schema() -> dict[str, Any]:
 def load_query_params() -> dict[str, frozenset[str]]:
     """The query parameter names of each operation (`"GET /api/agent"`), from the shipped
     extract, parsed once per process."""
-    text = resources.files("worker.halo.fake").joinpath(QUERY_FILE).read_text(encoding="utf-8")
+    text = resources.files("fakehalo").joinpath(QUERY_FILE).read_text(encoding="utf-8")
     operations = json.loads(text)["operations"]
     return {name: frozenset(names) for name, names in operations.items()}
 
