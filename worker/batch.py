@@ -65,6 +65,24 @@ T = TypeVar("T")
 log = logging.getLogger("halo.batch")
 
 
+def of_other_connections(connection: str, parked: list[Parked]) -> list[Parked]:
+    """The jobs of a batch that name another connection than the batch's.
+
+    Only a worker's dispatcher publishes batches, each from one connection's backlog, so such
+    a job comes from a malformed or forged message. It must not run against this batch's
+    tenant (its credentials, its tickets): the caller sends it on as a single job, which runs
+    against the connection it names. A job that is no object, or names no connection, stays:
+    validation records it as `invalid_job` before anything reaches Halo.
+    """
+    return [
+        p
+        for p in parked
+        if isinstance(p.job, dict)
+        and isinstance(p.job.get("connection"), str)
+        and p.job["connection"] != connection
+    ]
+
+
 def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid: int) -> int:
     """Run a released batch; returns how many jobs ended with a record.
 

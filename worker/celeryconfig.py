@@ -12,6 +12,7 @@ from typing import Any
 from kombu import Queue
 
 from worker.models import QUEUE, TASK_NAME
+from worker.probes import HEAD_MAX_BYTES
 from worker.settings import Settings
 
 BATCH_TASK_NAME = "halo.update_batch"
@@ -36,6 +37,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "health_check_interval": 10,
             # Dead letters can hold email content: kept as long as result records are.
             "dead_letter_ttl_s": settings.result_ttl_s,
+            # A batch of HALO_BATCH_MAX jobs, each at most a one-job message's size, and one
+            # more for framing: a longer item is dead-lettered before it is decoded.
+            "max_message_bytes": (settings.batch_max + 1) * HEAD_MAX_BYTES,
         },
         # kombu turns certificate checks off for a rediss:// broker given no SSL options.
         "broker_use_ssl": (

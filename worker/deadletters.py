@@ -44,7 +44,7 @@ from typing import Any, Final, cast
 import redis
 
 from worker.keys import DEAD_LETTER_COUNTS, DEAD_LETTERS
-from worker.models import utc_now_iso
+from worker.models import MAX_JOB_BYTES, utc_now_iso
 
 # A flood of garbage must not fill the broker's memory: 1,000 entries of at most 64 KiB each
 # (stored as text, or as base64 when that is shorter) is at most about 85 MiB. 64 KiB holds
@@ -55,6 +55,10 @@ MAX_RAW_BYTES: Final = 64 * 1024
 
 # Kept as long as result records are by default (HALO_RESULT_TTL_S): a week to notice.
 DEFAULT_TTL_S: Final = 7 * 24 * 3600
+# The largest item a worker decodes: a batch of the most jobs a batch may hold, each as large as
+# a one-job message may be (`worker.probes.HEAD_MAX_BYTES`), with one more for Celery's framing.
+# Anything larger is no message of the service's; `celery_config` sizes it from HALO_BATCH_MAX.
+DEFAULT_MAX_MESSAGE_BYTES: Final = (100 + 1) * 4 * MAX_JOB_BYTES  # HALO_BATCH_MAX is at most 100
 
 
 class Reason(StrEnum):
@@ -80,6 +84,8 @@ class Reason(StrEnum):
     """A task message whose body cannot be decoded as its content type says."""
     NO_TASK_ID = "no_task_id"
     """A task message without a task id: no record can be written for it."""
+    TOO_LARGE = "too_large"
+    """An item larger than any message the service sends or accepts: not even decoded."""
 
 
 @dataclass(frozen=True)

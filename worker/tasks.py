@@ -15,9 +15,9 @@ from celery.exceptions import Reject
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError
 
-from worker.app import app
+from worker.app import app, publish_job
 from worker.backlog import Parked
-from worker.batch import run_batch
+from worker.batch import of_other_connections, run_batch
 from worker.celeryconfig import BATCH_TASK_NAME
 from worker.liveness import CANARY_TASK_NAME, canary_ran
 from worker.models import TASK_NAME, ResultRecord, redacted_fields
@@ -204,6 +204,14 @@ def update_batch(
         for j in jobs
         if isinstance(j, dict) and isinstance(j.get("job_id"), str)
     ]
+    foreign = of_other_connections(connection, parked)
+    for member in foreign:
+        log.warning(
+            "batch member names another connection; sent on as a single job",
+            extra={"job_id": member.job_id, "batch_connection": connection},
+        )
+        publish_job(member.job_id, member.job, member.submitted_at)
+    parked = [p for p in parked if p not in foreign]
     try:
         with notes.watch() as seen:
             run_batch(current.runner, connection, parked, prepaid)

@@ -28,6 +28,7 @@ import binascii
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from queue import Empty
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -62,7 +63,13 @@ class Channel(kombu_redis.Channel):
 
     #: Seconds the dead-letter list is kept after its newest entry (transport option).
     dead_letter_ttl_s: int = deadletters.DEFAULT_TTL_S
-    from_transport_options = (*kombu_redis.Channel.from_transport_options, "dead_letter_ttl_s")
+    #: Items longer than this are dead-lettered undecoded (transport option; see `celeryconfig`).
+    max_message_bytes: int = deadletters.DEFAULT_MAX_MESSAGE_BYTES
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "dead_letter_ttl_s",
+        "max_message_bytes",
+    )
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu 5.7.0's `_brpop_read`, line for line, but for the check before delivery.
@@ -108,7 +115,7 @@ class Channel(kombu_redis.Channel):
                 kombu loses an item popped just before a connection fails.
         """
         data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-        found = read_item(data)
+        found = read_item(data, max_bytes=int(self.max_message_bytes))
         if isinstance(found, dict):
             return found
         reason, detail = found
@@ -160,27 +167,48 @@ def install() -> None:
         resolved.pop(scheme, None)
 
 
-def read_item(data: bytes) -> dict[str, Any] | tuple[Reason, str]:
-    """The item as kombu reads it, if it is an envelope; else why it is not one."""
+def read_item(
+    data: bytes, *, max_bytes: int = deadletters.DEFAULT_MAX_MESSAGE_BYTES
+) -> dict[str, Any] | tuple[Reason, str]:
+    """The item as kombu reads it, if it is an envelope; else why it is not one.
+
+    An item longer than `max_bytes` is refused before any decoding: decoding it would cost
+    memory and time in the consumer's loop for a message no producer of the service sends.
+    """
+    if len(data) > max_bytes:
+        return Reason.TOO_LARGE, f"{len(data):,} bytes, more than the limit of {max_bytes:,}"
+    payload = _decoded(data)
+    if isinstance(payload, _Refused):
+        return payload.reason, payload.detail
+    problem = _envelope_problem(payload)
+    if problem is not None:
+        return problem
+    return cast(dict[str, Any], payload)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    reason: Reason
+    detail: str
+
+
+def _decoded(data: bytes) -> Any:
+    """The item's JSON as kombu decodes it, or why it cannot be."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return Reason.NOT_UTF8, "the bytes are not UTF-8 text"
+        return _Refused(Reason.NOT_UTF8, "the bytes are not UTF-8 text")
     try:
-        payload = loads(text)
+        return loads(text)
     except RecursionError:
-        return Reason.NOT_JSON, "JSON nested too deeply to read"
+        return _Refused(Reason.NOT_JSON, "JSON nested too deeply to read")
     except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
         # ValueError from json itself; the others from kombu's hook that revives tagged values
         # ({"__type__": "decimal", "__value__": ...}).
         if isinstance(exc, json.JSONDecodeError):
             # json's own words and position, never the text itself.
-            return Reason.NOT_JSON, f"not JSON: {exc.msg} (character {exc.pos})"
-        return Reason.NOT_JSON, f"JSON that kombu cannot read ({type(exc).__name__})"
-    problem = _envelope_problem(payload)
-    if problem is not None:
-        return problem
-    return cast(dict[str, Any], payload)
+            return _Refused(Reason.NOT_JSON, f"not JSON: {exc.msg} (character {exc.pos})")
+        return _Refused(Reason.NOT_JSON, f"JSON that kombu cannot read ({type(exc).__name__})")
 
 
 def _envelope_problem(payload: Any) -> tuple[Reason, str] | None:

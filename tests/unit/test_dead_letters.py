@@ -7,6 +7,7 @@ import base64
 import json
 import uuid
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Final
 
@@ -16,7 +17,11 @@ from hypothesis import strategies as st
 from kombu.transport import virtual
 
 from producers.dead import job_in, preview
+from worker.celeryconfig import celery_config
 from worker.deadletters import MAX_RAW_BYTES, DeadLetter, Reason
+from worker.models import MAX_JOB_BYTES
+from worker.probes import HEAD_MAX_BYTES
+from worker.settings import Settings
 from worker.transport import read_item
 
 MARKER: Final = "EMAIL-BODY-7f3a"
@@ -259,3 +264,22 @@ def test_a_job_kept_cut_is_not_replayable() -> None:
 
     assert job is None
     assert because.startswith("kept cut to")
+
+
+def test_an_item_longer_than_any_message_is_refused_before_it_is_decoded() -> None:
+    # Not JSON either: a decoded item would be refused as not_json, so the reason shows the
+    # size was checked first.
+    assert read_item(b"{" * 11, max_bytes=10) == (
+        Reason.TOO_LARGE,
+        "11 bytes, more than the limit of 10",
+    )
+    decoded = read_item(b"{" * 10, max_bytes=10)
+    assert isinstance(decoded, tuple)
+    assert decoded[0] == Reason.NOT_JSON
+
+
+def test_the_workers_limit_holds_a_whole_batch_of_the_largest_jobs() -> None:
+    settings = Settings(batch_max=20, connections_file=Path("unused.toml"))
+    options = celery_config(settings)["broker_transport_options"]
+    assert options["max_message_bytes"] == 21 * HEAD_MAX_BYTES
+    assert HEAD_MAX_BYTES >= 4 * MAX_JOB_BYTES
