@@ -156,15 +156,18 @@ def test_server_errors_past_the_retry_budget_fail_with_halo_unavailable(
 def test_rate_limiting_past_the_retry_budget_fails_with_halo_rate_limited(
     producer: Producer, fake: FakeHalo
 ) -> None:
-    fake.fail_next(50, 429, path=TICKET, method="GET")
+    # Halo limits the tenant, not one path: every ticket read is refused, whether the job reads
+    # its ticket alone or, parked behind the rate limit, in a released batch's list read.
+    fake.fail_next(50, 429, path="/api/tickets", method="GET")
 
     record = run_job(producer, new_job(status="Closed"))
 
-    assert record["outcome"] == "failed"
+    reads = [r for r in fake.requests() if r.method == "GET" and "/api/tickets" in r.path.lower()]
+    assert record["outcome"] == "failed", [(r.path, r.status) for r in reads]
     assert record["error"]["code"] == "halo_rate_limited"
     assert record["error"]["retryable"] is True
     assert record["attempts"] == 4
-    assert statuses(fake.requests_to("GET", TICKET)) == [429] * 4
+    assert statuses(reads) == [429] * 4
     assert fake.posts() == []
 
 
