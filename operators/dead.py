@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import redis
 
-from producers.jobs import Producer, SubmitError
+from producers import Producer, SubmitError
 from worker import deadletters
 from worker.deadletters import DeadLetter, Stored
 from worker.errors import InvalidJob

@@ -19,7 +19,7 @@
 
 Every Halo request goes through the worker's own `HaloClient`, so it is budgeted by the fleet's
 shared governor (when Redis answers), counted and classified exactly as a job's would be; a
-`producers.diagnosis.Watcher` under it sees timings, the scope granted and Halo's words on a
+`operators.diagnosis.Watcher` under it sees timings, the scope granted and Halo's words on a
 refusal, and keeps no token. The doctor asks for its own token (it neither
 reads nor replaces the fleet's cached one), so the credentials are tested as configured here.
 It only reads Halo: whether the application may write (edit:tickets, closed tickets, status
@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import ValidationError
 
-from producers.diagnosis import (
+from operators.diagnosis import (
     Check,
     Exchange,
     Watcher,

@@ -27,7 +27,7 @@ from typing import Any, Final, cast
 
 import redis
 
-from producers.jobs import Producer
+from producers import Producer
 from worker.errors import ErrorCode
 from worker.models import JOB_ID_PATTERN, RESULTS_STREAM, result_key
 from worker.results import failed_job_key

@@ -162,8 +162,3 @@ class Producer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-def record_json(record: Mapping[str, Any]) -> str:
-    """A record as the CLI prints it: indented JSON."""
-    return json.dumps(record, indent=2, ensure_ascii=False)

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from integration.harness import new_job, run_job, wait_for_record
+from operators.bulk import submit_lines
 from ops.processes import BIN, free_port
-from producers.bulk import submit_lines
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
 

@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from integration.harness import SECRET_ENV, new_job, run_job
+from operators.cli import main
 from ops.processes import ProcessError, WorkerProcess
-from producers.cli import main
 from producers.jobs import Producer
 from worker.halo.fake import DEMO_CLIENT_ID, FakeHalo
 from worker.settings import get_settings

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu.transport import virtual
 
-from producers.dead import job_in, preview
+from operators.dead import job_in, preview
 from worker.deadletters import MAX_RAW_BYTES, DeadLetter, Reason
 from worker.transport import read_item
 

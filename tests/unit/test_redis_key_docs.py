@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "docs" / "contract.md"
-SOURCES = ("worker", "producers")
+SOURCES = ("worker", "producers", "operators")
 TABLE_HEADING = "### Redis keys"
 
 # A whole key, or a key's start: "halo:" then key characters; `<>` marks a run-time part.

@@ -1,0 +1,1 @@
+"""The `halo-jobs` command and the operator tools behind it."""
