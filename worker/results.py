@@ -11,7 +11,8 @@ Keys (CONTRACT §3 names the first two; the rest are this worker's own):
     halo:deferred           jobs waiting to run again, scored by due time in ms (sorted set)
     halo:deferred:jobs      their payloads (hash)
     halo:unfinished         accepted jobs without a record yet, scored by when one was last
-                            seen on its way, in ms (sorted set); see `take_lost`
+                            seen on its way, in ms (sorted set); see `take_lost` and
+                            `worker.handoff`, which the producer tracks jobs with
     halo:unfinished:jobs    their payloads (hash)
     halo:failed-job:<job_id>
                             what `halo-jobs replay` needs of a failed job (hash): `connection`,
@@ -38,13 +39,12 @@ from typing import Any, Final, cast
 import redis
 
 from worker.errors import ErrorCode
+from worker.handoff import UNFINISHED, UNFINISHED_JOBS, notify_key
 from worker.models import RESULTS_STREAM, Outcome, ResultRecord, result_key
 from worker.writable import record_json
 
 DEFERRED: Final = "halo:deferred"
 DEFERRED_JOBS: Final = "halo:deferred:jobs"
-UNFINISHED: Final = "halo:unfinished"
-UNFINISHED_JOBS: Final = "halo:unfinished:jobs"
 # A producer that waits for a record finds the wake-up for this long after the write.
 _NOTIFY_TTL_S: Final = 300
 
@@ -56,10 +56,6 @@ def _state_key(job_id: str) -> str:
 def claim_key(job_id: str) -> str:
     """Who runs a job now: ``halo:claim:<job_id>``."""
     return f"halo:claim:{job_id}"
-
-
-def _notify_key(job_id: str) -> str:
-    return f"halo:notify:{job_id}"
 
 
 def failed_job_key(job_id: str) -> str:
@@ -157,16 +153,6 @@ end
 return 0
 """
 
-# KEYS: result, unfinished, unfinished jobs. ARGV: job_id, payload
-_TRACK = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
-           ARGV[1])
-redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
-return 1
-"""
-
 # KEYS: unfinished, unfinished jobs, deferred, waiting hashes..., job queues...
 # ARGV: quiet_ms, limit, result key prefix, claim key prefix, number of waiting hashes
 # Nothing is taken while a job queue holds messages: a quiet job may be one of them. Else every
@@ -250,7 +236,6 @@ class ResultStore:
         self._take_due = client.register_script(_TAKE_DUE)
         self._release_moved = client.register_script(_RELEASE_MOVED)
         self._release_claim = client.register_script(_RELEASE_CLAIM)
-        self._track = client.register_script(_TRACK)
         self._take_lost = client.register_script(_TAKE_LOST)
 
     # -- records -------------------------------------------------------------------------------
@@ -282,7 +267,7 @@ class ResultStore:
                 result_key(record.job_id),
                 RESULTS_STREAM,
                 _state_key(record.job_id),
-                _notify_key(record.job_id),
+                notify_key(record.job_id),
                 DEFERRED,
                 DEFERRED_JOBS,
                 failed_job_key(record.job_id),
@@ -299,33 +284,6 @@ class ResultStore:
                 *(kept or ("", "")),
             ],
         )
-
-    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
-        """Block until a job's record exists, or `timeout_s` passes; no polling.
-
-        Uses its own connection for the blocking pop, so the shared pool's socket timeouts
-        do not cut it short.
-        """
-        deadline = time.monotonic() + timeout_s
-        record = self.get(job_id)
-        if record is not None or timeout_s <= 0:
-            return record
-        pool = self.redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        blocking_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        # `from_pool`: closing the client disconnects the pool, rather than leaving its socket
-        # to the garbage collector (which warns of it as unclosed).
-        with redis.Redis.from_pool(blocking_pool) as blocking:
-            while record is None:
-                remaining_s = deadline - time.monotonic()
-                if remaining_s <= 0:
-                    return None
-                popped = blocking.blpop([_notify_key(job_id)], timeout=max(remaining_s, 0.01))
-                if popped:
-                    # Put the wake-up back for any other waiter on the same job.
-                    blocking.rpush(_notify_key(job_id), "1")
-                record = self.get(job_id)
-        return record
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -411,19 +369,6 @@ class ResultStore:
         self._release_moved(keys=[DEFERRED, DEFERRED_JOBS], args=[due.job_id, due.lease])
 
     # -- the safety net under the broker -------------------------------------------------------
-
-    def track(self, job_id: str, payload: dict[str, Any]) -> None:
-        """Remember an accepted job until it has a record (a no-op once it has one).
-
-        Kombu's Redis transport pops a message (BRPOP) before it records it as unacked, so a
-        worker killed between the two loses the message for good; so can a Redis that lost
-        its data. A job tracked here is published again if that happens (`take_lost`).
-        Idempotent: tracking a job again keeps its first entry.
-        """
-        self._track(
-            keys=[result_key(job_id), UNFINISHED, UNFINISHED_JOBS],
-            args=[job_id, json.dumps(payload)],
-        )
 
     def take_lost(
         self, *, quiet_s: float, limit: int, waiting: Sequence[str], queues: Sequence[str]

@@ -24,8 +24,9 @@ import redis
 from reliability.fleet import Fleet, Record, summary_of
 from worker.halo.fake import FakeHalo
 from worker.halo.fake.seeds import plain_ticket
+from worker.handoff import UNFINISHED, UNFINISHED_JOBS
 from worker.models import QUEUE, RESULTS_STREAM
-from worker.results import DEFERRED, DEFERRED_JOBS, UNFINISHED, UNFINISHED_JOBS
+from worker.results import DEFERRED, DEFERRED_JOBS
 from worker.tickets import TICKET_WAITING
 
 # Kombu's Redis transport keeps delivered, unacknowledged messages here (kombu 5.7.0,

@@ -15,16 +15,19 @@ import pytest
 
 from reliability.audit import feed_job_ids, settle
 from reliability.fleet import Fleet, summary_of
+from worker import handoff
 from worker.backlog import BACKLOG_JOBS
+from worker.handoff import UNFINISHED
 from worker.models import QUEUE
-from worker.results import DEFERRED, UNFINISHED, ResultStore
+from worker.results import DEFERRED, ResultStore
 from worker.tickets import TICKET_WAITING
 
 QUIET_S = 0.3
 
 
 def tracked(store: ResultStore, job_id: str) -> None:
-    store.track(job_id, {"job": {"job_id": job_id}, "submitted_at": "2026-11-29T00:00:00Z"})
+    payload = {"job": {"job_id": job_id}, "submitted_at": "2026-11-29T00:00:00Z"}
+    handoff.track(store.redis, job_id, payload)
 
 
 def lost(store: ResultStore) -> list[str]:

@@ -23,7 +23,7 @@ from integration.harness import wait_until
 from reliability.audit import UNACKED, settle, wait_for_records
 from reliability.fleet import FIRST_TICKET, UNLIMITED, Fleet, Record
 from worker.halo.fake.seeds import plain_ticket
-from worker.results import UNFINISHED, UNFINISHED_JOBS
+from worker.handoff import UNFINISHED, UNFINISHED_JOBS
 from worker.tickets import TICKET_WAITING, hold_key
 
 HALO_LATENCY_S: Final = 0.2
