@@ -17,8 +17,9 @@
     ok   rate limit  300/300s configured; Halo has stated no lower limit
     1 check(s) failed, 11 passed
 
-Every Halo request goes through the worker's own `HaloClient`, so it is budgeted by the fleet's
-shared governor (when Redis answers), counted and classified exactly as a job's would be; a
+Every Halo request goes through the worker's own `HaloClient`, built as the workers build theirs
+(`worker.operations.halo_clients`), so it is budgeted by the fleet's shared governor (when
+Redis answers), counted and classified exactly as a job's would be; a
 `operators.diagnosis.Watcher` under it sees timings, the scope granted and Halo's words on a
 refusal, and keeps no token. The doctor asks for its own token (it neither
 reads nor replaces the fleet's cached one), so the credentials are tested as configured here.
@@ -54,10 +55,10 @@ from operators.diagnosis import (
 )
 from worker.connections import Connection, ConnectionsError, load_connections
 from worker.errors import HaloForbidden, JobError
-from worker.governor import Governor
-from worker.halo.client import HaloClient, HaloClients, Timeouts, Unmetered
+from worker.halo.client import HaloClient
 from worker.halo.errors import summarize_body
 from worker.halo.lookups import LookupKind
+from worker.operations import halo_clients, rate_limit
 from worker.settings import Settings, get_settings
 
 # Scopes that allow a ticket update (FACTS, Authentication).
@@ -106,20 +107,17 @@ class _Doctor:
             self.add(Check("skip", "halo", "not contacted: fix the configuration first"))
             return
         client = self._redis()
-        governor = Governor(client) if client is not None else None
         watcher = Watcher(connection.token_url)
-        clients = HaloClients(
+        clients = halo_clients(
+            self.settings,
             {connection.name: connection},
-            timeouts=Timeouts(
-                connect_s=self.settings.http_connect_timeout_s,
-                read_s=self.settings.http_read_timeout_s,
-            ),
-            budget=governor or Unmetered(),
+            store=client,
+            share_cache=False,
             transport=watcher,
         )
         try:
             self._halo(clients.for_job(connection.name), watcher, ticket_id)
-            self._rate_limit(connection, governor)
+            self._rate_limit(connection, client)
         finally:
             clients.close()
             if client is not None:
@@ -257,10 +255,10 @@ class _Doctor:
 
     # -- rate limit ----------------------------------------------------------------------------
 
-    def _rate_limit(self, connection: Connection, governor: Governor | None) -> None:
+    def _rate_limit(self, connection: Connection, client: redis.Redis | None) -> None:
         configured = connection.rate_limit
         try:
-            effective = governor.effective_limit(connection) if governor else None
+            effective = rate_limit(client, connection) if client is not None else None
         except redis.RedisError:
             effective = None
         if effective is None:
