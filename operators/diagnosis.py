@@ -25,7 +25,7 @@ from worker.errors import (
     HaloUnavailable,
     TicketNotFound,
 )
-from worker.halo.errors import summarize_body
+from worker.halo.errors import summarize_body, token_refusal
 
 Status = Literal["ok", "FAIL", "warn", "skip"]
 _INDENT = " " * 17
@@ -161,14 +161,15 @@ def token_refused(connection: Connection, token: Exchange) -> Check:
     if token.error is not None:
         return transport_failure("token", token.error)
     said = summarize_body(token.body_head) if token.body_head else None
-    if token.status not in (400, 401, 403):
+    refusal = token_refusal(token.status or 0, token.body_head)
+    if refusal == "endpoint":
         fix = (
             f"check url and auth_url (default {connection.url}/auth; Halo's API settings show "
             f"it as the Authorisation Server): {connection.token_url} is not Halo's token "
             "endpoint"
         )
         return Check("FAIL", "token", f"{token.status}: no token endpoint there", said, fix)
-    if "invalid_scope" in token.body_head:
+    if refusal == "scope":
         scope = quoted(connection.scope)
         fix = f"allow scope {scope} in the Halo API application, or ask for one it has"
         return Check("FAIL", "token", f"{token.status} invalid_scope", said, fix)

@@ -15,7 +15,8 @@
     ok   ticket      4711 read in 41 ms: SLA 1, status id 1
     ok   priorities  4 read for SLA 1 in 22 ms
     ok   rate limit  300/300s configured; Halo has stated no lower limit
-    1 check(s) failed, 11 passed
+    ok   batching    on: list reads honour ticketids (seen 4 min ago); no POST of several ...
+    1 check(s) failed, 12 passed
 
 Every Halo request goes through the worker's own `HaloClient`, built as the workers build theirs
 (`worker.operations.halo_clients`), so it is budgeted by the fleet's shared governor (when
@@ -44,6 +45,7 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import ValidationError
 
+from operators.batching import batching_check
 from operators.diagnosis import (
     Check,
     Exchange,
@@ -54,9 +56,9 @@ from operators.diagnosis import (
     token_refused,
 )
 from worker.connections import Connection, ConnectionsError, load_connections
-from worker.errors import HaloForbidden, JobError
+from worker.errors import JobError
 from worker.halo.client import HaloClient
-from worker.halo.errors import summarize_body
+from worker.halo.errors import halo_could_not_answer, route_answers, summarize_body
 from worker.halo.lookups import LookupKind
 from worker.operations import halo_clients, rate_limit
 from worker.settings import Settings, get_settings
@@ -118,6 +120,7 @@ class _Doctor:
         try:
             self._halo(clients.for_job(connection.name), watcher, ticket_id)
             self._rate_limit(connection, client)
+            self.add(batching_check(connection, client))
         finally:
             clients.close()
             if client is not None:
@@ -221,7 +224,7 @@ class _Doctor:
         if token is None:
             # No token request went out: the fleet's budget had no room for it.
             return _explain_read("token", "token", error, None)
-        if token.status in (408, 429) or (token.status or 0) >= 500:
+        if token.status is not None and halo_could_not_answer(token.status):
             # Halo could not answer now, as it could not answer any request now.
             return _explain_read("token", "token", error, watcher)
         if token.error is not None or token.status is None or token.status >= 300:
@@ -301,16 +304,16 @@ def _secret_check(table: dict[str, Any]) -> Check:
 
 
 def _route_check(connection: Connection, statuses: _Read, watcher: Watcher) -> Check:
-    """Whether Halo's API answers at the url, judged from the status list's read as the
-    workers judge it (`HaloClient.check_api_route`): anything but a 404 shows the endpoint is
-    there. Only then can a 404 on a ticket mean "no such ticket"."""
+    """Whether Halo's API answers at the url, judged from the status list's read by the rule
+    the workers use (`worker.halo.errors.route_answers`): a success or a 403 shows the
+    endpoint is there. Only then can a 404 on a ticket mean "no such ticket"."""
     last = next((e for e in reversed(watcher.exchanges) if not e.token_request), None)
-    status = getattr(statuses.error, "http_status", None)
-    if statuses.error is None or isinstance(statuses.error, HaloForbidden):
+    answers = route_answers(statuses.error)
+    if answers:
         answered = f"{last.status} in {last.elapsed_ms:.0f} ms" if last and last.status else "ok"
         detail = f"{connection.api_url} answers (GET /api/Status: {answered})"
         return Check("ok", "api route", detail)
-    if status == 404:
+    if answers is False:
         said = summarize_body(last.body_head) if last and last.body_head else None
         return route_missing(connection, said)
     return Check("skip", "api route", "not known: GET /api/Status did not answer (see statuses)")

@@ -29,7 +29,8 @@ import redis
 
 from producers import Producer
 from worker.errors import ErrorCode
-from worker.models import JOB_ID_PATTERN, RESULTS_STREAM, result_key
+from worker.keys import RESULTS_STREAM, result_key
+from worker.models import JOB_ID_PATTERN
 from worker.operations import kept_for_replay, take_for_replay
 
 # Feed entries per round trip: a few hundred KiB of records, whatever the size of the feed.

@@ -5,8 +5,9 @@ Owns: `Producer` (validate, submit, result, wait, wait_many), `CompletionFeed` a
 waiting of many jobs under one deadline (`producers.waiting`).
 
 Imports: the stdlib, celery, kombu and redis, and from the worker only what producer and
-worker agree on: the contract (`worker.models`, `worker.errors`: the job, the record, its key,
-the feed, the error codes; `worker.settings`: the configuration, ``HALO_BROKER_URL`` and
+worker agree on: the contract (`worker.models`, `worker.errors`: the job, the record, the error
+codes; `worker.keys`: the record's key and the feed's stream; `worker.publishing`: the job
+message as it goes on the queue; `worker.settings`: the configuration, ``HALO_BROKER_URL`` and
 ``HALO_RESULT_URL``) and `worker.handoff` (the safety net and the wake-up the Python producer
 shares with the workers). It must not import the worker's Celery tasks, job runner, result
 store, Halo client or httpx, nor the operator tools (`operators`), so a rule runner gets no

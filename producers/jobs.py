@@ -7,12 +7,12 @@
 
 Jobs are validated here first, so a bad job is refused with a message naming the key before
 anything is enqueued. This module needs only the broker and the result store: it imports the
-contract's models and `worker.handoff`, neither the worker's Celery tasks nor its HTTP client.
+contract, its one job publisher (`worker.publishing`) and `worker.handoff`, neither the
+worker's Celery tasks nor its HTTP client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import uuid
@@ -25,7 +25,8 @@ from kombu.exceptions import OperationalError
 
 from producers.waiting import Progress, Waited, wait_for_records
 from worker import handoff
-from worker.models import QUEUE, TASK_NAME, Job, parse_job, redacted_view, utc_now_iso
+from worker.models import QUEUE, Job, parse_job, utc_now_iso
+from worker.publishing import send_job
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger("halo.producer")
@@ -99,17 +100,7 @@ class Producer:
         payload = parsed.model_dump(mode="json")
         submitted_at = utc_now_iso()
         try:
-            self._celery.send_task(
-                TASK_NAME,
-                args=[payload],
-                kwargs={"submitted_at": submitted_at},
-                task_id=job_id,
-                queue=QUEUE,
-                argsrepr=redacted_view(payload),
-                # A time, nothing from the job: Flower shows it as the worker does.
-                kwargsrepr=json.dumps({"submitted_at": submitted_at}),
-                retry=True,
-            )
+            send_job(self._celery, job_id, payload, submitted_at, retry=True)
         except (OperationalError, redis.RedisError, OSError) as exc:
             raise SubmitError(
                 f"could not enqueue job {job_id}: the broker is unreachable "

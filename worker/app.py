@@ -24,21 +24,22 @@ settings below are chosen against the traps of the kombu Redis transport (kombu 
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any
 
 from celery import Celery, signals
 
 from worker import fleet, liveness, logs, metrics, sentry, transport
-from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
-from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
+from worker.backlog import Dispatcher, Parked
+from worker.celeryconfig import RETIRED_BATCH_QUEUE, celery_config
 from worker.connections import ConnectionsError
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
-from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
+from worker.keys import BACKLOG_JOBS, TICKET_WAITING
+from worker.learned import Learned
+from worker.models import QUEUE
+from worker.publishing import send_batch, send_job
 from worker.runtime import redis_client, runtime
 from worker.settings import get_settings
-from worker.tickets import TICKET_WAITING
 
 settings = get_settings()
 _LOST_SCAN_S = 5.0
@@ -60,17 +61,8 @@ def _json_logging(**_: Any) -> None:
 
 
 def publish_job(job_id: str, job: Any, submitted_at: str | None) -> None:
-    """Put a job (back) on the queue; events and Flower see only its redacted view."""
-    kwargs = {"submitted_at": submitted_at} if submitted_at else {}
-    app.send_task(
-        TASK_NAME,
-        args=[job],
-        kwargs=kwargs,
-        task_id=job_id,
-        queue=QUEUE,
-        argsrepr=redacted_view(job if isinstance(job, dict) else {}),
-        kwargsrepr=json.dumps(kwargs),
-    )
+    """Put a job (back) on the queue (`worker.publishing`)."""
+    send_job(app, job_id, job, submitted_at)
 
 
 def publish_batch(
@@ -78,16 +70,7 @@ def publish_batch(
 ) -> None:
     """Put a released backlog batch on the queue, with the budget granted for it."""
     jobs = [{"job_id": p.job_id, "job": p.job, "submitted_at": p.submitted_at} for p in parked]
-    shown = [redacted_fields(p.job if isinstance(p.job, dict) else {}) for p in parked]
-    budget = {"prepaid": prepaid, "reservation": reservation}
-    app.send_task(
-        BATCH_TASK_NAME,
-        args=[connection, jobs],
-        kwargs=budget,
-        queue=QUEUE,
-        argsrepr=json.dumps([connection, shown])[:4096],
-        kwargsrepr=json.dumps(budget),
-    )
+    send_batch(app, connection, jobs, prepaid=prepaid, reservation=reservation)
 
 
 @signals.worker_init.connect
@@ -112,9 +95,10 @@ def _start_background(**_: Any) -> None:
         current.clients.connections,
         publish_batch,
         batch_max=current.settings.batch_max,
+        learned=Learned(current.redis),
     )
     # A job silent for longer than a stranded message and a dead worker's claim take to
-    # come back was lost by the broker (see ResultStore.take_lost).
+    # come back was lost by the broker (see DeferredJobs.take_lost).
     redeliver = partial(
         redeliver_lost,
         current.store,

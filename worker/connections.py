@@ -12,7 +12,6 @@ since the compose demo reaches its fake Halo by service name.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from worker.halo.urls import authorisation_server, web_address
+from worker.ratelimit import RateLimit
 
 _KEYS = frozenset(
     {
@@ -36,10 +36,12 @@ _KEYS = frozenset(
         "scope",
         "rate_limit",
         "allow_insecure_http",
+        "batching",
     }
 )
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
+# `batching`: "auto" batches a backlog once the tenant has shown it answers batched requests
+# as the worker reads them (`worker.learned`); "off" never batches it.
+BATCHING_MODES = ("auto", "off")
 # Halo's hosted tenants report "300 Requests per rolling 5 minute window"; the lowest figure
 # seen is the safe default until the connection's own rate_limit or Halo's 429 text says more.
 DEFAULT_RATE_LIMIT = "300/300s"
@@ -47,29 +49,6 @@ DEFAULT_RATE_LIMIT = "300/300s"
 
 class ConnectionsError(ValueError):
     """Raised when the connections file is missing, malformed, or names a secret not present."""
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """`requests` per rolling `window_s` seconds."""
-
-    requests: int
-    window_s: float
-
-    @classmethod
-    def parse(cls, text: str) -> RateLimit:
-        """Parse ``"300/300s"``, ``"300/5m"`` or ``"10000/1h"``.
-
-        Raises:
-            ValueError: the text is not of that form, or a number is zero.
-        """
-        match = _RATE.match(text)
-        if not match or int(match[1]) == 0 or float(match[2]) == 0:
-            raise ValueError(f"{text!r} is not a rate like '300/300s' (requests/window, s|m|h)")
-        return cls(int(match[1]), float(match[2]) * _UNIT_S[match[3]])
-
-    def __str__(self) -> str:
-        return f"{self.requests}/{self.window_s:g}s"
 
 
 @dataclass(frozen=True)
@@ -84,6 +63,7 @@ class Connection:
     client_secret: SecretStr
     scope: str
     rate_limit: RateLimit
+    batching: str = "auto"
 
     @property
     def api_url(self) -> str:
@@ -148,6 +128,9 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
         rate_limit = RateLimit.parse(rate_text)
     except ValueError as exc:
         raise ConnectionsError(f"{where}.rate_limit: {exc}") from None
+    batching = table.get("batching", "auto")
+    if batching not in BATCHING_MODES:
+        raise ConnectionsError(f'{where}.batching: must be "auto" or "off", got {batching!r}')
     return Connection(
         name=name,
         url=url,
@@ -157,6 +140,7 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
         client_secret=_secret(where, text("client_secret_env"), text("client_secret_file"), env),
         scope=text("scope") or "all",
         rate_limit=rate_limit,
+        batching=batching,
     )
 
 

@@ -43,10 +43,9 @@ from typing import Any, Final, cast
 
 import redis
 
+from worker.keys import DEAD_LETTER_COUNTS, DEAD_LETTERS
 from worker.models import utc_now_iso
 
-DEAD_LETTERS: Final = "halo:dead"
-DEAD_LETTER_COUNTS: Final = "halo:dead:counts"
 # A flood of garbage must not fill the broker's memory: 1,000 entries of at most 64 KiB each
 # (stored as text, or as base64 when that is shorter) is at most about 85 MiB. 64 KiB holds
 # a job of typical size whole, so it can be replayed; a larger one (jobs may be up to

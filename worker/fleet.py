@@ -26,13 +26,10 @@ from typing import Any, Final, cast
 
 import redis
 
-from worker.backlog import BACKLOGS, backlog_key
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
+from worker.keys import BACKLOGS, DEFERRED, TICKET_WAITING, WORKERS, backlog_key
 from worker.models import QUEUE
-from worker.results import DEFERRED
-from worker.tickets import TICKET_WAITING
 
-WORKERS: Final = "halo:workers"
 # An announcement older than this is a worker that stopped or was scaled away: forgotten, so
 # the hash stays as small as the fleet. Far above any health bound, which must see it stale.
 _FORGET_AFTER_S: Final = 86_400

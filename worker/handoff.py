@@ -8,27 +8,24 @@ their one definition, for the producer's side and the worker's:
 - The safety net. An accepted job is noted in `halo:unfinished` (scored by when it was last
   seen on its way, in ms) with its payload in `halo:unfinished:jobs`, until it has a record. A
   worker publishes a job that stays quiet there too long again: the broker lost its message
-  (`worker.results.ResultStore.take_lost`, which reads these keys, and the record write, which
-  removes the job from them).
+  (`worker.deferred.DeferredJobs.take_lost` reads these keys; the record write in
+  `worker.records` removes the job from them).
 - The wake-up. The script that writes a record pushes onto `halo:notify:<job_id>`, so that a
   producer waiting for one job's record blocks on that list instead of polling.
 
-It imports only redis and the contract models, so a producer gets it without the worker's HTTP
-client, Celery tasks or job runner.
+The keys are named in `worker.keys`. This module imports only redis and those names, so a
+producer gets it without the worker's HTTP client, Celery tasks or job runner.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any, Final
+from typing import Any
 
 import redis
 
-from worker.models import result_key
-
-UNFINISHED: Final = "halo:unfinished"
-UNFINISHED_JOBS: Final = "halo:unfinished:jobs"
+from worker.keys import UNFINISHED, UNFINISHED_JOBS, notify_key, result_key
 
 # KEYS: result, unfinished, unfinished jobs. ARGV: job_id, payload
 # Redis's clock, not the producer's: the worker compares the score with Redis's clock too.
@@ -40,11 +37,6 @@ redis.call('ZADD', KEYS[2], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[
 redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
 return 1
 """
-
-
-def notify_key(job_id: str) -> str:
-    """The list a record's write pushes a wake-up onto: ``halo:notify:<job_id>``."""
-    return f"halo:notify:{job_id}"
 
 
 def track(client: redis.Redis, job_id: str, payload: dict[str, Any]) -> None:

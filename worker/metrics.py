@@ -58,14 +58,20 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from worker import deadletters, fleet, heartbeat
-from worker.backlog import BACKLOG_JOBS, BACKLOGS, backlog_key
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
 from worker.halo.client import SentRequest
+from worker.keys import (
+    BACKLOG_JOBS,
+    BACKLOGS,
+    DEFERRED,
+    DEFERRED_JOBS,
+    TICKET_WAITING,
+    backlog_key,
+    backlog_taken_key,
+)
 from worker.models import QUEUE, ResultRecord
 from worker.probes import QueueHead, memory_of
-from worker.results import DEFERRED, DEFERRED_JOBS
 from worker.runtime import Runtime
-from worker.tickets import TICKET_WAITING
 
 log = logging.getLogger("halo.metrics")
 
@@ -293,7 +299,7 @@ class RedisStateCollector(Collector):
         for name in sorted(set(self._connections) | listed):
             key = backlog_key(name)
             label = name if name in self._connections else OTHER
-            size = self._results.zcard(key) + self._results.zcard(key + ":taken")
+            size = self._results.zcard(key) + self._results.zcard(backlog_taken_key(name))
             sizes[label] = sizes.get(label, 0) + size
             first = cast(list[str], self._results.zrange(key, 0, 0))
             if first:

@@ -34,7 +34,6 @@ __all__ = [
     "MAX_SHORT_TEXT_CHARS",
     "MAX_TEXT_CHARS",
     "QUEUE",
-    "RESULTS_STREAM",
     "RESULT_TICKET_KEYS",
     "TASK_NAME",
     "ErrorCode",
@@ -45,23 +44,18 @@ __all__ = [
     "ResultRecord",
     "encodes_as_utf8",
     "failed_record",
+    "json_kind",
     "parse_job",
     "redacted_fields",
     "redacted_view",
-    "result_key",
     "succeeded_record",
     "utc_now_iso",
 ]
 
-# Wire names the upstream codes against (CONTRACT §3).
+# Wire names the upstream codes against (CONTRACT §3). The record's key and the completion
+# feed's stream are in `worker.keys`, with every other Redis key.
 TASK_NAME: Final = "halo.update_ticket"
 QUEUE: Final = "halo"
-RESULTS_STREAM: Final = "halo:results"
-
-
-def result_key(job_id: str) -> str:
-    """Where a job's record lives: ``halo:result:<job_id>``."""
-    return f"halo:result:{job_id}"
 
 
 # A job is one email rule action: its texts are a ticket summary and details, not attachments.
@@ -243,7 +237,7 @@ def parse_job(raw: bytes | str | Mapping[str, Any]) -> Job:
         if size > MAX_JOB_BYTES:
             raise InvalidJob(f"job: {size} bytes is larger than the limit of {MAX_JOB_BYTES}")
     if not isinstance(data, Mapping):
-        raise InvalidJob(f"job: expected a JSON object, got {_json_type(data)}")
+        raise InvalidJob(f"job: expected a JSON object, got {json_kind(data)}")
     if not encodes_as_utf8(data):
         # JSON can carry "\ud800", but no UTF-8 text can: such a job could neither be sent
         # to Halo nor have its record written. The message cannot quote the text either.
@@ -360,10 +354,14 @@ def _shown(value: Any) -> Any:
         return value if abs(value) < _SHOWN_MAX_INT else "<a number>"
     if isinstance(value, str):
         return value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 1] + "…"
-    return "<an object>" if isinstance(value, Mapping) else f"<{_json_type(value)}>"
+    return f"<{json_kind(value)}>"
 
 
-def _json_type(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """A JSON value's type as messages name it ("an object", "an array", "a string",
+    "a number", "a boolean", "null"): what to say of a value that must not be quoted."""
+    if isinstance(value, Mapping):
+        return "an object"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):

@@ -7,7 +7,7 @@ this module: they spell none of the worker's keys and import none of the modules
 
 - Redis: `result_redis`, `broker_redis`, connected as the workers connect.
 - Halo: `halo_clients` (built by the workers' own builder), `rate_limit` (what the fleet
-  keeps to on a connection).
+  keeps to on a connection), `tenant_facts` (what the fleet learned of a tenant's batching).
 - Failed jobs kept for replay: `kept_for_replay`, `take_for_replay`.
 - Dead letters: `dead_letters`, `remove_dead_letter`.
 - Work that is not moving: `stalled_work` (the fleet), `check_worker` (this host's worker).
@@ -24,13 +24,15 @@ import httpx
 import redis
 
 from worker import deadletters, fleet, heartbeat
-from worker.connections import Connection, RateLimit
+from worker.connections import Connection
 from worker.deadletters import DeadLetter, Stored
 from worker.governor import Governor
 from worker.halo.client import HaloClients
 from worker.heartbeat import Verdict
+from worker.keys import failed_job_key, learned_key
+from worker.learned import Learned, TenantFacts
 from worker.models import QUEUE
-from worker.results import failed_job_key
+from worker.ratelimit import RateLimit
 from worker.runtime import halo_clients as build_halo_clients
 from worker.runtime import redis_client
 from worker.settings import Settings
@@ -41,6 +43,7 @@ __all__ = [
     "DeadLetter",
     "KeptJob",
     "Stored",
+    "TenantFacts",
     "Verdict",
     "broker_redis",
     "check_worker",
@@ -52,6 +55,8 @@ __all__ = [
     "result_redis",
     "stalled_work",
     "take_for_replay",
+    "tenant_facts",
+    "tenant_facts_key",
 ]
 
 # A dead letter's item is kept whole up to this many bytes, and cut beyond.
@@ -120,6 +125,21 @@ def rate_limit(store: redis.Redis, connection: Connection) -> RateLimit:
         redis.RedisError: the result store is unreachable.
     """
     return Governor(store).effective_limit(connection)
+
+
+def tenant_facts(store: redis.Redis, connection: str) -> TenantFacts:
+    """What the fleet learned of the tenant behind `connection`: whether its list reads honour
+    ticketids, how it pages them, how it answers a POST of several tickets (`worker.learned`).
+
+    Raises:
+        redis.RedisError: the result store is unreachable.
+    """
+    return Learned(store).facts(connection)
+
+
+def tenant_facts_key(connection: str) -> str:
+    """The key holding those facts: deleting it has them looked at again (after an upgrade)."""
+    return learned_key(connection)
 
 
 # -- failed jobs kept for replay ---------------------------------------------------------------

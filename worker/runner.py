@@ -1,9 +1,13 @@
 """One delivery of one job: from a queue payload to exactly one record, a deferral or a park.
 
-    already recorded? → validate → claim → count the run → render → its ticket's turn
+    admit: already recorded? → validate → claim → count the run → render → its ticket's turn
       → update Halo → record                       ├→ its connection has a backlog → park
           ├→ no budget → park                      └→ another job's turn → wait for it
           └→ retryable → defer
+
+A job of a released batch (`worker.batch`) is admitted by the same steps (`JobRunner.admit`)
+and ends through the same ones (`success`/`failure`, `retry_or_fail`, `finish`); the batch only
+groups the reads and the writes of its jobs.
 
 Jobs of one ticket take turns (`worker.tickets`): a job whose ticket is taken, or whose turn
 has not come, waits without a worker slot and is published again when its turn comes.
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -26,6 +31,7 @@ from typing import Any, Final, Protocol
 import redis
 
 from worker.backlog import Backlogs
+from worker.claims import RunState
 from worker.errors import (
     BudgetExhausted,
     InternalError,
@@ -43,7 +49,7 @@ from worker.models import (
     succeeded_record,
     utc_now_iso,
 )
-from worker.results import ResultStore, RunState
+from worker.results import ResultStore
 from worker.retry import RetryPolicy
 from worker.tickets import TicketLines, Turn
 from worker.update import Rendered, Updated, apply_plan, plan_update, render_job
@@ -95,6 +101,17 @@ class Claimed:
     # The ticket in whose line this run has its turn (or, in a batch, a place behind another
     # of the batch's jobs): its record ends that turn in the same call.
     ticket_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A job past `JobRunner.admit`: claimed, counted, rendered, and holding its ticket."""
+
+    claimed: Claimed  # its `ticket_id` is the rendered ticket's
+    rendered: Rendered
+    # False: it only has a place in its ticket's line, behind another job of its batch, and
+    # takes the ticket once that one is done.
+    has_turn: bool = True
 
 
 class JobObserver(Protocol):
@@ -152,24 +169,19 @@ class JobRunner:
         """
         started_s = time.monotonic()
         job_id = job_id_of(payload, task_id)
-        if self.store.get(job_id) is not None:
+        if self.store.records.get(job_id) is not None:
             return RunResult.DUPLICATE
         submitted_at = submitted_at or utc_now_iso()
-        job = self.validate(job_id, payload, submitted_at, started_s, task_id)
-        if job is None:
-            return RunResult.RECORDED
-        with self.store.claim(job_id, lease_s=self.lease_s) as taken:
-            if not taken:
-                return self.busy(job_id, payload, submitted_at)
-            claimed = self.begin(job, job_id, payload, submitted_at, started_s)
-            if claimed is None:
-                return RunResult.DUPLICATE
-            return self._take_turn_and_update(claimed, started_s)
+        with ExitStack() as claims:
+            admitted = self.admit(job_id, payload, submitted_at, started_s, claims, task_id=task_id)
+            if isinstance(admitted, RunResult):
+                return admitted
+            return self._update(admitted.claimed, admitted.rendered, started_s)
 
     def reject_malformed(self, task_id: str, reason: str) -> RunResult:
         """Record a delivery whose task arguments are not ``(job)``: it can never run."""
         task_id = job_id_of(None, task_id)
-        if self.store.get(task_id) is not None:
+        if self.store.records.get(task_id) is not None:
             return RunResult.DUPLICATE
         error = InvalidJob(f"task arguments: {reason}; expected one argument, the job object")
         record = failed_record(
@@ -178,6 +190,49 @@ class JobRunner:
         return self.finish(record, None, time.monotonic())
 
     # -- steps shared with the batch path ----------------------------------------------------
+
+    def admit(
+        self,
+        job_id: str,
+        payload: Any,
+        submitted_at: str,
+        started_s: float,
+        claims: ExitStack,
+        *,
+        task_id: str | None = None,
+        check_backlog: bool = True,
+        held: Collection[int] = (),
+    ) -> Admitted | RunResult:
+        """Take a job through every step before Halo: already recorded? → validate → claim →
+        count the run → render → its ticket's turn.
+
+        Args:
+            claims: where an admitted job's claim is kept, to be released when the caller's
+                run ends; a job that is not admitted has released its claim on return.
+            task_id: the task id the job was sent under (a single job; see `validate`).
+            check_backlog: join the connection's backlog when it has one (a single job; a
+                batch's jobs are that backlog).
+            held: tickets an earlier job of the batch holds: a job for one of them only takes
+                its place in the line (`Admitted.has_turn` is False).
+
+        Returns:
+            The admitted job, or what became of the delivery when it ended here.
+        """
+        if self.store.records.get(job_id) is not None:
+            return RunResult.DUPLICATE
+        job = self.validate(job_id, payload, submitted_at, started_s, task_id)
+        if job is None:
+            return RunResult.RECORDED
+        with ExitStack() as own:
+            if not own.enter_context(self.store.claims.claim(job_id, lease_s=self.lease_s)):
+                return self.busy(job_id, payload, submitted_at)
+            claimed = self.begin(job, job_id, payload, submitted_at, started_s)
+            if claimed is None:
+                return RunResult.DUPLICATE
+            admitted = self._render_and_take_turn(claimed, started_s, check_backlog, held)
+            if isinstance(admitted, Admitted):
+                claims.enter_context(own.pop_all())
+            return admitted
 
     def validate(
         self,
@@ -213,9 +268,9 @@ class JobRunner:
     ) -> Claimed | None:
         """Count a run of a claimed job; None when it needs no run (recorded meanwhile, or
         failed now because its runs keep killing their worker)."""
-        if self.store.get(job_id) is not None:
+        if self.store.records.get(job_id) is not None:
             return None
-        state = self.store.begin_run(job_id, submitted_at)
+        state = self.store.claims.begin_run(job_id, submitted_at)
         claimed = Claimed(job, job_id, payload, state)
         if state.crashes >= self.config.max_deliveries:
             crash = InternalError(
@@ -265,7 +320,7 @@ class JobRunner:
             record = self.failure(claimed, error, made)
             return self.finish(record, claimed.payload, started_s, claimed=claimed)
         due_s = time.time() + delay_s
-        self.store.defer(
+        self.store.deferred.defer(
             claimed.job_id,
             {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
             due_s=due_s,
@@ -324,7 +379,7 @@ class JobRunner:
         )
         if entry.turn is Turn.WAIT:
             # Waiting for a turn is not an attempt, like waiting for budget.
-            self.store.end_run(
+            self.store.claims.end_run(
                 claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0
             )
             log.info(
@@ -352,7 +407,9 @@ class JobRunner:
         not a retry.
         """
         assert self.backlogs is not None
-        self.store.end_run(claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0)
+        self.store.claims.end_run(
+            claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0
+        )
         self.backlogs.park(
             claimed.job.connection, claimed.job_id, claimed.payload, claimed.state.submitted_at
         )
@@ -373,10 +430,10 @@ class JobRunner:
         outcome. A `claimed` job's turn on its ticket ends in the same call."""
         if self.tickets is not None and claimed is not None and claimed.ticket_id is not None:
             written = self.tickets.write_and_leave(
-                self.store, record, payload, claimed.job.connection, claimed.ticket_id
+                self.store.records, record, payload, claimed.job.connection, claimed.ticket_id
             )
         else:
-            written = self.store.write(record, payload)
+            written = self.store.records.write(record, payload)
         if not written:
             return RunResult.DUPLICATE
         fields = payload if isinstance(payload, Mapping) else {}
@@ -410,26 +467,33 @@ class JobRunner:
         # The holder may be running this job, or may have died holding it: look again soon,
         # and again, until it has a record or its claim is free. Often the holder is just
         # releasing the claim of a run it deferred a moment ago.
-        due_s = time.time() + min(self.store.claim_ttl_s(job_id), _BUSY_RECHECK_S) + 0.5
-        self.store.recheck_later(
+        due_s = time.time() + min(self.store.claims.claim_ttl_s(job_id), _BUSY_RECHECK_S) + 0.5
+        self.store.deferred.recheck_later(
             job_id, {"job": payload, "submitted_at": submitted_at}, due_s=due_s
         )
         return RunResult.BUSY
 
-    # -- the single-job update ---------------------------------------------------------------
-
-    def _take_turn_and_update(self, claimed: Claimed, started_s: float) -> RunResult:
+    def _render_and_take_turn(
+        self, claimed: Claimed, started_s: float, check_backlog: bool, held: Collection[int]
+    ) -> Admitted | RunResult:
         try:
             rendered = render_job(claimed.job)
         except JobError as error:
             return self.finish(self.failure(claimed, error, 0), claimed.payload, started_s)
+        placed = replace(claimed, ticket_id=rendered.ticket_id)
+        if rendered.ticket_id in held:
+            # Its place in line keeps later jobs from taking the ticket in between.
+            self.take_turn(claimed, rendered.ticket_id, check_backlog=False, place_only=True)
+            return Admitted(placed, rendered, has_turn=False)
         # A connection that already waits for budget: the job joins that line instead.
-        turn = self.take_turn(claimed, rendered.ticket_id, check_backlog=True)
+        turn = self.take_turn(claimed, rendered.ticket_id, check_backlog=check_backlog)
         if turn is Turn.BACKLOG:
             return self.park(claimed, halo_requests=0)
         if turn is Turn.WAIT:
             return RunResult.WAITING
-        return self._update(replace(claimed, ticket_id=rendered.ticket_id), rendered, started_s)
+        return Admitted(placed, rendered)
+
+    # -- the single-job update ---------------------------------------------------------------
 
     def _update(self, claimed: Claimed, rendered: Rendered, started_s: float) -> RunResult:
         client: HaloClient | None = None
@@ -439,7 +503,7 @@ class JobRunner:
                 deadline_s=time.monotonic() + self.config.job_deadline_s,
             )
             plan = plan_update(claimed.job, client, rendered=rendered)
-            updated = apply_plan(plan, client, journal=self.store.journal(claimed.job_id))
+            updated = apply_plan(plan, client, journal=self.store.claims.journal(claimed.job_id))
             record = self.success(claimed, updated, client.requests_made)
         except RetryableError as error:
             made = client.requests_made if client else 0

@@ -230,6 +230,11 @@ def init(settings: Settings, secrets: Iterable[str]) -> SentryReporter | None:
         send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",
+        # No breadcrumbs: in a threads pool they are not one job's story. A pool thread starts
+        # with a copy of the consumer thread's breadcrumbs ("Task <id> received" of whichever
+        # jobs arrived meanwhile), so an event about one job would carry other jobs' ids and
+        # lines. Events carry the job's own tags and context instead.
+        max_breadcrumbs=0,
         # Only what is listed: no automatic httpx or Redis breadcrumbs of URLs and keys.
         auto_enabling_integrations=False,
         integrations=[

@@ -166,7 +166,7 @@ def update_ticket(self: Task[Any, Any], *args: Any, **kwargs: Any) -> str:
                 shape = f"got {len(args)} positional argument(s) and keys {sorted(kwargs)}"
                 result = runner.reject_malformed(task_id, shape)
         duplicate = result is RunResult.DUPLICATE
-        stored = runner.store.get(job_id_of(payload, task_id)) if duplicate else None
+        stored = runner.store.records.get(job_id_of(payload, task_id)) if duplicate else None
         return conclude(result, seen, stored)
     except redis.RedisError as exc:
         log.warning(

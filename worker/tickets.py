@@ -33,7 +33,7 @@ Keys (a ticket's keys live as long as it is used, and a day after):
     halo:ticket:<connection>:<ticket_id>:parked   payloads of the jobs waiting here (hash)
     halo:ticket:waiting                           job_id → its ticket's hold key, for every
                                                   waiting job (hash); a sign of life for
-                                                  `ResultStore.take_lost`
+                                                  `DeferredJobs.take_lost`
     halo:ticket:lines                             hold keys of tickets with waiting jobs (set)
 """
 
@@ -48,20 +48,27 @@ from typing import Any, Final, cast
 
 import redis
 
-from worker.backlog import BACKLOG_JOBS, backlog_key
-from worker.models import ResultRecord, result_key
-from worker.results import DEFERRED, DEFERRED_JOBS, WRITE_RECORD_LUA, ResultStore, claim_key
+from worker.keys import (
+    BACKLOG_JOBS,
+    CLAIM_PREFIX,
+    DEFERRED,
+    DEFERRED_JOBS,
+    RESULT_PREFIX,
+    TICKET_LINE_SUFFIX,
+    TICKET_LINES,
+    TICKET_PARKED_SUFFIX,
+    TICKET_SEEN_SUFFIX,
+    TICKET_WAITING,
+    backlog_key,
+    backlog_taken_key,
+    ticket_hold_key,
+)
+from worker.models import ResultRecord
+from worker.records import WRITE_RECORD_LUA, Records
 
-TICKET_WAITING: Final = "halo:ticket:waiting"
-TICKET_LINES: Final = "halo:ticket:lines"
 # A ticket's line outlives any wait of its jobs (a retry budget is 15 minutes), and is gone a
 # day after its last use, so tickets that are never touched again leave nothing behind.
 _KEEP_MS: Final = 24 * 3600 * 1000
-
-
-def hold_key(connection: str, ticket_id: int) -> str:
-    """The hold of one ticket; its line's keys add a suffix to it."""
-    return f"halo:ticket:{connection}:{ticket_id}"
 
 
 class Turn(StrEnum):
@@ -83,8 +90,14 @@ class Entry:
 
 
 # Shared by the scripts. G holds the global key names: result and claim prefixes, deferred
-# set and payloads, backlog payloads, waiting hash, lines set.
-_COMMON = """
+# set and payloads, backlog payloads, waiting hash, lines set. A ticket's other keys are its
+# hold key (`base`) plus LINE, SEEN or PARKED.
+_COMMON = (
+    (
+        f"local LINE, SEEN, PARKED = '{TICKET_LINE_SUFFIX}', '{TICKET_SEEN_SUFFIX}', "
+        f"'{TICKET_PARKED_SUFFIX}'\n"
+    )
+    + """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -95,22 +108,22 @@ local function alive(base, job_id, now, quiet_ms, g)
   if redis.call('EXISTS', g.claim .. job_id) == 1 then return true end
   if redis.call('ZSCORE', g.deferred, job_id) then return true end
   if redis.call('HEXISTS', g.backlog, job_id) == 1 then return true end
-  if redis.call('HEXISTS', base .. ':parked', job_id) == 1 then return true end
-  local seen = redis.call('HGET', base .. ':seen', job_id)
+  if redis.call('HEXISTS', base .. PARKED, job_id) == 1 then return true end
+  local seen = redis.call('HGET', base .. SEEN, job_id)
   return seen and now - tonumber(seen) < quiet_ms
 end
 
 local function forget(base, job_id, g)
-  redis.call('ZREM', base .. ':line', job_id)
-  redis.call('HDEL', base .. ':seen', job_id)
-  redis.call('HDEL', base .. ':parked', job_id)
+  redis.call('ZREM', base .. LINE, job_id)
+  redis.call('HDEL', base .. SEEN, job_id)
+  redis.call('HDEL', base .. PARKED, job_id)
   redis.call('HDEL', g.waiting, job_id)
 end
 
 -- The first live place of the line, dropping dead ones before it; false for an empty line.
 local function first_live(base, now, quiet_ms, g)
   while true do
-    local first = redis.call('ZRANGE', base .. ':line', 0, 0)
+    local first = redis.call('ZRANGE', base .. LINE, 0, 0)
     if #first == 0 then return false end
     if alive(base, first[1], now, quiet_ms, g) then return first[1] end
     forget(base, first[1], g)
@@ -126,8 +139,8 @@ local function holder(base, g)
 end
 
 local function tidy(base, g)
-  if redis.call('HLEN', base .. ':parked') == 0 then redis.call('SREM', g.lines, base) end
-  if redis.call('ZCARD', base .. ':line') == 0 then redis.call('DEL', base .. ':seen') end
+  if redis.call('HLEN', base .. PARKED) == 0 then redis.call('SREM', g.lines, base) end
+  if redis.call('ZCARD', base .. LINE) == 0 then redis.call('DEL', base .. SEEN) end
 end
 
 -- Give a free ticket to the first live job of its line if that job waits here: it is moved
@@ -136,13 +149,13 @@ local function hand_off(base, now, quiet_ms, g)
   local moved = 0
   if not holder(base, g) then
     local first = first_live(base, now, quiet_ms, g)
-    local payload = first and redis.call('HGET', base .. ':parked', first)
+    local payload = first and redis.call('HGET', base .. PARKED, first)
     if payload then
       redis.call('HSET', g.deferred_jobs, first, payload)
       redis.call('ZADD', g.deferred, now, first)
-      redis.call('HDEL', base .. ':parked', first)
+      redis.call('HDEL', base .. PARKED, first)
       redis.call('HDEL', g.waiting, first)
-      redis.call('HSET', base .. ':seen', first, now)
+      redis.call('HSET', base .. SEEN, first, now)
       moved = 1
     end
   end
@@ -150,6 +163,7 @@ local function hand_off(base, now, quiet_ms, g)
   return moved
 end
 """
+)
 
 # KEYS: hold, waiting, lines, deferred, deferred jobs, backlog jobs, backlog, backlog taken
 # ARGV: job_id, submitted_ms, hold_ms, quiet_ms, payload, result prefix, claim prefix,
@@ -164,22 +178,22 @@ if ARGV[8] == '1' and redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]
   return {'backlog', false}
 end
 local now, quiet = now_ms(), tonumber(ARGV[4])
-redis.call('ZADD', base .. ':line', 'NX', ARGV[2], job)
-redis.call('HSET', base .. ':seen', job, now)
-redis.call('PEXPIRE', base .. ':line', ARGV[9])
-redis.call('PEXPIRE', base .. ':seen', ARGV[9])
+redis.call('ZADD', base .. LINE, 'NX', ARGV[2], job)
+redis.call('HSET', base .. SEEN, job, now)
+redis.call('PEXPIRE', base .. LINE, ARGV[9])
+redis.call('PEXPIRE', base .. SEEN, ARGV[9])
 if ARGV[10] == '1' then return {'placed', false} end
 local ahead = holder(base, g)
 if not ahead then ahead = first_live(base, now, quiet, g) end
 if ahead == job then
   redis.call('SET', base, job, 'PX', ARGV[3])
-  redis.call('HDEL', base .. ':parked', job)
+  redis.call('HDEL', base .. PARKED, job)
   redis.call('HDEL', KEYS[2], job)
   tidy(base, g)
   return {'go', false}
 end
-redis.call('HSET', base .. ':parked', job, ARGV[5])
-redis.call('PEXPIRE', base .. ':parked', ARGV[9])
+redis.call('HSET', base .. PARKED, job, ARGV[5])
+redis.call('PEXPIRE', base .. PARKED, ARGV[9])
 redis.call('HSET', KEYS[2], job, base)
 redis.call('SADD', KEYS[3], base)
 return {'wait', ahead}
@@ -197,8 +211,8 @@ local function leave(KEYS, ARGV)
   local now = now_ms()
   if ARGV[2] == '1' then
     forget(base, job, g)
-  elseif redis.call('ZSCORE', base .. ':line', job) then
-    redis.call('HSET', base .. ':seen', job, now)
+  elseif redis.call('ZSCORE', base .. LINE, job) then
+    redis.call('HSET', base .. SEEN, job, now)
   end
   return hand_off(base, now, tonumber(ARGV[3]), g)
 end
@@ -285,9 +299,9 @@ class TicketLines:
                 does this for a job that follows another of its jobs on the same ticket, and
                 enters it once that one is done.
         """
-        backlog = backlog_key(connection)
-        keys = [hold_key(connection, ticket_id), TICKET_WAITING, TICKET_LINES, DEFERRED]
-        keys += [DEFERRED_JOBS, BACKLOG_JOBS, backlog, backlog + ":taken"]
+        keys = [ticket_hold_key(connection, ticket_id), TICKET_WAITING, TICKET_LINES, DEFERRED]
+        keys += [DEFERRED_JOBS, BACKLOG_JOBS]
+        keys += [backlog_key(connection), backlog_taken_key(connection)]
         raw = cast(
             list[Any],
             self._enter(
@@ -298,8 +312,8 @@ class TicketLines:
                     int(hold_s * 1000),
                     self._quiet_ms,
                     json.dumps(payload),
-                    result_key(""),
-                    claim_key(""),
+                    RESULT_PREFIX,
+                    CLAIM_PREFIX,
                     "1" if check_backlog else "0",
                     _KEEP_MS,
                     "1" if place_only else "0",
@@ -320,18 +334,18 @@ class TicketLines:
 
     def write_and_leave(
         self,
-        store: ResultStore,
+        records: Records,
         record: ResultRecord,
         job: Any,
         connection: str,
         ticket_id: int,
     ) -> bool:
-        """`store.write(record, job)` and `leave(..., finished=True)`, in one atomic call.
+        """`records.write(record, job)` and `leave(..., finished=True)`, in one atomic call.
 
         Returns:
             False when the job already had a record (nothing was written; its turn ended).
         """
-        write_keys, write_args = store.write_call(record, job)
+        write_keys, write_args = records.write_call(record, job)
         keys, args = self._leave_call(connection, ticket_id, record.job_id, finished=True)
         counts = [len(write_keys), len(write_args)]
         return bool(self._write_and_leave(keys=write_keys + keys, args=write_args + args + counts))
@@ -339,9 +353,9 @@ class TicketLines:
     def _leave_call(
         self, connection: str, ticket_id: int, job_id: str, *, finished: bool
     ) -> tuple[list[str], list[Any]]:
-        keys = [hold_key(connection, ticket_id), TICKET_WAITING, TICKET_LINES, DEFERRED]
+        keys = [ticket_hold_key(connection, ticket_id), TICKET_WAITING, TICKET_LINES, DEFERRED]
         keys += [DEFERRED_JOBS, BACKLOG_JOBS]
-        args = [job_id, "1" if finished else "0", self._quiet_ms, result_key(""), claim_key("")]
+        args = [job_id, "1" if finished else "0", self._quiet_ms, RESULT_PREFIX, CLAIM_PREFIX]
         return keys, args
 
     def reap(self) -> int:
@@ -349,7 +363,7 @@ class TicketLines:
         waiting first; returns how many jobs were handed a ticket (a mover step)."""
         moved = self._reap(
             keys=[TICKET_WAITING, TICKET_LINES, DEFERRED, DEFERRED_JOBS, BACKLOG_JOBS],
-            args=[self._quiet_ms, result_key(""), claim_key("")],
+            args=[self._quiet_ms, RESULT_PREFIX, CLAIM_PREFIX],
         )
         return int(cast(int, moved))
 

@@ -39,6 +39,7 @@ from kombu.utils.json import loads
 
 from worker import deadletters
 from worker.deadletters import DeadLetter, Reason
+from worker.models import json_kind
 
 log = logging.getLogger("halo.transport")
 
@@ -189,7 +190,7 @@ def _envelope_problem(payload: Any) -> tuple[Reason, str] | None:
     `Consumer.on_task_received` (5.7.0) reads without guarding against its type.
     """
     if not isinstance(payload, Mapping):
-        return Reason.NOT_AN_ENVELOPE, f"JSON {_json_type(payload)}, not a kombu envelope"
+        return Reason.NOT_AN_ENVELOPE, f"JSON {json_kind(payload)}, not a kombu envelope"
     properties = payload.get("properties")
     if not isinstance(properties, Mapping):
         return Reason.NOT_AN_ENVELOPE, "a JSON object without kombu's `properties` object"
@@ -207,12 +208,12 @@ def _envelope_problem(payload: Any) -> tuple[Reason, str] | None:
         problems.append("properties.body_encoding is not base64 or utf-8")
     body = payload.get("body")
     if body is not None and not isinstance(body, str):
-        problems.append(f"body is {_json_type(body)}, not a string")
+        problems.append(f"body is {json_kind(body)}, not a string")
     elif body and encoding == "base64" and not _is_base64(body):
         problems.append("body is not base64")
     headers = payload.get("headers")
     if headers is not None and not isinstance(headers, Mapping):
-        problems.append(f"headers is {_json_type(headers)}, not an object")
+        problems.append(f"headers is {json_kind(headers)}, not an object")
     elif (
         isinstance(headers, Mapping) and "task" in headers and not isinstance(headers["task"], str)
     ):
@@ -233,15 +234,3 @@ def _is_base64(text: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     return True
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    return "a boolean" if isinstance(value, bool) else "a number"

@@ -217,6 +217,30 @@ def apply_plan(
     return Updated(shape_ticket(plan, after, client), changed, warnings)
 
 
+def settle_unconfirmed(
+    plan: Plan, job: Job, rendered: Rendered, client: HaloClient, journal: WriteJournal
+) -> Updated:
+    """Finish a job whose fields went out in a POST of several tickets that Halo's answer did
+    not confirm (it listed other tickets, or none), deciding from what Halo now holds.
+
+    The ticket is read back and planned again: nothing left to change means that POST applied
+    every field, and the result reports `plan`'s fields (also in `journal`, noted before that
+    POST). Fields still different were not applied: only they are POSTed, once, alone.
+
+    Raises:
+        As `plan_update` and `apply_plan`; a retryable error leaves the journal to the rerun.
+    """
+    now = client.get_ticket(plan.ticket_id)
+    rest = plan_update(job, client, rendered=rendered, ticket=now)
+    if not rest.changed_fields:
+        return Updated(shape_ticket(rest, now, client), plan.changed_fields, list(plan.warnings))
+    changed = [*plan.changed_fields]
+    changed += [name for name in rest.changed_fields if name not in changed]
+    journal.note(changed)
+    after = client.update_tickets([rest.payload])[plan.ticket_id]
+    return Updated(shape_ticket(rest, after, client), changed, list(plan.warnings))
+
+
 def run_update(job: Job, client: HaloClient, *, journal: WriteJournal | None = None) -> Updated:
     """The whole action for one job: plan, then apply."""
     return apply_plan(plan_update(job, client), client, journal=journal)

@@ -12,7 +12,7 @@ import redis
 
 from ops.processes import WorkerProcess
 from producers.jobs import Producer
-from worker.models import RESULTS_STREAM
+from worker.keys import RESULTS_STREAM
 
 SECRET_ENV = "HALO_ACME_SECRET"
 # Long enough for a job that retries a few times; a test waits this long only when it fails.

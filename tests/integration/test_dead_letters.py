@@ -24,14 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from integration.harness import new_job, run_job, wait_for_record, wait_until
 from ops.processes import BIN, RedisServer, WorkerProcess, free_port
 from producers.jobs import Producer
-from worker.deadletters import (
-    DEAD_LETTER_COUNTS,
-    DEAD_LETTERS,
-    MAX_DEAD_LETTERS,
-    MAX_RAW_BYTES,
-    Reason,
-)
+from worker.deadletters import MAX_DEAD_LETTERS, MAX_RAW_BYTES, Reason
 from worker.halo.fake import FakeHalo
+from worker.keys import DEAD_LETTER_COUNTS, DEAD_LETTERS
 from worker.models import QUEUE, TASK_NAME
 
 # Email content a job carries in its variables: never shown by `halo-jobs dead`.

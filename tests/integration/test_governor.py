@@ -22,9 +22,10 @@ from integration.budget import (
     most_grants_in_any_window,
     new_fake,
 )
-from worker.connections import Connection, RateLimit
+from worker.connections import Connection
 from worker.errors import BudgetExhausted, HaloRateLimited
 from worker.governor import Governor
+from worker.ratelimit import RateLimit
 from worker.runtime import Runtime, redis_client
 
 pytest_plugins = ["integration.fixtures_budget"]

@@ -14,7 +14,8 @@ from integration.harness import new_job, run_job, wait_for_record
 from ops.processes import RedisServer
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
-from worker.models import MAX_RENDERED_CHARS, QUEUE, TASK_NAME, result_key
+from worker.keys import result_key
+from worker.models import MAX_RENDERED_CHARS, QUEUE, TASK_NAME
 
 # Every test runs once per tenant profile of the fake (current, legacy, strict).
 pytestmark = pytest.mark.usefixtures("halo_profile", "worker")

@@ -20,10 +20,10 @@ from integration.harness import new_job, run_job, wait_until
 from ops.processes import RedisServer, WorkerProcess, free_port
 from producers.jobs import Producer
 from worker.backlog import Backlogs
+from worker.deferred import DeferredJobs
 from worker.halo.fake import FakeHalo
 from worker.metrics import RedisStateCollector
 from worker.models import QUEUE
-from worker.results import ResultStore
 
 DASHBOARD = Path(__file__).parents[2] / "ops" / "grafana" / "halo-worker.json"
 # Words of PromQL and Grafana that are not metric names.
@@ -159,7 +159,7 @@ def test_queue_depth_waiting_jobs_and_the_oldest_jobs_age_are_read_from_redis(
     Backlogs(client).park("acme", "parked-1", new_job(), iso(now - 30))
     Backlogs(client).park("elsewhere", "parked-2", new_job(), iso(now - 90))
     Backlogs(client).park("nowhere", "parked-3", new_job(), iso(now - 10))
-    ResultStore(client, ttl_s=60).defer(
+    DeferredJobs(client).defer(
         "deferred-1",
         {"job": new_job(), "submitted_at": iso(now - 60)},
         due_s=now - 5,

@@ -23,13 +23,11 @@ from celery import Celery
 from integration.harness import new_job, wait_for_record, wait_until
 from ops.processes import BIN, WorkerProcess
 from producers.jobs import Producer
-from worker.backlog import BACKLOGS, backlog_key
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
 from worker.halo.fake import FakeHalo
 from worker.halo.fake.seeds import plain_ticket
+from worker.keys import BACKLOGS, DEFERRED, TICKET_WAITING, backlog_key
 from worker.models import QUEUE, TASK_NAME
-from worker.results import DEFERRED
-from worker.tickets import TICKET_WAITING
 
 CANARY_INTERVAL_S = 0.5
 MAX_AGE_S = 3.0

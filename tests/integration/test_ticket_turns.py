@@ -19,10 +19,17 @@ from worker.batch import run_batch
 from worker.deferrals import move_due
 from worker.halo.fake import FakeHalo
 from worker.halo.fake.seeds import plain_ticket
-from worker.results import DEFERRED, DEFERRED_JOBS
+from worker.keys import (
+    DEFERRED,
+    DEFERRED_JOBS,
+    TICKET_LINES,
+    TICKET_WAITING,
+    ticket_hold_key,
+    ticket_line_key,
+)
 from worker.runner import RunResult
 from worker.runtime import Runtime
-from worker.tickets import TICKET_LINES, TICKET_WAITING, TicketLines, Turn, hold_key
+from worker.tickets import TicketLines, Turn
 
 pytest_plugins = ["integration.fixtures_budget"]
 
@@ -102,7 +109,7 @@ def test_a_batch_leaves_the_tickets_another_batch_holds_and_its_jobs_run_after_t
     assert results == [RunResult.RECORDED] * len(TICKETS)
     for ticket_id in TICKETS:
         assert _state(halo, ticket_id) == {"summary": "reopened", "status_id": NEW}
-        reopened = second.store.get(f"reopen-{ticket_id}")
+        reopened = second.store.records.get(f"reopen-{ticket_id}")
         assert reopened is not None
         assert reopened["changed_fields"] == ["summary", "status_id"]
         assert reopened["attempts"] == 1  # waiting for a turn is not an attempt
@@ -135,7 +142,7 @@ def test_a_job_waiting_out_a_429_keeps_its_place_ahead_of_a_later_job_for_its_ti
         "reopened",
     ]
     for job_id in ("close-5001", "reopen-5001"):
-        record = runtime.store.get(job_id)
+        record = runtime.store.records.get(job_id)
         assert record is not None
         assert record["changed_fields"] == ["summary", "status_id"], job_id
     assert not any(budget_redis.scan_iter("halo:ticket:*")), "a ticket kept a hold or a line"
@@ -152,7 +159,9 @@ def test_a_holder_that_died_and_comes_back_before_the_bound_keeps_its_turn(
     lines = TicketLines(budget_redis, quiet_s=30)
     assert _enter(lines, "died", EARLIER, hold_s=0.2) is Turn.GO
     assert _enter(lines, "waiter", LATER) is Turn.WAIT
-    wait_until(lambda: not budget_redis.exists(hold_key("acme", 5001)), 5, "the hold to lapse")
+    wait_until(
+        lambda: not budget_redis.exists(ticket_hold_key("acme", 5001)), 5, "the hold to lapse"
+    )
 
     # Its hold is gone but its place is not: the waiter stays parked, and the job that
     # died runs again first when its message comes back.
@@ -179,4 +188,4 @@ def test_a_ticket_whose_holder_never_comes_back_passes_to_the_next_job_after_the
     assert budget_redis.zscore(DEFERRED, "waiter") is not None
     assert budget_redis.hlen(TICKET_WAITING) == 0
     assert budget_redis.scard(TICKET_LINES) == 0
-    assert budget_redis.zrange(hold_key("acme", 5001) + ":line", 0, -1) == ["waiter"]
+    assert budget_redis.zrange(ticket_line_key("acme", 5001), 0, -1) == ["waiter"]

@@ -24,10 +24,15 @@ import redis
 from reliability.fleet import Fleet, Record, summary_of
 from worker.halo.fake import FakeHalo
 from worker.halo.fake.seeds import plain_ticket
-from worker.handoff import UNFINISHED, UNFINISHED_JOBS
-from worker.models import QUEUE, RESULTS_STREAM
-from worker.results import DEFERRED, DEFERRED_JOBS
-from worker.tickets import TICKET_WAITING
+from worker.keys import (
+    DEFERRED,
+    DEFERRED_JOBS,
+    RESULTS_STREAM,
+    TICKET_WAITING,
+    UNFINISHED,
+    UNFINISHED_JOBS,
+)
+from worker.models import QUEUE
 
 # Kombu's Redis transport keeps delivered, unacknowledged messages here (kombu 5.7.0,
 # `transport/redis.py`, `unacked_key`), and a queue's messages of priority p > 0 in the list

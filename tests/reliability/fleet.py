@@ -19,7 +19,7 @@ from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
 from worker.halo.fake.seeds import plain_ticket
-from worker.models import result_key
+from worker.keys import result_key
 from worker.runner import _CLAIM_MARGIN_S
 
 Job = dict[str, Any]

@@ -57,9 +57,9 @@ from kombu import Connection, Exchange, Queue
 
 from ops.processes import RedisServer, WorkerProcess
 from producers.jobs import Producer
-from worker.deadletters import DEAD_LETTERS
 from worker.errors import InvalidJob
 from worker.halo.fake import FakeHalo
+from worker.keys import DEAD_LETTERS
 from worker.models import JOB_ID_PATTERN, MAX_JOB_BYTES, MAX_NESTING_DEPTH, QUEUE, TASK_NAME
 
 pytestmark = pytest.mark.usefixtures("worker")

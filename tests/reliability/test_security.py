@@ -60,7 +60,8 @@ from ops.processes import BIN, FlowerProcess, RedisServer, WorkerProcess, servic
 from producers.jobs import Producer
 from worker.errors import InvalidJob
 from worker.halo.fake import FakeHalo, Outcome, serve_in_thread
-from worker.models import QUEUE, RESULTS_STREAM, TASK_NAME
+from worker.keys import RESULTS_STREAM
+from worker.models import QUEUE, TASK_NAME
 from worker.runtime import redis_client as worker_redis_client
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -589,7 +590,7 @@ def test_a_record_carries_variables_only_where_the_contract_puts_them(run: Run) 
 def test_a_failed_job_keeps_its_payload_for_replay_no_longer_than_its_record(
     run: Run, redis_client: redis.Redis
 ) -> None:
-    # The one place job variables stay in Redis outside a record (`worker.results`): what
+    # The one place job variables stay in Redis outside a record (`worker.records`): what
     # `halo-jobs replay` needs, kept for failed jobs only and expiring with the record.
     kept = list(redis_client.scan_iter(match="halo:failed-job:*"))
     assert kept, "no failed job kept for replay (did the replay feature change?)"

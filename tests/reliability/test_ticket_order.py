@@ -23,8 +23,7 @@ from integration.harness import wait_until
 from reliability.audit import UNACKED, settle, wait_for_records
 from reliability.fleet import FIRST_TICKET, UNLIMITED, Fleet, Record
 from worker.halo.fake.seeds import plain_ticket
-from worker.handoff import UNFINISHED, UNFINISHED_JOBS
-from worker.tickets import TICKET_WAITING, hold_key
+from worker.keys import TICKET_WAITING, UNFINISHED, UNFINISHED_JOBS, ticket_hold_key
 
 HALO_LATENCY_S: Final = 0.2
 TICKETS: Final = 10
@@ -186,7 +185,7 @@ def test_a_ticket_held_by_a_job_that_died_with_its_worker_and_never_came_back_is
     # Slow answers keep the first job holding the ticket while its worker is killed.
     fleet.fake.configure(latency_s=1.0)
     closing, reopening = conflicting_job(ticket_id, 0), conflicting_job(ticket_id, 1)
-    hold = hold_key("acme", ticket_id)
+    hold = ticket_hold_key("acme", ticket_id)
 
     fleet.producer.submit(closing)
     wait_until(lambda: fleet.redis.get(hold) == closing["job_id"], 30, "the first job's hold")

@@ -8,10 +8,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from worker.connections import Connection, RateLimit
+from worker.connections import Connection
 from worker.halo.cache import MemoryCache
 from worker.halo.client import HaloClient, HaloClients
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
+from worker.ratelimit import RateLimit
 
 
 @pytest.fixture

@@ -144,12 +144,47 @@ def test_a_truncated_json_answer_is_retryable_unavailable(
 
 def test_several_tickets_are_read_in_one_request(fake: FakeHalo, client: HaloClient) -> None:
     warm(client)
-    tickets = client.get_tickets([4711, 999999, 4713])
+    read = client.get_tickets([4711, 999999, 4713])
+    tickets = read.tickets
     assert sorted(tickets) == [4711, 4713]
     assert tickets[4713]["summary"] == "Mailbox migration for new office"
     assert "status_name" not in tickets[4711]  # list reads carry no labels
+    assert (read.honoured, read.page_cap) == (True, None)
     assert client.requests_made == 1
     assert fake.requests()[-1].query["ticketids"] == "4711,999999,4713"
+
+
+def test_a_list_read_pages_through_a_tenant_that_cuts_pages_short(
+    fake: FakeHalo, client: HaloClient
+) -> None:
+    warm(client)
+    fake.configure(list_page_cap=2)
+
+    read = client.get_tickets([4711, 4712, 4713, 4714, 4715])
+
+    assert sorted(read.tickets) == [4711, 4712, 4713, 4714, 4715]
+    assert (read.honoured, read.page_cap) == (True, 2)
+    pages = [r.query for r in fake.requests() if r.path_lower == "/api/tickets"]
+    assert [(q["pageinate"], q["page_no"]) for q in pages] == [
+        ("true", "1"),
+        ("true", "2"),
+        ("true", "3"),
+    ]
+    assert {q["page_size"] for q in pages} == {"100"}
+
+
+def test_a_list_read_of_a_tenant_that_ignores_ticketids_stops_at_its_first_page(
+    fake: FakeHalo, client: HaloClient
+) -> None:
+    warm(client)
+    fake.configure(ticketids_ignored=True, list_page_cap=2)
+
+    read = client.get_tickets([4713, 4716])
+
+    assert read.honoured is False
+    # Only tickets asked for are kept; the rest are left to single reads.
+    assert set(read.tickets) <= {4713, 4716}
+    assert client.requests_made == 1
 
 
 # -- the update --------------------------------------------------------------------------------

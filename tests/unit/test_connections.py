@@ -10,9 +10,9 @@ from worker.connections import (
     DEFAULT_RATE_LIMIT,
     Connection,
     ConnectionsError,
-    RateLimit,
     load_connections,
 )
+from worker.ratelimit import RateLimit
 
 SECRET = "s3cr3t-value-never-shown"
 ENV = {"HALO_ACME_SECRET": SECRET}
@@ -170,6 +170,20 @@ def test_allow_insecure_http_must_be_a_boolean(tmp_path: Path, value: str) -> No
     message = refused(tmp_path, with_line(f"allow_insecure_http = {value}"))
 
     assert message.endswith("connections.acme.allow_insecure_http: must be true or false")
+
+
+@pytest.mark.parametrize(("line", "batching"), [("", "auto"), ('batching = "off"', "off")])
+def test_batching_is_auto_unless_the_connection_turns_it_off(
+    tmp_path: Path, line: str, batching: str
+) -> None:
+    connection = load_connections(write(tmp_path, with_line(line)), ENV)["acme"]
+    assert connection.batching == batching
+
+
+@pytest.mark.parametrize("value", ['"on"', "false", '"OFF"'])
+def test_a_batching_value_other_than_auto_or_off_is_named(tmp_path: Path, value: str) -> None:
+    message = refused(tmp_path, with_line(f"batching = {value}"))
+    assert 'connections.acme.batching: must be "auto" or "off", got ' in message
 
 
 def test_an_unknown_key_is_named(tmp_path: Path) -> None:

@@ -361,6 +361,37 @@ def test_list_read_pages_with_halos_spelling(client: httpx.Client) -> None:
     assert [t["id"] for t in body["tickets"]] == [4713, 4714]
 
 
+def test_a_tenant_can_ignore_ticketids_and_answer_every_ticket(
+    fake: FakeHalo, client: httpx.Client
+) -> None:
+    fake.configure(ticketids_ignored=True)
+    body = client.get("/api/Tickets?ticketids=4713", headers=bearer(client)).json()
+    assert body["record_count"] == 6
+    assert [t["id"] for t in body["tickets"]] == [4711, 4712, 4713, 4714, 4715, 4716]
+
+
+def test_a_tenant_can_cap_its_list_pages_below_the_size_asked(
+    fake: FakeHalo, client: httpx.Client
+) -> None:
+    fake.configure(list_page_cap=2)
+    headers = bearer(client)
+    ids = "ticketids=4711,4712,4713,4714,4715"
+    pages = [
+        client.get(f"/api/Tickets?{ids}&pageinate=true&page_size=100&page_no={n}", headers=headers)
+        for n in (1, 2, 3)
+    ]
+    assert [[t["id"] for t in p.json()["tickets"]] for p in pages] == [
+        [4711, 4712],
+        [4713, 4714],
+        [4715],
+    ]
+    assert {p.json()["record_count"] for p in pages} == {5}
+    unpaged = client.get(f"/api/Tickets?{ids}", headers=headers).json()
+    assert len(unpaged["tickets"]) == 2
+    with pytest.raises(ValueError, match="list_page_cap"):
+        fake.configure(list_page_cap=0)
+
+
 # -- updating tickets: POST /api/Tickets with an array -------------------------------------------
 
 
@@ -528,6 +559,7 @@ def test_a_rejected_post_changes_no_ticket(fake: FakeHalo, client: httpx.Client)
         ("object", dict, list),
         ("array", list, list),
         ("wrapped", dict, dict),
+        ("first", dict, dict),
     ],
 )
 def test_update_answer_shape_is_configurable(
@@ -542,6 +574,9 @@ def test_update_answer_shape_is_configurable(
     if shape == "wrapped":
         assert [t["id"] for t in double["tickets"]] == [4711, 4712]
         assert single["tickets"][0]["id"] == 4711
+    if shape == "first":
+        # The first ticket alone, though both were saved.
+        assert double["id"] == 4711
 
 
 def test_answer_for_other_id_fault_answers_another_id_but_saves(

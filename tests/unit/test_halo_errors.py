@@ -1,4 +1,4 @@
-"""`error_from_response`: every HTTP answer Halo can give, mapped onto the error tree."""
+"""What every HTTP answer Halo can give means: the error tree, retries, token refusals, routes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from worker.errors import (
+    BudgetExhausted,
     ErrorCode,
     HaloAuthFailed,
     HaloForbidden,
@@ -17,17 +18,22 @@ from worker.errors import (
     HaloUnavailable,
     HaloUnexpectedResponse,
     JobError,
+    NoHaloApi,
     PermanentError,
     RetryableError,
+    TicketNotFound,
 )
 from worker.halo.errors import (
     MAX_DETAIL_CHARS,
     error_from_response,
+    halo_could_not_answer,
     is_expired_token_answer,
-    parse_rate_limit_text,
     parse_retry_after,
+    route_answers,
     summarize_body,
+    token_refusal,
 )
+from worker.ratelimit import RateLimit
 
 WHAT = "POST /api/Tickets"
 HALO_429_TEXT = "Rate Limit Reached - 300 Requests per rolling 5 minute window"
@@ -72,6 +78,7 @@ def test_every_status_maps_to_its_error(
     assert error.retryable is retryable
     assert isinstance(error, RetryableError if retryable else PermanentError)
     assert error.http_status == status
+    assert halo_could_not_answer(status) is retryable
     assert WHAT in error.message
     assert error.to_dict() == {
         "code": code.value,
@@ -168,12 +175,19 @@ def test_retry_after_as_a_date_counts_from_now() -> None:
         ("1 request per rolling 30 second window", (1, 30.0)),
         ("10000 requests per rolling 1 hour window", (10000, 3600.0)),
         ("0 Requests per rolling 5 minute window", None),
+        ("300 Requests per rolling 0 minute window", None),
         ("Too many requests", None),
         ("", None),
     ],
 )
 def test_the_rate_limit_text_is_read(body: str, expected: tuple[int, float] | None) -> None:
-    assert parse_rate_limit_text(body) == expected
+    assert RateLimit.stated_by_halo(body) == expected
+
+
+def test_halos_stated_limit_reads_as_the_connections_file_spells_it() -> None:
+    stated = RateLimit.stated_by_halo(HALO_429_TEXT)
+    assert stated == RateLimit.parse("300/5m") == RateLimit.parse("300/300s")
+    assert str(stated) == "300/300s"
 
 
 @pytest.mark.parametrize(
@@ -239,3 +253,68 @@ def test_an_expired_token_is_recognised_in_401_and_400(
     status: int, body: str, expired: bool
 ) -> None:
     assert is_expired_token_answer(status, body) is expired
+
+
+# A token request's refused answer (neither a success nor "try again"): (status, body, meaning).
+TOKEN_REFUSALS: list[tuple[int, str, str]] = [
+    (400, '{"error": "invalid_client"}', "credentials"),
+    (401, '{"error": "invalid_client"}', "credentials"),
+    (403, "Forbidden", "credentials"),
+    (400, '{"error": "invalid_scope"}', "scope"),
+    (401, "invalid_scope: edit:tickets", "scope"),
+    (403, '{"error": "invalid_scope"}', "scope"),
+    (404, "<html>Not Found</html>", "endpoint"),
+    (404, '{"error": "invalid_scope"}', "endpoint"),
+    (405, "", "endpoint"),
+    (301, "", "endpoint"),
+    (302, "<a href='/login'>", "endpoint"),
+    (422, "", "endpoint"),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "meaning"), TOKEN_REFUSALS)
+def test_every_refused_token_request_says_what_to_fix(status: int, body: str, meaning: str) -> None:
+    assert token_refusal(status, body) == meaning
+
+
+@pytest.mark.parametrize(
+    ("status", "could_not"),
+    [(200, False), (201, False), (301, False), (400, False), (401, False), (403, False),
+     (404, False), (408, True), (409, False), (422, False), (429, True), (500, True),
+     (502, True), (503, True), (504, True), (599, True)],
+)  # fmt: skip
+def test_only_timeouts_rate_limits_and_server_errors_are_tried_again(
+    status: int, could_not: bool
+) -> None:
+    assert halo_could_not_answer(status) is could_not
+
+
+# What a read of Halo's API says of the connection's url: (error raised, verdict).
+ROUTE_VERDICTS: list[tuple[str, Exception | None, bool | None]] = [
+    ("a success", None, True),
+    ("a 403 of the API", classify(403), True),
+    ("a 404 of the API", classify(404), False),
+    ("a 404 already known", NoHaloApi("no API", http_status=404), False),
+    ("a 404 of a ticket", TicketNotFound("no ticket", http_status=404), False),
+    ("a 401 after a fresh token", classify(401), None),
+    ("a token endpoint's 404", HaloAuthFailed("no token", http_status=404), None),
+    ("a token endpoint's 403", HaloAuthFailed("refused", http_status=403), None),
+    ("an unusable 200 token answer", HaloUnexpectedResponse("no token", http_status=200), None),
+    ("a 400 of the API", classify(400), None),
+    ("a 429", classify(429), None),
+    ("a 500", classify(500), None),
+    ("no answer", HaloUnavailable("timed out"), None),
+    ("no budget", BudgetExhausted("no room", retry_after_s=1.0), None),
+    ("not a job error", ValueError("bug"), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("error", "verdict"),
+    [row[1:] for row in ROUTE_VERDICTS],
+    ids=[row[0] for row in ROUTE_VERDICTS],
+)
+def test_only_the_apis_own_answers_say_whether_it_is_at_the_url(
+    error: Exception | None, verdict: bool | None
+) -> None:
+    assert route_answers(error) is verdict

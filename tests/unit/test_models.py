@@ -19,6 +19,7 @@ from worker.models import (
     Job,
     Outcome,
     failed_record,
+    json_kind,
     parse_job,
     succeeded_record,
 )
@@ -452,3 +453,23 @@ def test_job_keys_are_exactly_the_contracts() -> None:
         "variables",
         "meta",
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ({"a": 1}, "an object"),
+        ({}, "an object"),
+        ([1, 2], "an array"),
+        ("text", "a string"),
+        ("", "a string"),
+        (0, "a number"),
+        (1.5, "a number"),
+        (True, "a boolean"),
+        (False, "a boolean"),
+        (None, "null"),
+    ],
+)
+def test_every_json_type_is_named_without_quoting_the_value(value: Any, kind: str) -> None:
+    assert json_kind(value) == kind
+    assert json_kind(json.loads(json.dumps(value))) == kind

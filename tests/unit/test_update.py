@@ -36,6 +36,7 @@ from worker.update import (
     plan_update,
     render_job,
     run_update,
+    settle_unconfirmed,
 )
 
 LABELS = ("status_name", "priority_name", "agent_name", "client_name", "site_name", "user_name")
@@ -672,6 +673,41 @@ def test_applying_with_a_saved_answer_posts_nothing_more(
     assert len(fake.posts()) == 1
     assert updated.ticket["status_name"] == "Closed"
     assert updated.changed_fields == ["status_id"]
+
+
+def test_an_unconfirmed_post_that_halo_applied_is_settled_without_posting_again(
+    fake: FakeHalo, clients: HaloClients
+) -> None:
+    client = clients.for_job("acme")
+    wanted = job(summary="Applied by the batch", status="Closed")
+    plan = plan_update(wanted, client)
+    client.update_tickets([plan.payload])  # the batch's POST, whose answer left 4711 out
+    journal = Journal()
+
+    settled = settle_unconfirmed(plan, wanted, render_job(wanted), client, journal)
+
+    assert len(fake.posts()) == 1
+    assert settled.changed_fields == ["summary", "status_id"]
+    assert settled.ticket["status_name"] == "Closed"
+    assert journal.noted is None
+
+
+def test_an_unconfirmed_post_posts_only_the_fields_halo_does_not_hold_once(
+    fake: FakeHalo, clients: HaloClients
+) -> None:
+    client = clients.for_job("acme")
+    wanted = job(summary="Half applied", status="Closed")
+    plan = plan_update(wanted, client)
+    # Halo saved the summary but not the status (as if it dropped part of the element).
+    client.update_tickets([{"id": 4711, "summary": "Half applied"}])
+    journal = Journal()
+
+    settled = settle_unconfirmed(plan, wanted, render_job(wanted), client, journal)
+
+    assert [p.json for p in fake.posts()][1:] == [[{"id": 4711, "status_id": 9}]]
+    assert settled.changed_fields == ["summary", "status_id"]
+    assert journal.noted == ["summary", "status_id"]
+    assert (fake.ticket(4711) or {})["status_id"] == 9
 
 
 def test_fields_the_update_answer_omits_show_the_values_written(

@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from worker.connections import Connection
 from worker.errors import HaloAuthFailed, HaloUnexpectedResponse, RetryableError
 from worker.halo.cache import Cache
-from worker.halo.errors import summarize_body
+from worker.halo.errors import summarize_body, token_refusal
+from worker.keys import token_key
+from worker.models import json_kind
 
 # Long enough for one token request under Halo's 60 s gateway timeout; after it, a waiting
 # worker stops waiting for the holder and requests a token itself.
@@ -60,24 +62,24 @@ def token_from_answer(response: httpx.Response, connection: Connection) -> Acces
         HaloUnexpectedResponse: a 2xx answer without a usable token; the message says which
             key is missing or of the wrong type.
     """
-    if response.status_code in (400, 401) or response.status_code == 403:
-        detail = _error_detail(response.text)
+    if not response.is_success:
+        refusal = token_refusal(response.status_code, response.text)
+        if refusal == "endpoint":
+            raise HaloAuthFailed(
+                f"connection {connection.name!r}: the token request to {connection.token_url} "
+                f"failed ({response.status_code}): {_error_detail(response.text)}; check the "
+                "connection's url and auth_url",
+                http_status=response.status_code,
+            )
         hint = (
-            "check the connection's client_id and secret: Halo issues a new client id when "
-            "the API application is saved, and the secret must belong to that client id"
+            f"the API application does not grant scope {connection.scope!r}"
+            if refusal == "scope"
+            else "check the connection's client_id and secret: Halo issues a new client id "
+            "when the API application is saved, and the secret must belong to that client id"
         )
-        if "invalid_scope" in response.text:
-            hint = f"the API application does not grant scope {connection.scope!r}"
         raise HaloAuthFailed(
             f"connection {connection.name!r}: Halo refused the token request "
-            f"({response.status_code}): {detail}; {hint}",
-            http_status=response.status_code,
-        )
-    if not response.is_success:
-        raise HaloAuthFailed(
-            f"connection {connection.name!r}: the token request to {connection.token_url} "
-            f"failed ({response.status_code}): {_error_detail(response.text)}; check the "
-            "connection's url and auth_url",
+            f"({response.status_code}): {_error_detail(response.text)}; {hint}",
             http_status=response.status_code,
         )
     value, lifetime_s, problem = _read_token_answer(response.content)
@@ -108,7 +110,7 @@ def _read_token_answer(content: bytes) -> tuple[str, float, str]:
     except (ValueError, RecursionError):
         return "", 0.0, f"the body is not JSON ({len(content)} bytes)"
     if not isinstance(answer, dict):
-        return "", 0.0, f"the body is {_json_kind(answer)}, not an object"
+        return "", 0.0, f"the body is {json_kind(answer)}, not an object"
     if "access_token" not in answer:
         return "", 0.0, "access_token is missing"
     value = answer["access_token"]
@@ -116,7 +118,7 @@ def _read_token_answer(content: bytes) -> tuple[str, float, str]:
     lifetime = answer.get("expires_in", _DEFAULT_LIFETIME_S)
     lifetime_s = _seconds(lifetime)
     if problem or lifetime_s is None:
-        expiry = f"expires_in is {_json_kind(lifetime)}, not a positive number of seconds"
+        expiry = f"expires_in is {json_kind(lifetime)}, not a positive number of seconds"
         return "", 0.0, problem or expiry
     return str(value), lifetime_s, ""
 
@@ -124,7 +126,7 @@ def _read_token_answer(content: bytes) -> tuple[str, float, str]:
 def _token_problem(value: Any) -> str:
     """What is wrong with an answer's access_token (its type, never its text), or ""."""
     if not isinstance(value, str) or not value:
-        shown = "an empty string" if isinstance(value, str) else _json_kind(value)
+        shown = "an empty string" if isinstance(value, str) else json_kind(value)
         return f"access_token is {shown}, not a token"
     if not _BEARER_TOKEN.fullmatch(value):
         # It would go into an Authorization header, where httpx refuses it with an error
@@ -145,18 +147,6 @@ def _seconds(value: Any) -> float | None:
     if not math.isfinite(seconds) or seconds <= 0:
         return None
     return min(seconds, _MAX_LIFETIME_S)
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def _error_detail(text: str) -> str:
@@ -185,7 +175,7 @@ class TokenSource:
         self._cache = cache
         self._margin_s = refresh_margin_s
         self._clock = clock
-        self._key = f"halo:token:{connection.name}"
+        self._key = token_key(connection.name)
         self._seal = Fernet(_sealing_key(connection))
         # This process's copy of the shared token: every job needs the token, and reading and
         # unsealing it from the shared cache for each would be most of a job's token cost.

@@ -21,7 +21,6 @@ import httpx
 from worker.connections import Connection
 from worker.errors import (
     HaloAuthFailed,
-    HaloForbidden,
     HaloRateLimited,
     HaloUnavailable,
     HaloUnexpectedResponse,
@@ -31,16 +30,27 @@ from worker.errors import (
 )
 from worker.halo.auth import AccessToken, TokenSource, token_from_answer
 from worker.halo.cache import Cache, MemoryCache
-from worker.halo.errors import error_from_response, is_expired_token_answer, summarize_body
+from worker.halo.errors import (
+    error_from_response,
+    halo_could_not_answer,
+    is_expired_token_answer,
+    route_answers,
+    summarize_body,
+)
 from worker.halo.lookups import LookupKind, as_int, unwrap_records
 from worker.halo.route import ApiRoutes, no_api_error
 from worker.halo.signing import CacheSigner
+from worker.keys import lookup_key
 
 log = logging.getLogger("halo.client")
 
 Ticket = dict[str, Any]
 _USER_AGENT: Final = "halo-update-worker/0.1"
 _LOCAL_LOOKUP_S: Final = 10.0
+# Halo's largest page (FACTS, Lookups: `page_size` up to 100); a list read asks for no more
+# ids than one page holds, so a tenant that honours `ticketids` answers it in one request.
+MAX_PAGE_SIZE: Final = 100
+IDS_PER_READ: Final = MAX_PAGE_SIZE
 _LOOKUP_PATHS: Final[dict[str, str]] = {
     "status": "/Status",
     "priority": "/Priority",
@@ -96,6 +106,26 @@ class SentRequest:
     endpoint: str  # "token" (the token request) or "api"
     status: str  # the HTTP status code, or "timeout" / "error" when Halo gave no answer
     duration_s: float
+
+
+@dataclass(frozen=True)
+class ListRead:
+    """A checked list read: the tickets found (by id, only those asked for), whether Halo
+    answered only tickets asked for (`honoured`: it filtered on `ticketids`), and the page
+    size it cut pages to when one was cut short (None: none was)."""
+
+    tickets: dict[int, Ticket]
+    honoured: bool
+    page_cap: int | None
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A POST of several updates: the saved tickets Halo's answer holds, of those sent, and
+    whether it answered `every` ticket sent and no other."""
+
+    saved: dict[int, Ticket]
+    every: bool
 
 
 @dataclass(frozen=True)
@@ -263,29 +293,79 @@ class HaloClient:
         self._clients.routes.answered(self.connection)
         return ticket
 
-    def get_tickets(self, ticket_ids: Sequence[int]) -> dict[int, Ticket]:
-        """Read several tickets in one request; ids Halo does not have are absent.
+    def get_tickets(self, ticket_ids: Sequence[int]) -> ListRead:
+        """Read several tickets with list reads of at most `IDS_PER_READ` ids, page by page,
+        and check that Halo filtered on `ticketids`.
 
-        List reads carry fewer columns than `get_ticket`: no `*_name` labels, and no `details`
-        (Halo's document gives `GET /api/Tickets` no parameter to include them).
+        A ticket absent from the answer is not proof that Halo has none: the caller confirms
+        with `get_ticket`. List reads carry fewer columns than `get_ticket`: no `*_name`
+        labels, and no `details` (Halo's document gives `GET /api/Tickets` no parameter to
+        include them). A read whose answer holds a ticket not asked for (the tenant ignores
+        `ticketids`) stops at that page: paging on would read the whole tenant.
+
+        Raises:
+            HaloUnavailable, HaloRateLimited, ...: as any request; a retryable error loses
+                nothing, since nothing was written.
         """
-        ids = ",".join(str(i) for i in ticket_ids)
+        found: dict[int, Ticket] = {}
+        honoured = True
+        page_cap: int | None = None
+        ids = list(dict.fromkeys(ticket_ids))
+        for start in range(0, len(ids), IDS_PER_READ):
+            chunk = ids[start : start + IDS_PER_READ]
+            read = self._read_pages(chunk)
+            found.update(read.tickets)
+            honoured = honoured and read.honoured
+            page_cap = read.page_cap if page_cap is None else page_cap
+            if not read.honoured:
+                break  # single reads are cheaper than list reads of a tenant that ignores ids
+        return ListRead(found, honoured, page_cap)
+
+    def _read_pages(self, chunk: Sequence[int]) -> ListRead:
+        wanted = set(chunk)
+        found: dict[int, Ticket] = {}
+        page_cap: int | None = None
         what = "GET /api/Tickets?ticketids=..."
         self._require_api()
-        response = self._call(
-            "GET",
-            "/Tickets",
-            params={"ticketids": ids},
-            not_found=lambda: self._on_404(
-                lambda: HaloUnexpectedResponse(
-                    f"Halo answered 404 to {what}, which this API never should", http_status=404
-                )
-            ),
-        )
-        tickets = unwrap_records(_json(response, what), "tickets")
-        self._clients.routes.answered(self.connection)
-        wanted = set(ticket_ids)
-        return {tid: ticket for ticket in tickets if (tid := _ticket_id(ticket)) in wanted and tid}
+        # Each page holds at least one ticket, so `len(chunk)` pages cover every id asked for.
+        for page_no in range(1, len(chunk) + 1):
+            params = {
+                "ticketids": ",".join(str(i) for i in chunk),
+                "pageinate": "true",
+                "page_size": str(MAX_PAGE_SIZE),
+                "page_no": str(page_no),
+            }
+            response = self._call(
+                "GET",
+                "/Tickets",
+                params=params,
+                not_found=lambda: self._on_404(
+                    lambda: HaloUnexpectedResponse(
+                        f"Halo answered 404 to {what}, which this API never should",
+                        http_status=404,
+                    )
+                ),
+            )
+            answered = _json(response, what)
+            self._clients.routes.answered(self.connection)
+            tickets = unwrap_records(answered, "tickets")
+            count = as_int(answered.get("record_count")) if isinstance(answered, dict) else None
+            answered_ids = {_ticket_id(ticket) for ticket in tickets}
+            if not answered_ids <= wanted or (count is not None and count > len(chunk)):
+                # Unrelated tickets: this tenant does not filter on `ticketids`.
+                kept = {tid: t for t in tickets if (tid := _ticket_id(t)) in wanted and tid}
+                return ListRead({**found, **kept}, honoured=False, page_cap=None)
+            before = len(found)
+            found.update({tid: t for t in tickets if (tid := _ticket_id(t)) is not None})
+            total = count if count is not None else len(chunk)
+            # A page that adds nothing ends it too: a tenant that ignores `page_no` answers
+            # its first page again.
+            if len(found) == before or len(found) >= total or found.keys() >= wanted:
+                break
+            if len(tickets) < MAX_PAGE_SIZE:
+                # More are due but the page was cut short: the tenant's own page size.
+                page_cap = len(tickets) if page_cap is None else min(page_cap, len(tickets))
+        return ListRead(found, honoured=True, page_cap=page_cap)
 
     def update_tickets(self, updates: Sequence[Mapping[str, Any]]) -> dict[int, Ticket]:
         """POST updates of existing tickets; returns the saved tickets by id.
@@ -297,24 +377,53 @@ class HaloClient:
             ValueError: an element has no positive integer id (a bug, never sent).
             HaloUnexpectedResponse: the answer is for other ticket ids than those sent.
         """
+        ids, posted = self._post(updates)
+        if posted is None:
+            # Some Halo builds answer 201 with no body: read back what was saved.
+            return {tid: self.get_ticket(tid) for tid in ids}
+        by_id, status = posted
+        if set(by_id) != set(ids):
+            raise HaloUnexpectedResponse(
+                f"POST /api/Tickets for ticket(s) {sorted(ids)} was answered for "
+                f"ticket(s) {sorted(str(i) for i in by_id)}: the update may have gone elsewhere",
+                http_status=status,
+            )
+        return {tid: ticket for tid, ticket in by_id.items() if tid is not None}
+
+    def post_updates(self, updates: Sequence[Mapping[str, Any]]) -> Posted:
+        """POST updates of existing tickets and say which of them Halo's answer confirms.
+
+        Unlike `update_tickets` an answer that lists fewer tickets than were sent (the first
+        alone, none, or others) is not an error: the caller reads the unconfirmed tickets back
+        and decides from what Halo holds. Never sends anything twice.
+
+        Raises:
+            ValueError: an element has no positive integer id (a bug, never sent).
+            HaloRejected, HaloUnavailable, ...: as any request.
+        """
+        ids, posted = self._post(updates)
+        if posted is None:
+            return Posted({}, every=False)
+        by_id, _ = posted
+        saved = {tid: ticket for tid, ticket in by_id.items() if tid in ids and tid is not None}
+        return Posted(saved, every=set(by_id) == set(ids))
+
+    def _post(
+        self, updates: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[int], tuple[dict[int | None, Ticket], int] | None]:
+        """Send the POST; the ids sent, and the answered tickets by id with the status (None
+        when the answer had no body)."""
         ids = [_ticket_id(update) for update in updates]
         if not ids or any(tid is None or tid <= 0 for tid in ids):
             raise ValueError("every update must carry the positive id of an existing ticket")
-        what = "POST /api/Tickets"
         response = self._call("POST", "/Tickets", body=list(updates))
+        sent = [tid for tid in ids if tid is not None]
         if not response.content.strip():
-            # Some Halo builds answer 201 with no body: read back what was saved.
-            return {tid: self.get_ticket(tid) for tid in ids if tid is not None}
-        answered = _json(response, what)
+            return sent, None
+        answered = _json(response, "POST /api/Tickets")
         saved = [answered] if isinstance(answered, dict) and "id" in answered else None
         by_id = {_ticket_id(t): t for t in (saved or unwrap_records(answered, "tickets"))}
-        if set(by_id) != set(ids):
-            raise HaloUnexpectedResponse(
-                f"{what} for ticket(s) {sorted(i for i in ids if i)} was answered for "
-                f"ticket(s) {sorted(str(i) for i in by_id)}: the update may have gone elsewhere",
-                http_status=response.status_code,
-            )
-        return {tid: ticket for tid, ticket in by_id.items() if tid is not None}
+        return sent, (by_id, response.status_code)
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -338,15 +447,14 @@ class HaloClient:
         Returns:
             The records, and whether they came from the cache.
         """
-        key = f"halo:lookup:{self.connection.name}:{kind}"
+        sla_id = sla_id or None  # 0: the ticket has no SLA, so every SLA's priorities
+        key = lookup_key(self.connection.name, kind, sla_id, tickettype_id)
         params: dict[str, str] = {}
         if kind == "priority":
-            key += f":{sla_id}"
             # A ticket without an SLA lists every SLA's priorities; never send "slaid=None"
             # nor "slaid=0", which lists none.
             params = {"slaid": str(sla_id)} if sla_id else {}
         elif kind == "status" and tickettype_id is not None:
-            key += f":type-{tickettype_id}"
             params = {"tickettype_id": str(tickettype_id)}
         elif kind == "agent":
             params = dict(_AGENT_PARAMS)
@@ -377,11 +485,13 @@ class HaloClient:
             HaloAuthFailed), and the error of any other answer that is not a success.
         """
         try:
-            self._call("GET", "/Status", not_found=_NotThere)
-            answers = True
-        except _NotThere:
-            answers = False
-        except HaloForbidden:
+            self._call("GET", "/Status")
+        except JobError as exc:
+            verdict = route_answers(exc)
+            if verdict is None:
+                raise
+            answers = verdict
+        else:
             answers = True
         self._clients.routes.record(self.connection, answers=answers)
         return answers
@@ -404,9 +514,7 @@ class HaloClient:
     def cached_lookup(self, kind: LookupKind) -> list[dict[str, Any]] | None:
         """The whole list of a kind (every status, every SLA's priorities) if a cache holds it,
         without any request; None otherwise."""
-        key = f"halo:lookup:{self.connection.name}:{kind}"
-        if kind == "priority":
-            key += ":None"  # every SLA's, as `lookup` keeps them
+        key = lookup_key(self.connection.name, kind)  # priorities: every SLA's (sla_id None)
         cached = self._clients.local.get(key) or self._clients.shared(self.connection, key)
         if cached is None:
             return None
@@ -494,7 +602,7 @@ class HaloClient:
         }
         params = {"tenant": self.connection.tenant} if self.connection.tenant else None
         response = self._send("POST", self.connection.token_url, None, params, None, form=form)
-        if response.status_code in (408, 429) or response.status_code >= 500:
+        if halo_could_not_answer(response.status_code):
             raise error_from_response(
                 response.status_code,
                 response.text,
@@ -558,10 +666,6 @@ class HaloClient:
             endpoint = "api" if token else "token"
             duration_s = time.monotonic() - sent_s
             hook(SentRequest(self.connection.name, method, endpoint, status, duration_s))
-
-
-class _NotThere(Exception):
-    """`GET /api/Status` answered 404 (internal to `check_api_route`)."""
 
 
 def _json(response: httpx.Response, what: str) -> Any:

@@ -1,7 +1,12 @@
-"""One function that turns a Halo HTTP answer into the error tree (see `worker.errors`).
+"""What each Halo HTTP answer means: the one mapping from status codes to errors and verdicts.
 
-Halo documents no error envelope, so answers are classified by status code; the body is kept,
-truncated, as detail and is never assumed to be JSON.
+`error_from_response` turns an API answer into the error tree (see `worker.errors`); the
+other functions answer the questions the client, the token request and `halo-jobs doctor`
+ask of a status: may it be tried again (`halo_could_not_answer`), does it ask for a new token
+(`is_expired_token_answer`), what did a refused token request mean (`token_refusal`), and
+does the API answer at the url at all (`route_answers`). Halo documents no error envelope, so
+answers are classified by status code; the body is kept, truncated, as detail and is never
+assumed to be JSON.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import math
 import re
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Final
+from typing import Final, Literal
 
 from worker.errors import (
     HaloAuthFailed,
@@ -22,14 +27,11 @@ from worker.errors import (
     HaloUnexpectedResponse,
     JobError,
 )
+from worker.ratelimit import RateLimit
 
 # Enough of a Halo message to act on ("CODE:APP03/2 Please select the CAB members to approve")
 # without copying a whole HTML error page into every record.
 MAX_DETAIL_CHARS: Final = 300
-_LIMIT_TEXT = re.compile(
-    r"(\d+)\s+requests?\s+per\s+rolling\s+(\d+(?:\.\d+)?)\s*(minute|second|hour)", re.IGNORECASE
-)
-_UNIT_S: Final = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _TOKEN_WORDS = re.compile(r"token|authori[sz]", re.IGNORECASE)
 
 
@@ -54,9 +56,9 @@ def error_from_response(
             f"Halo rate limit reached on {what}: {detail}",
             http_status=status,
             retry_after_s=parse_retry_after(headers.get("retry-after"), now_s=now_s),
-            learned_limit=parse_rate_limit_text(body),
+            learned_limit=RateLimit.stated_by_halo(body),
         )
-    if status == 408 or status >= 500:
+    if halo_could_not_answer(status):
         return HaloUnavailable(
             f"Halo answered {status} to {what}: {detail}",
             http_status=status,
@@ -83,6 +85,38 @@ def error_from_response(
     )
 
 
+def halo_could_not_answer(status: int) -> bool:
+    """Whether a status says Halo could not answer now (408, 429, 5xx): the same request may
+    succeed later, so the error is retryable. Any other refusal is Halo's answer."""
+    return status in (408, 429) or status >= 500
+
+
+TokenRefusal = Literal["scope", "credentials", "endpoint"]
+
+
+def token_refusal(status: int, body: str) -> TokenRefusal:
+    """What a token request's answer that is neither a success nor `halo_could_not_answer`
+    means: ``"scope"`` (Halo refused the scope asked for), ``"credentials"`` (any other 400,
+    401 or 403: the client id or secret), or ``"endpoint"`` (anything else: the request did not
+    reach Halo's token endpoint, so the url or auth_url is wrong)."""
+    if status not in (400, 401, 403):
+        return "endpoint"
+    return "scope" if "invalid_scope" in body else "credentials"
+
+
+def route_answers(error: Exception | None) -> bool | None:
+    """What a read of Halo's API, which raised `error` (None for a success), says about the
+    connection's url: True when the API answers there (a success, or a 403: the endpoint is
+    there, the agent may not read it), False when the API answered 404 (nothing there), None
+    when the read says neither (Halo unavailable or rate limiting, no budget, or a failed
+    token request, whose status is the token endpoint's, not the API's)."""
+    if error is None or isinstance(error, HaloForbidden):
+        return True
+    if isinstance(error, HaloAuthFailed) or not isinstance(error, JobError):
+        return None
+    return False if error.http_status == 404 else None
+
+
 def is_expired_token_answer(status: int, body: str) -> bool:
     """Whether an answer means "get a new token": 401, or a 400 that talks about the token.
 
@@ -106,15 +140,6 @@ def parse_retry_after(value: str | None, *, now_s: float = 0.0) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
-
-
-def parse_rate_limit_text(body: str) -> tuple[int, float] | None:
-    """``(requests, window_s)`` from Halo's 429 text, e.g. "300 Requests per rolling 5 minute
-    window" gives ``(300, 300.0)``; None when the text states no limit."""
-    match = _LIMIT_TEXT.search(body[:2000])
-    if not match or int(match[1]) == 0:
-        return None
-    return int(match[1]), float(match[2]) * _UNIT_S[match[3].lower()]
 
 
 def summarize_body(body: str) -> str:

@@ -28,6 +28,7 @@ from typing import Final
 from worker.connections import Connection
 from worker.errors import NoHaloApi
 from worker.halo.cache import Cache
+from worker.keys import route_key
 
 # Proof from live traffic: renewed by each process's first successful read after it lapses,
 # so it costs nothing while the connection works; it bounds how long a route that broke
@@ -101,7 +102,7 @@ def no_api_error(connection: Connection) -> NoHaloApi:
 
 
 def _key(connection: Connection) -> str:
-    return f"halo:learned:{connection.name}:route"
+    return route_key(connection.name)
 
 
 def _parse(raw: str | None, connection: Connection) -> _Verdict | None:

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from worker.halo.fake.auth import DEFAULT_TOKEN_TTL_S
 from worker.halo.fake.ratelimit import RateLimit
 
-AnswerShape = Literal["object", "array", "wrapped"]
+AnswerShape = Literal["object", "array", "wrapped", "first"]
 ExpiredTokenStatus = Literal[400, 401, "alternate"]
 # "2024-09": Halo API v2 as published in September 2024 (no `team_id` in `Faults`, no paging
 # parameters on `GET /api/Agent`); "newer": the same with what later documents added.
@@ -38,8 +38,13 @@ class FakeConfig:
             "alternate" (400, 401, 400, ...).
         tickets_have_team_id: whether tickets carry and accept `team_id` (newer Halo builds).
         update_answer_shape: how a ticket POST answers: the saved ticket as an `object` (for a
-            one-element POST; more elements always answer a list), an `array`, or `wrapped`
-            as `{"tickets": [...]}`.
+            one-element POST; more elements always answer a list), an `array`, `wrapped`
+            as `{"tickets": [...]}`, or `first`: the first saved ticket alone as an object,
+            however many the POST saved.
+        ticketids_ignored: whether list reads ignore `ticketids` and answer every ticket (a
+            tenant whose build does not filter on it).
+        list_page_cap: the most tickets one list answer holds (paged or not), or None for
+            Halo's own cap of 100 per page and no cap on an unpaged read.
         wrapped_lookups: the lookup endpoints (of LOOKUP_ENDPOINTS) that answer an object
             wrapping the list instead of a plain array.
         latency_s: delay before every Halo answer, seconds (served over HTTP; in MockTransport
@@ -69,6 +74,8 @@ class FakeConfig:
     expired_token_status: ExpiredTokenStatus = 401
     tickets_have_team_id: bool = True
     update_answer_shape: AnswerShape = "object"
+    ticketids_ignored: bool = False
+    list_page_cap: int | None = None
     wrapped_lookups: frozenset[str] = field(default_factory=frozenset)
     latency_s: float = 0.0
     mock_latency: bool = False
@@ -114,13 +121,15 @@ class FakeConfig:
         if self.expired_token_status not in get_args(ExpiredTokenStatus):
             raise ValueError("expired_token_status must be 400, 401 or 'alternate'")
         if self.update_answer_shape not in get_args(AnswerShape):
-            raise ValueError("update_answer_shape must be 'object', 'array' or 'wrapped'")
+            raise ValueError("update_answer_shape must be 'object', 'array', 'wrapped' or 'first'")
         if self.schema_version not in get_args(SchemaVersion):
             raise ValueError("schema_version must be '2024-09' or 'newer'")
         if self.agent_paging not in get_args(PagingMode):
             raise ValueError("agent_paging must be 'honoured', 'ignored' or 'first_page_only'")
         if self.max_page_size <= 0:
             raise ValueError("max_page_size must be positive")
+        if self.list_page_cap is not None and self.list_page_cap < 1:
+            raise ValueError("list_page_cap must be a positive number of tickets, or None")
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
             raise ValueError("rate_limit must be text like '300/300s' or None")
 

@@ -166,7 +166,7 @@ class HaloApi:
         if method == "GET":
             if single is not None:
                 return Routed(self._single(single.group(1)))
-            return Routed(self._list(query))
+            return Routed(self._list(query, config))
         if method == "POST" and single is None:
             return self._post(path, body, config)
         return Routed(answers.html_answer(405))
@@ -249,16 +249,19 @@ class HaloApi:
             return answers.html_answer(404, f"No ticket found with id {raw_id}.")
         return answers.json_answer(200, ticket)
 
-    def _list(self, query: Mapping[str, str]) -> httpx.Response:
+    def _list(self, query: Mapping[str, str], config: FakeConfig) -> httpx.Response:
         ids = None
-        if "ticketids" in query:
+        if "ticketids" in query and not config.ticketids_ignored:
             ids = [i for i in map(_int, query["ticketids"].split(",")) if i is not None]
         tickets = self.state.listed(ids, include_details=_flag(query.get("includedetails")))
         count = len(tickets)
+        cap = min(config.list_page_cap or _MAX_PAGE_SIZE, _MAX_PAGE_SIZE)
         if _flag(query.get("pageinate")):
-            size = min(_int(query.get("page_size")) or 50, _MAX_PAGE_SIZE)
+            size = min(_int(query.get("page_size")) or 50, cap)
             page = max(_int(query.get("page_no")) or 1, 1)
             tickets = tickets[(page - 1) * size : page * size]
+        elif config.list_page_cap is not None:
+            tickets = tickets[:cap]
         return answers.json_answer(200, {"record_count": count, "tickets": tickets})
 
     def _post(self, path: str, body: DecodedBody, config: FakeConfig) -> Routed:
@@ -337,7 +340,7 @@ class HaloApi:
 def _shape(saved: list[Any], shape: str) -> Any:
     if shape == "wrapped":
         return {"tickets": saved}
-    if shape == "object" and len(saved) == 1:
+    if shape == "first" or (shape == "object" and len(saved) == 1):
         return saved[0]
     return saved
 

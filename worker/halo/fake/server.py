@@ -205,7 +205,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--expired-token-status", choices=["401", "400", "alternate"], default=None)
     parser.add_argument(
-        "--update-answer-shape", choices=["object", "array", "wrapped"], default=None
+        "--update-answer-shape", choices=["object", "array", "wrapped", "first"], default=None
     )
     parser.add_argument("--no-team-id", action="store_true", help="tickets carry no team_id")
     parser.add_argument("--wrapped-lookups", action="store_true")
