@@ -6,13 +6,13 @@
     waited = producer.wait_many(job_ids, timeout_s=60)  # one deadline for all of them
 
 Jobs are validated here first, so a bad job is refused with a message naming the key before
-anything is enqueued. This module needs only the broker and the result store: it imports
-neither the worker's Celery tasks nor its HTTP client.
+anything is enqueued. This module needs only the broker and the result store: it imports the
+contract, its one job publisher (`worker.publishing`) and `worker.handoff`, neither the
+worker's Celery tasks nor its HTTP client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import uuid
@@ -24,10 +24,9 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from producers.waiting import Progress, Waited, wait_for_records
-from worker.deferred import DeferredJobs
+from worker import handoff
 from worker.models import QUEUE, Job, parse_job, utc_now_iso
 from worker.publishing import send_job
-from worker.records import Records
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger("halo.producer")
@@ -68,9 +67,6 @@ class Producer:
         self.redis = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, **options
         )
-        # Waiting only reads records; the TTL is the worker's business.
-        self.records = Records(self.redis, ttl_s=1)
-        self.deferred = DeferredJobs(self.redis)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
@@ -112,8 +108,8 @@ class Producer:
                 retryable=True,
             ) from None
         try:
-            # The safety net for a message the broker loses (see DeferredJobs.track).
-            self.deferred.track(job_id, {"job": payload, "submitted_at": submitted_at})
+            # The safety net for a message the broker loses (see `worker.handoff`).
+            handoff.track(self.redis, job_id, {"job": payload, "submitted_at": submitted_at})
         except redis.RedisError as exc:
             # Accepted all the same: the job is on the queue, only without the net.
             log.warning(
@@ -125,11 +121,11 @@ class Producer:
 
     def result(self, job_id: str) -> dict[str, Any] | None:
         """A job's record, or None while it has none."""
-        return self.records.get(job_id)
+        return handoff.read_record(self.redis, job_id)
 
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Block until a job's record exists (no polling), or return None after `timeout_s`."""
-        return self.records.wait(job_id, timeout_s)
+        return handoff.wait_for_record(self.redis, job_id, timeout_s)
 
     def wait_many(
         self, job_ids: Iterable[str], timeout_s: float, *, on_progress: Progress | None = None
@@ -155,8 +151,3 @@ class Producer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-def record_json(record: Mapping[str, Any]) -> str:
-    """A record as the CLI prints it: indented JSON."""
-    return json.dumps(record, indent=2, ensure_ascii=False)

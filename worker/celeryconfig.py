@@ -11,8 +11,7 @@ from typing import Any
 
 from kombu import Queue
 
-from worker.models import QUEUE, TASK_NAME
-from worker.probes import HEAD_MAX_BYTES
+from worker.models import MAX_MESSAGE_BYTES_PER_JOB, QUEUE, TASK_NAME
 from worker.settings import Settings
 
 BATCH_TASK_NAME = "halo.update_batch"
@@ -39,7 +38,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "dead_letter_ttl_s": settings.result_ttl_s,
             # A batch of HALO_BATCH_MAX jobs, each at most a one-job message's size, and one
             # more for framing: a longer item is dead-lettered before it is decoded.
-            "max_message_bytes": (settings.batch_max + 1) * HEAD_MAX_BYTES,
+            "max_message_bytes": (settings.batch_max + 1) * MAX_MESSAGE_BYTES_PER_JOB,
         },
         # kombu turns certificate checks off for a rediss:// broker given no SSL options.
         "broker_use_ssl": (

@@ -44,7 +44,7 @@ from typing import Any, Final, cast
 import redis
 
 from worker.keys import DEAD_LETTER_COUNTS, DEAD_LETTERS
-from worker.models import MAX_JOB_BYTES, utc_now_iso
+from worker.models import MAX_MESSAGE_BYTES_PER_JOB, utc_now_iso
 
 # A flood of garbage must not fill the broker's memory: 1,000 entries of at most 64 KiB each
 # (stored as text, or as base64 when that is shorter) is at most about 85 MiB. 64 KiB holds
@@ -55,10 +55,10 @@ MAX_RAW_BYTES: Final = 64 * 1024
 
 # Kept as long as result records are by default (HALO_RESULT_TTL_S): a week to notice.
 DEFAULT_TTL_S: Final = 7 * 24 * 3600
-# The largest item a worker decodes: a batch of the most jobs a batch may hold, each as large as
-# a one-job message may be (`worker.probes.HEAD_MAX_BYTES`), with one more for Celery's framing.
+# The largest item a worker decodes: a batch of the most jobs a batch may hold (HALO_BATCH_MAX is
+# at most 100), each as large as a one-job message may be, and one more for Celery's framing.
 # Anything larger is no message of the service's; `celery_config` sizes it from HALO_BATCH_MAX.
-DEFAULT_MAX_MESSAGE_BYTES: Final = (100 + 1) * 4 * MAX_JOB_BYTES  # HALO_BATCH_MAX is at most 100
+DEFAULT_MAX_MESSAGE_BYTES: Final = (100 + 1) * MAX_MESSAGE_BYTES_PER_JOB
 
 
 class Reason(StrEnum):

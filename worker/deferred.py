@@ -5,7 +5,8 @@ Keys (`worker.keys`):
     halo:deferred           jobs waiting to run again, scored by due time in ms (sorted set)
     halo:deferred:jobs      their payloads (hash)
     halo:unfinished         accepted jobs without a record yet, scored by when one was last
-                            seen on its way, in ms (sorted set); see `take_lost`
+                            seen on its way, in ms (sorted set); the producer adds them
+                            (`worker.handoff.track`), `take_lost` finds the lost ones
     halo:unfinished:jobs    their payloads (hash)
 
 A job leaves both sets in the same call that writes its record (`worker.records`). The mover
@@ -30,7 +31,6 @@ from worker.keys import (
     UNFINISHED,
     UNFINISHED_JOBS,
     job_state_key,
-    result_key,
 )
 
 # KEYS: state, deferred, deferred jobs. ARGV: job_id, due_ms, payload, requests
@@ -67,16 +67,6 @@ if score and tonumber(score) == tonumber(ARGV[2]) then
   return 1
 end
 return 0
-"""
-
-# KEYS: result, unfinished, unfinished jobs. ARGV: job_id, payload
-_TRACK = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
-           ARGV[1])
-redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
-return 1
 """
 
 # KEYS: unfinished, unfinished jobs, deferred, waiting hashes..., job queues...
@@ -136,7 +126,6 @@ class DeferredJobs:
         self._defer = client.register_script(_DEFER)
         self._take_due = client.register_script(_TAKE_DUE)
         self._release_moved = client.register_script(_RELEASE_MOVED)
-        self._track = client.register_script(_TRACK)
         self._take_lost = client.register_script(_TAKE_LOST)
 
     def defer(
@@ -182,19 +171,6 @@ class DeferredJobs:
     def release_moved(self, due: DueJob) -> None:
         """Forget a deferred job once it is back on the queue."""
         self._release_moved(keys=[DEFERRED, DEFERRED_JOBS], args=[due.job_id, due.lease])
-
-    def track(self, job_id: str, payload: dict[str, Any]) -> None:
-        """Remember an accepted job until it has a record (a no-op once it has one).
-
-        Kombu's Redis transport pops a message (BRPOP) before it records it as unacked, so a
-        worker killed between the two loses the message for good; so can a Redis that lost
-        its data. A job tracked here is published again if that happens (`take_lost`).
-        Idempotent: tracking a job again keeps its first entry.
-        """
-        self._track(
-            keys=[result_key(job_id), UNFINISHED, UNFINISHED_JOBS],
-            args=[job_id, json.dumps(payload)],
-        )
 
     def take_lost(
         self, *, quiet_s: float, limit: int, waiting: Sequence[str], queues: Sequence[str]

@@ -61,6 +61,10 @@ QUEUE: Final = "halo"
 # A job is one email rule action: its texts are a ticket summary and details, not attachments.
 # These bounds keep one job from exhausting a worker or the broker and are documented in the README.
 MAX_JOB_BYTES: Final = 256 * 1024
+# A kombu message carrying one job: the job (at most MAX_JOB_BYTES), base64 adds a third, plus
+# Celery's headers and the job's redacted view for events. Four times the job bound holds all
+# of that with room to spare.
+MAX_MESSAGE_BYTES_PER_JOB: Final = 4 * MAX_JOB_BYTES
 MAX_TEXT_CHARS: Final = 64 * 1024  # summary and details
 MAX_SHORT_TEXT_CHARS: Final = 1024  # ticket_id, status, priority, agent, team templates
 MAX_NESTING_DEPTH: Final = 32  # of `variables` and `meta`; deeper JSON is refused, not parsed

@@ -15,12 +15,11 @@ from typing import Final, cast
 
 import redis
 
-from worker.models import MAX_JOB_BYTES
+from worker.models import MAX_MESSAGE_BYTES_PER_JOB
 
-# A kombu message carrying one job: the job (at most MAX_JOB_BYTES), base64 adds a third, plus
-# Celery's headers and the job's redacted view for events. Four times the job bound holds all
-# of that with room to spare; a released batch larger than this is not dated (see `QueueHead`).
-HEAD_MAX_BYTES: Final = 4 * MAX_JOB_BYTES
+# The head of a queue is fetched whole up to one job's message; a released batch larger than
+# this is not dated (see `QueueHead`).
+HEAD_MAX_BYTES: Final = MAX_MESSAGE_BYTES_PER_JOB
 
 # KEYS: the queue. ARGV: the largest item returned whole.
 # Returns nil (empty queue), the item, or {its length} when it is longer than ARGV[1].

@@ -4,7 +4,8 @@ Keys (`worker.keys`; the contract names the first two):
 
     halo:result:<job_id>    the record (string, JSON), expires after HALO_RESULT_TTL_S
     halo:results            the completion feed (stream: job_id, outcome, record)
-    halo:notify:<job_id>    a wake-up for producers blocked waiting on the record (list)
+    halo:notify:<job_id>    a wake-up for producers blocked waiting on the record (list;
+                            they wait with `worker.handoff.wait_for_record`)
     halo:failed-job:<job_id>
                             what `halo-jobs replay` needs of a failed job (hash): `connection`,
                             `job` (the payload as submitted; absent when it was invalid) and
@@ -22,7 +23,6 @@ and `details`, so it is kept no longer than the record it explains.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -131,33 +131,6 @@ class Records:
                 *(kept or ("", "")),
             ],
         )
-
-    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
-        """Block until a job's record exists, or `timeout_s` passes; no polling.
-
-        Uses its own connection for the blocking pop, so the shared pool's socket timeouts
-        do not cut it short.
-        """
-        deadline = time.monotonic() + timeout_s
-        record = self.get(job_id)
-        if record is not None or timeout_s <= 0:
-            return record
-        pool = self.redis.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        blocking_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        # `from_pool`: closing the client disconnects the pool, rather than leaving its socket
-        # to the garbage collector (which warns of it as unclosed).
-        with redis.Redis.from_pool(blocking_pool) as blocking:
-            while record is None:
-                remaining_s = deadline - time.monotonic()
-                if remaining_s <= 0:
-                    return None
-                popped = blocking.blpop([notify_key(job_id)], timeout=max(remaining_s, 0.01))
-                if popped:
-                    # Put the wake-up back for any other waiter on the same job.
-                    blocking.rpush(notify_key(job_id), "1")
-                record = self.get(job_id)
-        return record
 
 
 def _kept_for_replay(record: ResultRecord, job: Any) -> tuple[str, str] | None:

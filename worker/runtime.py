@@ -7,13 +7,14 @@ worker with a clear message instead of failing every job).
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
 import redis
 
 from worker.backlog import Backlogs
-from worker.connections import load_connections
+from worker.connections import Connection, load_connections
 from worker.governor import Governor
 from worker.halo.client import HaloClients, Timeouts
 from worker.results import ResultStore
@@ -67,18 +68,8 @@ def build_runtime(settings: Settings, *, transport: httpx.BaseTransport | None =
     store = ResultStore(client, ttl_s=settings.result_ttl_s)
     governor = Governor(client)
     backlogs = Backlogs(client)
-    clients = HaloClients(
-        connections,
-        timeouts=Timeouts(
-            connect_s=settings.http_connect_timeout_s,
-            read_s=settings.http_read_timeout_s,
-            lookup_ttl_s=settings.lookup_ttl_s,
-            token_refresh_margin_s=settings.token_refresh_margin_s,
-        ),
-        cache=RedisCache(client),
-        budget=governor,
-        transport=transport,
-        max_connections=settings.worker_concurrency + 16,
+    clients = halo_clients(
+        settings, connections, cache=RedisCache(client), budget=governor, transport=transport
     )
     policy = RetryPolicy(
         max_attempts=settings.retry_max_attempts,
@@ -97,6 +88,37 @@ def build_runtime(settings: Settings, *, transport: httpx.BaseTransport | None =
     tickets = TicketLines(client, quiet_s=settings.visibility_timeout_s + claim_lease_s(config))
     runner = JobRunner(store, clients, config, backlogs, tickets)
     return Runtime(settings, client, store, clients, runner, governor, backlogs, tickets)
+
+
+def halo_clients(
+    settings: Settings,
+    connections: Mapping[str, Connection],
+    *,
+    cache: RedisCache | None,
+    budget: Governor | None,
+    transport: httpx.BaseTransport | None = None,
+) -> HaloClients:
+    """Halo clients as the workers build theirs: the settings' HTTP timeouts, lookup TTL
+    (`HALO_LOOKUP_TTL_S`) and token refresh margin (`HALO_TOKEN_REFRESH_MARGIN_S`).
+
+    Args:
+        cache: the fleet's shared tokens and lookup lists; None keeps them in this process.
+        budget: the fleet's shared rate budget, which every request takes; None counts none.
+        transport: the HTTP transport (tests, the doctor's watcher); None is httpx's own.
+    """
+    return HaloClients(
+        connections,
+        timeouts=Timeouts(
+            connect_s=settings.http_connect_timeout_s,
+            read_s=settings.http_read_timeout_s,
+            lookup_ttl_s=settings.lookup_ttl_s,
+            token_refresh_margin_s=settings.token_refresh_margin_s,
+        ),
+        cache=cache,
+        budget=budget,
+        transport=transport,
+        max_connections=settings.worker_concurrency + 16,
+    )
 
 
 _lock = threading.Lock()

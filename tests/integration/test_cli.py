@@ -16,8 +16,8 @@ import redis
 
 from fakehalo import FakeHalo
 from integration.harness import new_job, run_job, wait_for_record
+from operators.bulk import submit_lines
 from ops.processes import BIN, free_port
-from producers.bulk import submit_lines
 from producers.jobs import Producer
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -27,15 +27,18 @@ HaloJobs = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def halo_jobs(env_for: Callable[..., dict[str, str]]) -> HaloJobs:
-    """Runs `halo-jobs ARGS...` (optionally with stdin) against the test Redis and fake."""
+    """Runs `halo-jobs ARGS...` (optionally with stdin, and with HALO_* settings given as
+    keywords) against the test Redis and fake."""
 
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, stdin: str | None = None, **settings: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / "halo-jobs"), *args],
             input=stdin,
             capture_output=True,
             text=True,
-            env=env_for(),
+            env=env_for(**settings),
             timeout=60,
             check=False,
         )
@@ -192,6 +195,29 @@ def test_preview_takes_its_halo_requests_from_the_connections_shared_budget(
     # Every request, the token request included, is in the fleet's sliding log for acme.
     assert redis_client.zcard("halo:rate:acme") == shown["halo_requests"]
     assert shown["warnings"] == []
+
+
+def test_preview_builds_its_halo_client_with_the_lookup_ttl_and_token_margin_workers_use(
+    halo_jobs: HaloJobs, tmp_path: Path, fake: FakeHalo, redis_client: redis.Redis
+) -> None:
+    job = job_file(tmp_path, new_job(status="Closed"))
+
+    first = halo_jobs("preview", job, lookup_ttl_s="30")
+
+    assert first.returncode == 0, first.stderr
+    lookups = list(redis_client.scan_iter(match="halo:lookup:acme:*"))
+    assert lookups, "the preview cached no lookup list for the fleet"
+    # Kept as long as HALO_LOOKUP_TTL_S says, not the client's default of 300 s.
+    assert all(0 < redis_client.ttl(key) <= 30 for key in lookups), {
+        key: redis_client.ttl(key) for key in lookups
+    }
+
+    # A margin longer than the fake's tokens live (an hour): the token the first preview cached
+    # for the fleet is already due for renewal, so this preview asks Halo for a new one.
+    second = halo_jobs("preview", job, token_refresh_margin_s="86400")
+
+    assert second.returncode == 0, second.stderr
+    assert len(fake.requests_to("POST", "/auth/token")) == 2
 
 
 def test_preview_of_a_job_that_changes_nothing_shows_no_request(

@@ -1,7 +1,7 @@
 """The operator's tools, end to end: `halo-jobs replay` against records a real worker wrote, and
 `halo-jobs doctor` against the fake Halo over HTTP and the private Redis.
 
-The CLI runs in this process (`producers.cli.main`) with the environment a worker has; replayed
+The CLI runs in this process (`operators.cli.main`) with the environment a worker has; replayed
 jobs are run by the module's real worker, and their records checked.
 """
 
@@ -21,8 +21,8 @@ from celery import Celery
 
 from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
 from integration.harness import SECRET_ENV, new_job, run_job, wait_for_record
+from operators.cli import main
 from ops.processes import RedisServer, free_port
-from producers.cli import main
 from producers.jobs import Producer
 from worker.connections import load_connections
 from worker.keys import failed_job_key, result_key

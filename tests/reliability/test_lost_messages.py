@@ -15,6 +15,7 @@ import pytest
 
 from reliability.audit import feed_job_ids, settle
 from reliability.fleet import Fleet, summary_of
+from worker import handoff
 from worker.deferred import DeferredJobs
 from worker.keys import BACKLOG_JOBS, DEFERRED, TICKET_WAITING, UNFINISHED, ticket_hold_key
 from worker.models import QUEUE
@@ -23,7 +24,8 @@ QUIET_S = 0.3
 
 
 def tracked(store: DeferredJobs, job_id: str) -> None:
-    store.track(job_id, {"job": {"job_id": job_id}, "submitted_at": "2026-11-29T00:00:00Z"})
+    payload = {"job": {"job_id": job_id}, "submitted_at": "2026-11-29T00:00:00Z"}
+    handoff.track(store.redis, job_id, payload)
 
 
 def lost(store: DeferredJobs) -> list[str]:

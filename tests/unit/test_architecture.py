@@ -73,9 +73,7 @@ def imports_of(path: Path) -> set[str]:
 
 
 def modules(package: str) -> dict[str, set[str]]:
-    return {
-        module_name(path): imports_of(path) for path in sorted((ROOT / package).rglob("*.py"))
-    }
+    return {module_name(path): imports_of(path) for path in sorted((ROOT / package).rglob("*.py"))}
 
 
 WORKER = modules("worker")
@@ -87,7 +85,7 @@ def touches(imported: set[str], prefix: str) -> bool:
 
 def test_the_rule_finds_the_modules_it_speaks_of() -> None:
     assert set(CORE) <= set(WORKER)
-    assert CELERY_EDGE <= set(WORKER)
+    assert set(WORKER) >= CELERY_EDGE
     assert touches(WORKER["worker.tasks"], "celery")
 
 
@@ -100,7 +98,7 @@ def test_only_the_glue_imports_celery_or_kombu(name: str) -> None:
 
 @pytest.mark.parametrize("name", CORE)
 def test_the_jobs_steps_import_no_glue(name: str) -> None:
-    glue = {g for g in CELERY_EDGE | {"worker.runtime", "worker.metrics", "worker.sentry"}}
+    glue = CELERY_EDGE | {"worker.runtime", "worker.metrics", "worker.sentry"}
     used = {g for g in glue if touches(WORKER[name], g)}
     assert not used, f"{name} imports {sorted(used)}"
 
@@ -115,7 +113,7 @@ def test_the_halo_client_knows_the_contract_but_no_jobs_lifecycle(name: str) -> 
     assert not outside, f"{name} imports {sorted(outside)}"
 
 
-def test_the_worker_and_the_producers_never_import_the_fake_halo() -> None:
-    for package in ("worker", "producers"):
+def test_the_worker_producers_and_operators_never_import_the_fake_halo() -> None:
+    for package in ("worker", "producers", "operators"):
         for name, imported in modules(package).items():
             assert not touches(imported, "fakehalo"), f"{name} imports the fake Halo"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from producers.bulk import EXIT_FAILED, EXIT_SUCCEEDED, EXIT_UNFINISHED, Progress, Tally
+from operators.bulk import EXIT_FAILED, EXIT_SUCCEEDED, EXIT_UNFINISHED, Progress, Tally
 
 
 def succeeded() -> dict[str, Any]:

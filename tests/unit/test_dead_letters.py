@@ -16,11 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu.transport import virtual
 
-from producers.dead import job_in, preview
+from operators.dead import job_in, preview
 from worker.celeryconfig import celery_config
 from worker.deadletters import MAX_RAW_BYTES, DeadLetter, Reason
-from worker.models import MAX_JOB_BYTES
-from worker.probes import HEAD_MAX_BYTES
+from worker.models import MAX_JOB_BYTES, MAX_MESSAGE_BYTES_PER_JOB
 from worker.settings import Settings
 from worker.transport import read_item
 
@@ -281,5 +280,5 @@ def test_an_item_longer_than_any_message_is_refused_before_it_is_decoded() -> No
 def test_the_workers_limit_holds_a_whole_batch_of_the_largest_jobs() -> None:
     settings = Settings(batch_max=20, connections_file=Path("unused.toml"))
     options = celery_config(settings)["broker_transport_options"]
-    assert options["max_message_bytes"] == 21 * HEAD_MAX_BYTES
-    assert HEAD_MAX_BYTES >= 4 * MAX_JOB_BYTES
+    assert options["max_message_bytes"] == 21 * MAX_MESSAGE_BYTES_PER_JOB
+    assert MAX_MESSAGE_BYTES_PER_JOB >= 4 * MAX_JOB_BYTES

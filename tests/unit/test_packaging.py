@@ -140,7 +140,7 @@ def test_starting_the_worker_and_the_producer_cli_loads_no_fake_halo() -> None:
     # The fake is importable here (the root is on the path): it must still not be loaded.
     probe = (
         "import json, sys\n"
-        "import worker.app, worker.tasks, producers, producers.cli\n"
+        "import worker.app, worker.tasks, producers, operators.cli\n"
         f"fakes = {list(FAKE_PACKAGES)!r}\n"
         "loaded = sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') "
         "for f in fakes))\n"

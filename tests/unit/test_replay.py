@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producers.failed import replay_job_id
-from producers.replay import parse_when
+from operators.failed import replay_job_id
+from operators.replay import parse_when
 from worker.models import JOB_ID_PATTERN
 
 

@@ -1,7 +1,7 @@
 """The doctor's `batching` line: whether a connection's backlog is batched, and why.
 
-Reads what the fleet learned about the tenant (`worker.learned`, in the result Redis) and the
-connection's ``batching`` setting; sends nothing to Halo.
+Reads what the fleet learned about the tenant (`worker.operations.tenant_facts`, in the result
+Redis) and the connection's ``batching`` setting; sends nothing to Halo.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import time
 
 import redis
 
-from producers.diagnosis import Check
+from operators.diagnosis import Check
 from worker.connections import Connection
-from worker.keys import learned_key
-from worker.learned import Learned, TenantFacts
+from worker.operations import TenantFacts, tenant_facts, tenant_facts_key
 
 
 def batching_check(connection: Connection, client: redis.Redis | None) -> Check:
@@ -26,7 +25,7 @@ def batching_check(connection: Connection, client: redis.Redis | None) -> Check:
     if client is None:
         return Check("warn", "batching", "unknown: Redis unreachable, where the fleet keeps it")
     try:
-        facts = Learned(client).facts(connection.name)
+        facts = tenant_facts(client, connection.name)
     except redis.RedisError as exc:
         return Check("warn", "batching", f"unknown: Redis failed ({type(exc).__name__})")
     return _auto(connection, facts, int(time.time() * 1000))
@@ -46,7 +45,7 @@ def _auto(connection: Connection, facts: TenantFacts, now_ms: int) -> Check:
             "ignores ticketids here; a backlog is released one job at a time"
         )
         fix = (
-            f"nothing to do; after a Halo upgrade, delete {learned_key(connection.name)} in "
+            f"nothing to do; after a Halo upgrade, delete {tenant_facts_key(connection.name)} in "
             "Redis to have it looked at again (it is forgotten a day after it was last seen)"
         )
         return Check("warn", "batching", detail, fix=fix)

@@ -26,7 +26,7 @@ from typing import Any, Final, TextIO
 
 import redis
 
-from producers.jobs import Producer, SubmitError
+from producers import Producer, SubmitError
 from worker.errors import InvalidJob
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_UNFINISHED = 0, 1, 2

@@ -5,7 +5,7 @@
     halo-jobs replay --job-id rule-7f3a:step-2 --yes              # resubmit one, without asking
 
 Each resubmitted job is a new job, `<job_id>:replay-<n>`, whose `meta` links it to the original
-(`replay_of`, `replay_count`); see `producers.failed` for how jobs are found and resubmitted.
+(`replay_of`, `replay_count`); see `operators.failed` for how jobs are found and resubmitted.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Final, TextIO
 
 import redis
 
-from producers.failed import (
+from operators.failed import (
     FailedJob,
     Filters,
     ReplayError,
@@ -30,7 +30,7 @@ from producers.failed import (
     parse_time,
     resubmit,
 )
-from producers.jobs import Producer, SubmitError
+from producers import Producer, SubmitError
 from worker.errors import ErrorCode, InvalidJob
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -1,9 +1,10 @@
 """`halo-jobs preview`: what a job would send to Halo, worked out against the live ticket.
 
-Renders, validates and resolves the job exactly as a worker would, diffs it against the ticket
-as Halo has it now, and shows the POST body it would send. It only reads from Halo, and its
-requests take the connection's shared budget like the workers' (when the result store
-answers), so a preview cannot push the fleet into Halo's rate limit.
+Renders, validates and resolves the job exactly as a worker would, with Halo clients built as
+a worker builds its own (the same timeouts, lookup TTL and token refresh margin), diffs it
+against the ticket as Halo has it now, and shows the POST body it would send. It only reads
+from Halo, and its requests take the connection's shared budget like the workers' (when the
+result store answers), so a preview cannot push the fleet into Halo's rate limit.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ from typing import Any
 
 import redis
 
+from worker import operations
 from worker.connections import load_connections
 from worker.errors import JobError
-from worker.governor import Governor
-from worker.halo.client import HaloClients, Timeouts
 from worker.models import Job, parse_job
-from worker.runtime import redis_client
 from worker.settings import get_settings
-from worker.sharedcache import RedisCache
 from worker.update import plan_update
 
 _UNMETERED = (
@@ -42,16 +40,9 @@ def preview(raw_job: str | dict[str, Any]) -> dict[str, Any]:
         connections = load_connections(settings.connections_file)
     except JobError as error:
         return {"error": error.to_dict()}
-    store = redis_client(settings.results_redis_url)
+    store = operations.result_redis(settings)
     shared = _answers(store)
-    clients = HaloClients(
-        connections,
-        timeouts=Timeouts(
-            connect_s=settings.http_connect_timeout_s, read_s=settings.http_read_timeout_s
-        ),
-        cache=RedisCache(store) if shared else None,
-        budget=Governor(store) if shared else None,
-    )
+    clients = operations.halo_clients(settings, connections, store=store if shared else None)
     try:
         client = clients.for_job(job.connection)
         plan = plan_update(job, client)

@@ -10,9 +10,9 @@ A replay is a new job, never the old one again (a job_id is an idempotency key: 
 it would only return the stored record). Its job_id is `<job_id>:replay-<n>`, n counting the
 replays of that job, hashed down to 128 characters when the original is long; its `meta` is
 the original's plus `replay_of` (the original job_id) and `replay_count` (n). The job itself
-comes from `halo:failed-job:<job_id>`, which the worker keeps beside each failed record for
-the record's lifetime (see `worker.records`); a job that was invalid has none, and is listed
-as not replayable.
+is what the worker keeps beside each failed record for the record's lifetime (read and taken
+through `worker.operations`); a job that was invalid has none, and is listed as not
+replayable.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from typing import Any, Final, cast
 
 import redis
 
-from producers.jobs import Producer
+from producers import Producer
 from worker.errors import ErrorCode
-from worker.keys import RESULTS_STREAM, failed_job_key, result_key
+from worker.keys import RESULTS_STREAM, result_key
 from worker.models import JOB_ID_PATTERN
+from worker.operations import kept_for_replay, take_for_replay
 
 # Feed entries per round trip: a few hundred KiB of records, whatever the size of the feed.
 _PAGE: Final = 500
@@ -40,14 +41,6 @@ _CLOCK_SLACK_MS: Final = 5 * 60 * 1000
 _MAX_JOB_ID: Final = 128
 # A new replay number is drawn until its job_id has no record; more than a few means a bug.
 _MAX_DRAWS: Final = 5
-
-# KEYS: failed job. Counts one more replay and returns {n, job}; nil when no job is kept.
-# Checking first keeps HINCRBY from creating a key without a TTL after the original expired.
-_TAKE_FOR_REPLAY = """
-local job = redis.call('HGET', KEYS[1], 'job')
-if not job then return nil end
-return {redis.call('HINCRBY', KEYS[1], 'replays', 1), job}
-"""
 
 
 @dataclass
@@ -149,33 +142,26 @@ def find_failed(
 
 def describe(client: redis.Redis, records: Sequence[dict[str, Any]]) -> list[FailedJob]:
     """Failed records with what replay knows of them: connection, replayable, replays so far."""
-    with client.pipeline(transaction=False) as pipe:
-        for record in records:
-            key = failed_job_key(str(record.get("job_id")))
-            pipe.hmget(key, ["connection", "replays"])
-            pipe.hexists(key, "job")
-        answers = pipe.execute()
+    kept_jobs = kept_for_replay(client, [str(record.get("job_id")) for record in records])
     jobs = []
-    for index, record in enumerate(records):
-        connection, replays = answers[2 * index]
-        kept = bool(answers[2 * index + 1])
+    for record, kept in zip(records, kept_jobs, strict=True):
         error = record.get("error") or {}
         code = str(error.get("code", ""))
         why_not = None
         if code == ErrorCode.INVALID_JOB:
             why_not = "the job was invalid"
-        elif not kept:
+        elif not kept.job_kept:
             why_not = "its job is not kept (expired, or it failed before replay existed)"
         jobs.append(
             FailedJob(
                 job_id=str(record.get("job_id")),
                 finished_at=str(record.get("finished_at", "")),
-                connection=connection or None,
+                connection=kept.connection,
                 code=code,
                 message=str(error.get("message", "")),
                 replayable=why_not is None,
                 not_replayable_because=why_not,
-                replays=int(replays or 0),
+                replays=kept.replays,
             )
         )
     return jobs
@@ -189,18 +175,16 @@ def resubmit(client: redis.Redis, producer: Producer, job_id: str) -> str:
         InvalidJob: the replay does not validate (e.g. meta pushed it over the size limit).
         SubmitError: the broker is unreachable; nothing was enqueued.
     """
-    take = client.register_script(_TAKE_FOR_REPLAY)
     for _ in range(_MAX_DRAWS):
-        taken = cast(list[Any] | None, take(keys=[failed_job_key(job_id)]))
+        taken = take_for_replay(client, job_id)
         if taken is None:
             raise ReplayError("its job is no longer kept (expired)")
-        count, raw = int(taken[0]), str(taken[1])
+        count, job = taken
         new_id = replay_job_id(job_id, count)
         if not client.exists(result_key(new_id)):
             break
     else:
         raise ReplayError(f"every replay job_id tried already has a record (last: {new_id})")
-    job: dict[str, Any] = json.loads(raw)
     meta = dict(job.get("meta") or {})
     meta.update(replay_of=job_id, replay_count=count)
     job.update(job_id=new_id, meta=meta)

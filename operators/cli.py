@@ -1,9 +1,9 @@
 """`halo-jobs`: submit jobs, read records, preview an update (CONTRACT §4); replay failed
-jobs and check a connection (`producers.replay`, `producers.doctor`); list and replay dead
-letters (`producers.dead`).
+jobs and check a connection (`operators.replay`, `operators.doctor`); list and replay dead
+letters (`operators.dead`).
 
 Exit codes: 0 succeeded (or submitted), 1 the job failed, 2 bad input, a timeout, or an
-unreachable broker (for a file of jobs, see `producers.bulk`). Errors are one readable line on
+unreachable broker (for a file of jobs, see `operators.bulk`). Errors are one readable line on
 stderr, never a traceback.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from producers import bulk, dead, health, replay
-from producers.jobs import Producer, SubmitError, record_json
+from operators import bulk, dead, health, replay
+from producers import Producer, SubmitError
 from worker.errors import InvalidJob
 from worker.models import MAX_JOB_BYTES
 
@@ -108,7 +108,7 @@ def _result(args: argparse.Namespace) -> int:
 
 def _preview(args: argparse.Namespace) -> int:
     # Imported here: previewing talks to Halo, and only this command needs the HTTP client.
-    from producers.preview import preview  # noqa: PLC0415
+    from operators.preview import preview  # noqa: PLC0415
 
     shown = preview(_read_job(args.file))
     print(json.dumps(shown, indent=2, ensure_ascii=False))
@@ -117,7 +117,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     # Imported here for the same reason as preview: it talks to Halo.
-    from producers.doctor import doctor  # noqa: PLC0415
+    from operators.doctor import doctor  # noqa: PLC0415
 
     return doctor(args.connection, ticket_id=args.ticket)
 
@@ -126,7 +126,7 @@ def _print_record(record: dict[str, Any] | None, job_id: str, wait_s: float | No
     if record is None:
         waited = f" after waiting {wait_s:g} s" if wait_s else ""
         raise CliError(f"job {job_id} has no result record{waited}")
-    print(record_json(record))
+    print(json.dumps(record, indent=2, ensure_ascii=False))
     return EXIT_OK if record.get("outcome") == "succeeded" else EXIT_FAILED
 
 

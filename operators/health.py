@@ -6,11 +6,11 @@ worker on this host consumed a message recently (its canary stamped the heartbea
 releases, the lost-job scan) finished a round within ``--max-age``; 1 otherwise, with one line
 saying why. It reads only the heartbeat file (``HALO_HEARTBEAT_FILE``), so it is quick and works
 while Redis is down: a worker that cannot reach its broker is exactly what it must report. See
-`worker.liveness`.
+`worker.liveness`; the check is `worker.operations.check_worker`.
 
 ``halo-jobs health`` checks the fleet through Redis: jobs waiting on a queue that no worker has
 consumed within ``--max-age``, retries overdue by more than that, parked jobs with no worker to
-release them (`worker.fleet.stalled_work`). Exit 0 when nothing is stalled, 1 with one line per
+release them (`worker.operations.stalled_work`). Exit 0 when nothing is stalled, 1 with one line per
 finding, 2 when Redis cannot be read.
 """
 
@@ -22,10 +22,7 @@ from typing import Any
 
 import redis
 
-from worker import fleet
-from worker.heartbeat import check
-from worker.models import QUEUE
-from worker.runtime import redis_client
+from worker import operations
 from worker.settings import get_settings
 
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
@@ -60,20 +57,14 @@ def run(args: argparse.Namespace) -> int:
         print("halo-jobs health: --max-age must be positive", file=sys.stderr)
         return EXIT_USAGE
     if args.worker:
-        verdict = check(settings.heartbeat_file, max_age_s, home_queue=QUEUE)
+        verdict = operations.check_worker(settings, max_age_s=max_age_s)
         if verdict.healthy:
             print(f"healthy: {verdict.reason}")
             return EXIT_HEALTHY
         print(f"unhealthy: {verdict.reason}", file=sys.stderr)
         return EXIT_UNHEALTHY
-    results = redis_client(settings.results_redis_url)
-    broker = (
-        results
-        if settings.broker_url == settings.results_redis_url
-        else redis_client(settings.broker_url)
-    )
     try:
-        findings = fleet.stalled_work(broker, results, max_age_s=max_age_s)
+        findings = operations.stalled_work(settings, max_age_s=max_age_s)
     except redis.RedisError as exc:
         print(
             f"halo-jobs health: cannot read the fleet's state from Redis ({type(exc).__name__})",

@@ -18,9 +18,10 @@
     ok   batching    on: list reads honour ticketids (seen 4 min ago); no POST of several ...
     1 check(s) failed, 12 passed
 
-Every Halo request goes through the worker's own `HaloClient`, so it is budgeted by the fleet's
-shared governor (when Redis answers), counted and classified exactly as a job's would be; a
-`producers.diagnosis.Watcher` under it sees timings, the scope granted and Halo's words on a
+Every Halo request goes through the worker's own `HaloClient`, built as the workers build theirs
+(`worker.operations.halo_clients`), so it is budgeted by the fleet's shared governor (when
+Redis answers), counted and classified exactly as a job's would be; a
+`operators.diagnosis.Watcher` under it sees timings, the scope granted and Halo's words on a
 refusal, and keeps no token. The doctor asks for its own token (it neither
 reads nor replaces the fleet's cached one), so the credentials are tested as configured here.
 It only reads Halo: whether the application may write (edit:tickets, closed tickets, status
@@ -44,8 +45,8 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import ValidationError
 
-from producers.batching import batching_check
-from producers.diagnosis import (
+from operators.batching import batching_check
+from operators.diagnosis import (
     Check,
     Exchange,
     Watcher,
@@ -56,10 +57,10 @@ from producers.diagnosis import (
 )
 from worker.connections import Connection, ConnectionsError, load_connections
 from worker.errors import JobError
-from worker.governor import Governor
-from worker.halo.client import HaloClient, HaloClients, Timeouts, Unmetered
+from worker.halo.client import HaloClient
 from worker.halo.errors import halo_could_not_answer, route_answers, summarize_body
 from worker.halo.lookups import LookupKind
+from worker.operations import halo_clients, rate_limit
 from worker.settings import Settings, get_settings
 
 # Scopes that allow a ticket update (FACTS, Authentication).
@@ -108,20 +109,17 @@ class _Doctor:
             self.add(Check("skip", "halo", "not contacted: fix the configuration first"))
             return
         client = self._redis()
-        governor = Governor(client) if client is not None else None
         watcher = Watcher(connection.token_url)
-        clients = HaloClients(
+        clients = halo_clients(
+            self.settings,
             {connection.name: connection},
-            timeouts=Timeouts(
-                connect_s=self.settings.http_connect_timeout_s,
-                read_s=self.settings.http_read_timeout_s,
-            ),
-            budget=governor or Unmetered(),
+            store=client,
+            share_cache=False,
             transport=watcher,
         )
         try:
             self._halo(clients.for_job(connection.name), watcher, ticket_id)
-            self._rate_limit(connection, governor)
+            self._rate_limit(connection, client)
             self.add(batching_check(connection, client))
         finally:
             clients.close()
@@ -260,10 +258,10 @@ class _Doctor:
 
     # -- rate limit ----------------------------------------------------------------------------
 
-    def _rate_limit(self, connection: Connection, governor: Governor | None) -> None:
+    def _rate_limit(self, connection: Connection, client: redis.Redis | None) -> None:
         configured = connection.rate_limit
         try:
-            effective = governor.effective_limit(connection) if governor else None
+            effective = rate_limit(client, connection) if client is not None else None
         except redis.RedisError:
             effective = None
         if effective is None:

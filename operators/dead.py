@@ -12,7 +12,8 @@ twice never updates Halo twice. A replayed entry leaves the list.
 
 The list never shows an item's content beyond a short preview: a job's ids and ticket id
 template (as Flower shows them), a JSON object's key names, or the first characters of text.
-See `worker.deadletters` for the list itself.
+See `worker.deadletters` for the list itself, which this command reads and changes through
+`worker.operations`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from typing import Any, Final
 
 import redis
 
-from producers.jobs import Producer, SubmitError
-from worker import deadletters
-from worker.deadletters import DeadLetter, Stored
+from producers import Producer, SubmitError
+from worker import operations
 from worker.errors import InvalidJob
 from worker.models import parse_job, redacted_fields
+from worker.operations import DeadLetter, Stored
 from worker.settings import get_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -115,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1:
         return _fail("--limit must be a positive whole number")
     settings = get_settings()
-    client = _broker_redis(settings.broker_url)
+    client = operations.broker_redis(settings)
     try:
-        entries = [_entry(stored) for stored in deadletters.read(client, args.limit)]
+        entries = [_entry(stored) for stored in operations.dead_letters(client, args.limit)]
         if args.ids:
             entries = [e for e in entries if any(e.letter.id.startswith(i) for i in args.ids)]
         if not args.replay:
@@ -175,7 +176,7 @@ def _replay_one(client: redis.Redis, producer: Producer, entry: Entry) -> None:
         entry.replay_error = str(exc)
         _note(f"{entry.letter.id} not replayed: {exc}")
         return
-    deadletters.remove(client, entry.stored)
+    operations.remove_dead_letter(client, entry.stored)
 
 
 def _entry(stored: Stored) -> Entry:
@@ -186,7 +187,8 @@ def _entry(stored: Stored) -> Entry:
 def job_in(letter: DeadLetter) -> tuple[dict[str, Any] | None, str]:
     """The valid job a dead letter's item holds, or None and why it holds none."""
     if letter.truncated:
-        return None, f"kept cut to {deadletters.MAX_RAW_BYTES} bytes of {letter.size_bytes}"
+        cut_to = operations.DEAD_LETTER_MAX_RAW_BYTES
+        return None, f"kept cut to {cut_to} bytes of {letter.size_bytes}"
     payload = _json(letter.raw_bytes())
     if payload is None:
         return None, "not JSON"
@@ -273,15 +275,6 @@ def _show(entries: list[Entry], args: argparse.Namespace) -> None:
     replayable = sum(1 for entry in entries if entry.job is not None)
     more = "; more may exist: raise --limit" if len(entries) >= args.limit else ""
     print(f"{len(entries)} dead letter(s), newest first, {replayable} holding a job{more}")
-
-
-def _broker_redis(url: str) -> redis.Redis:
-    """A client of the broker's Redis, where the list is. ``rediss://`` verifies
-    certificates."""
-    options: dict[str, Any] = {"ssl_cert_reqs": "required"} if url.startswith("rediss") else {}
-    return redis.Redis.from_url(
-        url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, **options
-    )
 
 
 def _note(text: str) -> None:
