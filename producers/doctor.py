@@ -48,6 +48,7 @@ from worker.errors import JobError
 from worker.governor import Governor
 from worker.halo.client import HaloClient, HaloClients, Timeouts, Unmetered
 from worker.halo.lookups import LookupKind
+from worker.redisconn import RedisOptions, connect
 from worker.settings import Settings, get_settings
 
 # Scopes that allow a ticket update (FACTS, Authentication).
@@ -150,11 +151,9 @@ class _Doctor:
     def _redis(self) -> redis.Redis | None:
         url = self.settings.results_redis_url
         shown = _without_password(url)
-        options: dict[str, Any] = {"ssl_cert_reqs": "required"} if url.startswith("rediss") else {}
+        options = RedisOptions.from_settings(self.settings)
         try:
-            client = redis.Redis.from_url(
-                url, decode_responses=True, socket_timeout=5, socket_connect_timeout=3, **options
-            )
+            client = connect(url, options, socket_timeout_s=5, connect_timeout_s=3)
             client.ping()
         except (redis.RedisError, OSError, ValueError) as exc:
             detail = (

@@ -35,6 +35,7 @@ from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
 from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
+from worker.redisconn import RedisOptions, warn_if_insecure
 from worker.runtime import redis_client, runtime
 from worker.settings import get_settings
 
@@ -44,6 +45,10 @@ _LOST_SCAN_S = 5.0
 # Every task takes its messages through a guard against malformed ones (worker.strategy).
 app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")
 app.conf.update(celery_config(settings))
+# Workers and Flower both import this module: each says so when Redis TLS is not verified.
+warn_if_insecure(
+    RedisOptions.from_settings(settings), settings.broker_url, settings.result_url or ""
+)
 
 
 @signals.setup_logging.connect
@@ -114,7 +119,7 @@ def _start_background(**_: Any) -> None:
     broker = (
         current.redis
         if current.settings.broker_url == current.settings.results_redis_url
-        else redis_client(current.settings.broker_url)
+        else redis_client(current.settings.broker_url, current.settings)
     )
     retired = every(_LOST_SCAN_S, partial(fleet.drain_retired_queue, broker))
     start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch, lost, retired])

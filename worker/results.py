@@ -39,6 +39,7 @@ import redis
 
 from worker.errors import ErrorCode
 from worker.models import RESULTS_STREAM, Outcome, ResultRecord, result_key
+from worker.replication import NotReplicated, ReplicaAcks
 
 DEFERRED: Final = "halo:deferred"
 DEFERRED_JOBS: Final = "halo:deferred:jobs"
@@ -223,9 +224,11 @@ class DueJob:
 class ResultStore:
     """Records, the feed and job state in the result Redis (`HALO_RESULT_URL`)."""
 
-    def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, *, ttl_s: int, acks: ReplicaAcks | None = None) -> None:
         self.redis = client
         self.ttl_s = ttl_s
+        # Claims, journals, records and tracking entries wait for replicas (worker.replication).
+        self.acks = acks or ReplicaAcks()
         self._write = client.register_script(_WRITE_RECORD)
         self._begin = client.register_script(_BEGIN_RUN)
         self._defer = client.register_script(_DEFER)
@@ -255,27 +258,32 @@ class ResultStore:
             False when the job already had a record (then nothing was written).
         """
         kept = _kept_for_replay(record, job)
-        written = self._write(
-            keys=[
-                result_key(record.job_id),
-                RESULTS_STREAM,
-                _state_key(record.job_id),
-                _notify_key(record.job_id),
-                DEFERRED,
-                DEFERRED_JOBS,
-                failed_job_key(record.job_id),
-                UNFINISHED,
-                UNFINISHED_JOBS,
-            ],
-            args=[
-                record.model_dump_json(),
-                self.ttl_s,
-                record.job_id,
-                record.outcome.value,
-                _NOTIFY_TTL_S,
-                "1" if kept else "0",
-                *(kept or ("", "")),
-            ],
+        written = self.acks.write(
+            self.redis,
+            f"the record of job {record.job_id}",
+            lambda pipe: self._write(
+                keys=[
+                    result_key(record.job_id),
+                    RESULTS_STREAM,
+                    _state_key(record.job_id),
+                    _notify_key(record.job_id),
+                    DEFERRED,
+                    DEFERRED_JOBS,
+                    failed_job_key(record.job_id),
+                    UNFINISHED,
+                    UNFINISHED_JOBS,
+                ],
+                args=[
+                    record.model_dump_json(),
+                    self.ttl_s,
+                    record.job_id,
+                    record.outcome.value,
+                    _NOTIFY_TTL_S,
+                    "1" if kept else "0",
+                    *(kept or ("", "")),
+                ],
+                client=pipe,
+            ),
         )
         return bool(written)
 
@@ -330,7 +338,20 @@ class ResultStore:
         that dies holding a claim blocks its job only until the lease ends.
         """
         token = uuid.uuid4().hex
-        taken = bool(self.redis.set(_claim_key(job_id), token, nx=True, px=int(lease_s * 1000)))
+        try:
+            taken = bool(
+                self.acks.write(
+                    self.redis,
+                    f"the claim of job {job_id}",
+                    lambda pipe: pipe.set(
+                        _claim_key(job_id), token, nx=True, px=int(lease_s * 1000)
+                    ),
+                )
+            )
+        except NotReplicated:
+            # Not relied on, so not held either: the redelivery may take it.
+            self._release_claim(keys=[_claim_key(job_id)], args=[token])
+            raise
         try:
             yield taken
         finally:
@@ -398,10 +419,19 @@ class ResultStore:
         worker killed between the two loses the message for good; so can a Redis that lost
         its data. A job tracked here is published again if that happens (`take_lost`).
         Idempotent: tracking a job again keeps its first entry.
+
+        Raises:
+            NotReplicated: the replicas required did not confirm the entry (nor, since they
+                apply writes in order, the job's earlier push on the queue).
         """
-        self._track(
-            keys=[result_key(job_id), UNFINISHED, UNFINISHED_JOBS],
-            args=[job_id, json.dumps(payload)],
+        self.acks.write(
+            self.redis,
+            f"the tracking entry of job {job_id}",
+            lambda pipe: self._track(
+                keys=[result_key(job_id), UNFINISHED, UNFINISHED_JOBS],
+                args=[job_id, json.dumps(payload)],
+                client=pipe,
+            ),
         )
 
     def take_lost(
@@ -437,22 +467,33 @@ class ResultStore:
 
     def journal(self, job_id: str) -> RedisJournal:
         """The write journal of one job (see `worker.update.WriteJournal`)."""
-        return RedisJournal(self.redis, _state_key(job_id))
+        return RedisJournal(self.redis, _state_key(job_id), self.acks)
 
 
 class RedisJournal:
     """Remembers, in the job's state hash, the fields a run was about to POST."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
+    def __init__(self, client: redis.Redis, key: str, acks: ReplicaAcks | None = None) -> None:
         self._redis = client
         self._key = key
+        self._acks = acks or ReplicaAcks()
 
     def recall(self) -> list[str] | None:
         raw = self._redis.hget(self._key, "journal")
         return list(json.loads(raw)) if raw else None
 
     def note(self, changed_fields: list[str]) -> None:
-        self._redis.hset(self._key, "journal", json.dumps(changed_fields))
+        """Note the fields before the POST; returns only once the replicas required have the
+        note, so the POST is never sent on a note a failover could lose.
+
+        Raises:
+            NotReplicated: too few replicas confirmed; the POST must not be sent.
+        """
+        self._acks.write(
+            self._redis,
+            f"the write journal of {self._key}",
+            lambda pipe: pipe.hset(self._key, "journal", json.dumps(changed_fields)),
+        )
 
 
 def _kept_for_replay(record: ResultRecord, job: Any) -> tuple[str, str] | None:
