@@ -102,9 +102,12 @@ class ReplicationGroup(contextlib.ExitStack):
     def __enter__(self) -> Self:
         super().__enter__()
         try:
-            for server in (self.primary, self.replica, *self.sentinels):
-                server.start()
-                self.callback(server.stop)
+            for data_node in (self.primary, self.replica):
+                data_node.start()
+                self.callback(data_node.stop)
+            for sentinel in self.sentinels:
+                sentinel.start()
+                self.callback(sentinel.stop)
             self.wait_until_watched(timeout_s=30)
         except BaseException:
             self.close()
@@ -171,6 +174,7 @@ class ReplicationGroup(contextlib.ExitStack):
 def _is_writable_primary(port: int) -> bool:
     try:
         with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as client:
-            return client.info("replication").get("role") == "master"
+            role: object = client.info("replication").get("role")
+            return role == "master"
     except redis.RedisError:
         return False
