@@ -149,13 +149,15 @@ end
 return 0
 """
 
-# KEYS: result, unfinished, unfinished jobs. ARGV: job_id, payload
+# KEYS: unfinished, unfinished jobs. ARGV: job_id, payload, result key
+# The record is only read, so its key is an argument: Redis ACLs count a script's declared keys
+# as written, and a producer (who runs this) may read records but never write one.
 _TRACK = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', ARGV[3]) == 1 then return 0 end
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+redis.call('ZADD', KEYS[1], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
            ARGV[1])
-redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -428,8 +430,8 @@ class ResultStore:
             self.redis,
             f"the tracking entry of job {job_id}",
             lambda pipe: self._track(
-                keys=[result_key(job_id), UNFINISHED, UNFINISHED_JOBS],
-                args=[job_id, json.dumps(payload)],
+                keys=[UNFINISHED, UNFINISHED_JOBS],
+                args=[job_id, json.dumps(payload), result_key(job_id)],
                 client=pipe,
             ),
         )
