@@ -167,6 +167,8 @@ def test_a_producers_credential_cannot_forge_a_record_or_touch_claims_budget_or_
             "poison a lookup cache": lambda: producer.set("halo:lookup:victim:status", "[]"),
             "drop the queue": lambda: producer.delete("halo"),
             "steal queued jobs": lambda: producer.rpop("halo"),
+            "steal queued jobs, blocking": lambda: producer.blpop(["halo"], timeout=0.1),
+            "expire the feed": lambda: producer.expire("halo:results", 1),
             "read a job's state": lambda: producer.hgetall("halo:job:victim"),
             "list every key": lambda: producer.keys("*"),
             "flush everything": producer.flushall,
