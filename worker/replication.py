@@ -10,8 +10,11 @@ approximate), but four writes carry the exactly-once promise:
 - the write journal (``halo:job:<job_id>`` field ``journal``), written before a Halo POST:
   lost, a rerun after a crash would not know the POST was sent;
 - the record and its feed entry (``halo:result:<job_id>``), written before the message is
-  acked: lost after the ack, the job would have no record (only the lost-job scan would
-  find it again, and run it a second time);
+  acked and before a producer waiting for it is woken: lost, the job would have no record
+  (the lost-job scan would run it again, minutes later), and a producer may already have
+  acted on one that then disappears. (A replica applies writes in order, so an ack that
+  survived implies the record did, on a single Redis; with the broker on another Redis
+  than the records, only the wait protects it.)
 - an accepted job's tracking entry (``halo:unfinished``), written by the producer after the
   queue push: the producer says "accepted" only once a replica has both.
 
