@@ -21,7 +21,7 @@ from ops.bench_measure import (
     wait_until,
 )
 from ops.bench_rig import ConnectionSpec, Rig, job
-from worker.models import result_key
+from worker.keys import result_key
 
 TICKETS = 500
 # 60/10s is 6 requests/s; batches of 20 jobs per 2 requests drain about 57 jobs/s. The

@@ -73,10 +73,10 @@ def _time_jobs(stores: dict[str, ResultStore], run: str) -> list[dict[str, float
 
 def _one_job(store: ResultStore, job_id: str) -> float:
     started = time.perf_counter()
-    with store.claim(job_id, lease_s=60) as taken:
+    with store.claims.claim(job_id, lease_s=60) as taken:
         assert taken
-        store.journal(job_id).note(["summary"])
-        store.write(_record(job_id))
+        store.claims.journal(job_id).note(["summary"])
+        store.records.write(_record(job_id))
     return (time.perf_counter() - started) * 1000
 
 

@@ -21,9 +21,8 @@ import redis
 from ops.bench_noop import DONE_KEY
 from ops.processes import BIN, FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
-from worker.backlog import backlog_key
 from worker.halo.fake.seeds import plain_ticket
-from worker.models import RESULTS_STREAM, result_key
+from worker.keys import RESULTS_STREAM, backlog_key, backlog_taken_key, rate_key, result_key
 
 SECRET_ENV = "HALO_BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret.
 # The fake Halo's built-in demo credentials: not a secret of any real Halo.
@@ -184,6 +183,7 @@ class Rig(contextlib.ExitStack):
             "".join(
                 f"[connections.{c.name}]\n"
                 f'url = "{c.fake.url}"\n'
+                "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
                 f'client_id = "{CLIENT_ID}"\n'
                 f'client_secret_env = "{SECRET_ENV}"\n'
                 f'rate_limit = "{c.rate_limit}"\n'
@@ -239,7 +239,7 @@ class Rig(contextlib.ExitStack):
         """Jobs of `connection` waiting in its backlog, including those being released."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(backlog_key(connection))
-        pipe.zcard(backlog_key(connection) + ":taken")
+        pipe.zcard(backlog_taken_key(connection))
         return sum(int(n) for n in pipe.execute())
 
     def grants(self, connection: str) -> dict[str, float]:
@@ -248,7 +248,7 @@ class Rig(contextlib.ExitStack):
         offset_s = time.time() - time.monotonic()
         log = cast(
             list[tuple[str, float]],
-            self.redis.zrange(f"halo:rate:{connection}", 0, -1, withscores=True),
+            self.redis.zrange(rate_key(connection), 0, -1, withscores=True),
         )
         return {str(member): float(ms) / 1000 - offset_s for member, ms in log}
 

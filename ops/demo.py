@@ -3,10 +3,15 @@
 Uses the Redis at HALO_BROKER_URL when one answers there, else starts a private one; starts the
 fake Halo and a worker; submits the three use cases of the Update Halo Ticket action and one
 job that fails; prints the records as a table; stops everything it started.
+
+    python -m ops.demo [--profile current|legacy|strict]     (make demo PROFILE=legacy)
+
+`--profile` picks the tenant the fake Halo plays (`worker/halo/fake/profiles.py`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -18,6 +23,7 @@ from typing import Any
 
 from ops.processes import FakeHaloProcess, RedisServer, WorkerProcess, redis_reachable, service_env
 from producers.jobs import Producer
+from worker.halo.fake.profiles import DEFAULT_PROFILE, PROFILES
 
 DEMO_SECRET_ENV = "HALO_DEMO_SECRET"  # noqa: S105 - the name of a variable, not a secret.
 # The fake Halo's built-in demo credentials: not a secret of any real Halo.
@@ -69,7 +75,12 @@ def demo_jobs(run: str) -> list[dict[str, Any]]:
     ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ops.demo", description="Run the demo end to end.")
+    parser.add_argument(
+        "--profile", choices=PROFILES, default=DEFAULT_PROFILE, help="the tenant the fake plays"
+    )
+    profile = parser.parse_args(argv).profile
     started_s = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="halo-demo-") as tmp:
         workdir = Path(tmp)
@@ -81,12 +92,15 @@ def main() -> int:
             redis_server = RedisServer(workdir / "redis").start()
             broker_url = redis_server.url
             print(f"Redis: none at HALO_BROKER_URL, started a private one at {broker_url}")
-        fake = FakeHaloProcess(workdir / "halo-fake.log", args=["--seed", "demo"]).start()
-        print(f"Fake Halo: {fake.url}")
+        fake = FakeHaloProcess(
+            workdir / "halo-fake.log", args=["--seed", "demo", "--profile", profile]
+        ).start()
+        print(f"Fake Halo: {fake.url} (profile {profile})")
         connections = workdir / "connections.toml"
         connections.write_text(
             "[connections.demo]\n"
             f'url = "{fake.url}"\n'
+            "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
             f'client_id = "{DEMO_CLIENT[0]}"\n'
             f'client_secret_env = "{DEMO_SECRET_ENV}"\n'
         )

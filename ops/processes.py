@@ -20,6 +20,10 @@ from typing import IO, Self
 import redis
 
 BIN = Path(sys.executable).parent
+# The tasks page's columns: a job's redacted arguments, when it was submitted, and its outcome
+# (result for SUCCESS, exception for FAILURE and RETRY; see worker/outcomes.py). Flower's
+# default shows none of them. Compose and Kubernetes set the same (FLOWER_TASKS_COLUMNS).
+FLOWER_TASKS_COLUMNS = "name,uuid,state,result,exception,args,kwargs,received,runtime,worker"
 
 
 class ProcessError(RuntimeError):
@@ -275,7 +279,7 @@ class FlowerProcess(_Process):
                 f"--port={self.port}",
                 "--address=127.0.0.1",
             ],
-            self.env,
+            {"FLOWER_TASKS_COLUMNS": FLOWER_TASKS_COLUMNS, **self.env},
         )
         self._wait_for("Visit me at", timeout_s)
         return self

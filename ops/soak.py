@@ -40,7 +40,7 @@ import redis
 
 from ops.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
-from worker.models import RESULTS_STREAM, result_key
+from worker.keys import CLAIM_PREFIX, DEFERRED, RESULTS_STREAM, UNFINISHED, result_key
 
 SECRET_ENV = "HALO_SOAK_SECRET"  # noqa: S105 - the name of a variable, not a secret.
 # The fake's built-in demo credentials: not a secret of any real Halo.
@@ -196,7 +196,9 @@ def soak(root: Path, *, jobs: int, workers: int, rate: float, max_s: float) -> d
             control.post("/_fake/tickets", json=ticket).raise_for_status()
         connections = root / "connections.toml"
         connections.write_text(
-            f'[connections.acme]\nurl = "{fake.url}"\nclient_id = "{CLIENT_ID}"\n'
+            # The fake Halo serves plain http on loopback.
+            f'[connections.acme]\nurl = "{fake.url}"\nallow_insecure_http = true\n'
+            f'client_id = "{CLIENT_ID}"\n'
             f'client_secret_env = "{SECRET_ENV}"\nrate_limit = "{RATE_LIMIT}"\n'
         )
         env = service_env(
@@ -300,9 +302,9 @@ def tally(client: redis.Redis, control: httpx.Client, job_ids: list[str]) -> dic
         # The same values saved again: harmless for an update, but counted.
         "duplicate_posts": sum(n - 1 for n in saved.values() if n > 1),
         "left_in_redis": {
-            "deferred": int(client.zcard("halo:deferred")),
-            "unfinished": int(client.zcard("halo:unfinished")),
-            "claims": len(list(client.scan_iter("halo:claim:*"))),
+            "deferred": int(client.zcard(DEFERRED)),
+            "unfinished": int(client.zcard(UNFINISHED)),
+            "claims": len(list(client.scan_iter(CLAIM_PREFIX + "*"))),
         },
     }
 

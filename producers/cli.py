@@ -1,5 +1,6 @@
 """`halo-jobs`: submit jobs, read records, preview an update (CONTRACT §4); replay failed
-jobs and check a connection (`producers.replay`, `producers.doctor`).
+jobs and check a connection (`producers.replay`, `producers.doctor`); list and replay dead
+letters (`producers.dead`).
 
 Exit codes: 0 succeeded (or submitted), 1 the job failed, 2 bad input, a timeout, or an
 unreachable broker (for a file of jobs, see `producers.bulk`). Errors are one readable line on
@@ -15,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from producers import bulk, health, replay
+from producers import bulk, dead, health, replay
 from producers.jobs import Producer, SubmitError, record_json
 from worker.errors import InvalidJob
 from worker.models import MAX_JOB_BYTES
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     preview.set_defaults(run=_preview)
 
     replay.add_parser(commands)
+    dead.add_parser(commands)
     health.add_parser(commands)
 
     doctor = commands.add_parser(

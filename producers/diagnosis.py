@@ -127,8 +127,8 @@ def explain(  # noqa: PLR0911 - a table of failures, one return each, read top d
         return Check("FAIL", name, "404: Halo has no ticket with this id", said, fix)
     if status == 404:
         fix = (
-            "check url: it must be the Halo web address (https://<tenant>.halopsa.com), "
-            "without /api: the API is <url>/api"
+            "check url: it must be the Halo web address (https://<tenant>.halopsa.com) or the "
+            "Resource Server URL from Halo's API settings (<web address>/api)"
         )
         return Check("FAIL", name, "404: Halo has no such API endpoint", said, fix)
     if isinstance(error, HaloAuthFailed):
@@ -145,6 +145,17 @@ def explain(  # noqa: PLR0911 - a table of failures, one return each, read top d
     return Check("FAIL", name, str(error) if error else "no answer", said)
 
 
+def route_missing(connection: Connection, said: str | None) -> Check:
+    """`GET /api/Status` answered 404: Halo's API is not at the connection's url."""
+    detail = f"404: Halo's API is not at {connection.api_url} (GET /api/Status)"
+    fix = (
+        f"url is {connection.url}; set it to the Halo web address (https://<tenant>.halopsa.com) "
+        "or the Resource Server URL from Halo's API settings (<web address>/api). Until then "
+        "every job on this connection fails with halo_unexpected_response, naming the url"
+    )
+    return Check("FAIL", "api route", detail, said, fix)
+
+
 def token_refused(connection: Connection, token: Exchange) -> Check:
     """A token request Halo refused, or that never reached it."""
     if token.error is not None:
@@ -152,8 +163,9 @@ def token_refused(connection: Connection, token: Exchange) -> Check:
     said = summarize_body(token.body_head) if token.body_head else None
     if token.status not in (400, 401, 403):
         fix = (
-            f"check url and auth_url (default {connection.url}/auth): "
-            f"{connection.token_url} is not Halo's token endpoint"
+            f"check url and auth_url (default {connection.url}/auth; Halo's API settings show "
+            f"it as the Authorisation Server): {connection.token_url} is not Halo's token "
+            "endpoint"
         )
         return Check("FAIL", "token", f"{token.status}: no token endpoint there", said, fix)
     if "invalid_scope" in token.body_head:

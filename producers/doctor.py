@@ -3,9 +3,10 @@
     $ halo-jobs doctor acme --ticket 4711
     ok   file        /etc/halo/connections.toml has [connections.acme]
     ok   secret      HALO_ACME_SECRET is set (value not shown)
-    ok   connection  https://acme.halopsa.com, client id "3f1c...", scope "all"
+    ok   connection  https://acme.halopsa.com/api, client id "3f1c...", scope "all"
     ok   redis       redis://redis:6379/0 answers; the doctor's requests count against the budget
-    ok   token       issued in 120 ms, scope "all"
+    ok   token       issued in 120 ms by https://acme.halopsa.com/auth/token, scope "all"
+    ok   api route   https://acme.halopsa.com/api answers (GET /api/Status: 200 in 35 ms)
     ok   statuses    12 read in 35 ms
     ok   agents      8 read in 30 ms
     FAIL teams       403: the API application's agent lacks permission to read teams
@@ -14,7 +15,8 @@
     ok   ticket      4711 read in 41 ms: SLA 1, status id 1
     ok   priorities  4 read for SLA 1 in 22 ms
     ok   rate limit  300/300s configured; Halo has stated no lower limit
-    1 check(s) failed, 10 passed
+    ok   batching    on: list reads honour ticketids (seen 4 min ago); no POST of several ...
+    1 check(s) failed, 12 passed
 
 Every Halo request goes through the worker's own `HaloClient`, so it is budgeted by the fleet's
 shared governor (when Redis answers), counted and classified exactly as a job's would be; a
@@ -42,11 +44,21 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import ValidationError
 
-from producers.diagnosis import Check, Exchange, Watcher, explain, quoted, token_refused
+from producers.batching import batching_check
+from producers.diagnosis import (
+    Check,
+    Exchange,
+    Watcher,
+    explain,
+    quoted,
+    route_missing,
+    token_refused,
+)
 from worker.connections import Connection, ConnectionsError, load_connections
-from worker.errors import JobError
+from worker.errors import HaloForbidden, JobError
 from worker.governor import Governor
 from worker.halo.client import HaloClient, HaloClients, Timeouts, Unmetered
+from worker.halo.errors import summarize_body
 from worker.halo.lookups import LookupKind
 from worker.redisconn import RedisOptions, connect
 from worker.settings import Settings, get_settings
@@ -111,6 +123,7 @@ class _Doctor:
         try:
             self._halo(clients.for_job(connection.name), watcher, ticket_id)
             self._rate_limit(connection, governor)
+            self.add(batching_check(connection, client))
         finally:
             clients.close()
             if client is not None:
@@ -144,7 +157,7 @@ class _Doctor:
             self.add(Check("FAIL", "connection", str(exc), fix=fix))
             return None
         client_id, scope = quoted(connection.client_id), quoted(connection.scope)
-        detail = f"{connection.url}, client id {client_id}, scope {scope}"
+        detail = f"{connection.api_url}, client id {client_id}, scope {scope}"
         self.add(Check("ok", "connection", detail))
         return connection
 
@@ -176,6 +189,9 @@ class _Doctor:
         checked = self._token_check(client.connection, token, statuses.error, watcher)
         if self.add(checked).status != "ok":
             self.add(Check("skip", "halo reads", "not tried without a token"))
+            return
+        if self.add(_route_check(client.connection, statuses, watcher)).status == "FAIL":
+            self.add(Check("skip", "halo reads", "not tried where Halo's API does not answer"))
             return
         self._lookup_check("statuses", "status", statuses, watcher)
         self._lookup_check(
@@ -219,7 +235,7 @@ class _Doctor:
         shown = f"scope {quoted(granted)}" if granted else "no scope stated by Halo"
         if granted and granted != asked:
             shown += f" (asked {quoted(asked)})"
-        detail = f"issued in {token.elapsed_ms:.0f} ms, {shown}"
+        detail = f"issued in {token.elapsed_ms:.0f} ms by {connection.token_url}, {shown}"
         if granted and not set(granted.split()) & _UPDATE_SCOPES:
             fix = (
                 'an update needs scope "all" or "edit:tickets": allow it in the Halo API '
@@ -286,6 +302,22 @@ def _secret_check(table: dict[str, Any]) -> Check:
         return Check("FAIL", "secret", f"{file_name} is empty")
     fix = "set client_secret_env (or client_secret_file) on the connection"
     return Check("FAIL", "secret", "the connection names no client secret", fix=fix)
+
+
+def _route_check(connection: Connection, statuses: _Read, watcher: Watcher) -> Check:
+    """Whether Halo's API answers at the url, judged from the status list's read as the
+    workers judge it (`HaloClient.check_api_route`): anything but a 404 shows the endpoint is
+    there. Only then can a 404 on a ticket mean "no such ticket"."""
+    last = next((e for e in reversed(watcher.exchanges) if not e.token_request), None)
+    status = getattr(statuses.error, "http_status", None)
+    if statuses.error is None or isinstance(statuses.error, HaloForbidden):
+        answered = f"{last.status} in {last.elapsed_ms:.0f} ms" if last and last.status else "ok"
+        detail = f"{connection.api_url} answers (GET /api/Status: {answered})"
+        return Check("ok", "api route", detail)
+    if status == 404:
+        said = summarize_body(last.body_head) if last and last.body_head else None
+        return route_missing(connection, said)
+    return Check("skip", "api route", "not known: GET /api/Status did not answer (see statuses)")
 
 
 @dataclass(frozen=True)

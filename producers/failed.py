@@ -11,7 +11,7 @@ it would only return the stored record). Its job_id is `<job_id>:replay-<n>`, n 
 replays of that job, hashed down to 128 characters when the original is long; its `meta` is
 the original's plus `replay_of` (the original job_id) and `replay_count` (n). The job itself
 comes from `halo:failed-job:<job_id>`, which the worker keeps beside each failed record for
-the record's lifetime (see `worker.results`); a job that was invalid has none, and is listed
+the record's lifetime (see `worker.records`); a job that was invalid has none, and is listed
 as not replayable.
 """
 
@@ -29,8 +29,8 @@ import redis
 
 from producers.jobs import Producer
 from worker.errors import ErrorCode
-from worker.models import JOB_ID_PATTERN, RESULTS_STREAM, result_key
-from worker.results import failed_job_key
+from worker.keys import RESULTS_STREAM, failed_job_key, result_key
+from worker.models import JOB_ID_PATTERN
 
 # Feed entries per round trip: a few hundred KiB of records, whatever the size of the feed.
 _PAGE: Final = 500

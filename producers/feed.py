@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import redis
 
-from worker.models import RESULTS_STREAM
+from worker.keys import RESULTS_STREAM
 
 
 @dataclass(frozen=True)

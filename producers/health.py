@@ -66,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_HEALTHY
         print(f"unhealthy: {verdict.reason}", file=sys.stderr)
         return EXIT_UNHEALTHY
-    results = redis_client(settings.results_redis_url)
+    results = redis_client(settings.results_redis_url, settings)
     broker = (
         results
         if settings.broker_url == settings.results_redis_url
-        else redis_client(settings.broker_url)
+        else redis_client(settings.broker_url, settings)
     )
     try:
         findings = fleet.stalled_work(broker, results, max_age_s=max_age_s)

@@ -23,7 +23,9 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from producers.waiting import Progress, Waited, wait_for_records
+from worker.deferred import DeferredJobs
 from worker.models import QUEUE, TASK_NAME, Job, parse_job, redacted_view, utc_now_iso
+from worker.records import Records
 from worker.redisconn import (
     RedisOptions,
     broker_transport_options,
@@ -32,7 +34,6 @@ from worker.redisconn import (
     warn_if_insecure,
 )
 from worker.replication import NotReplicated, ReplicaAcks
-from worker.results import ResultStore
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger("halo.producer")
@@ -87,7 +88,8 @@ class Producer:
         )
         self.redis = connect(url, options, socket_timeout_s=10, connect_timeout_s=5)
         # Waiting only reads records; the TTL is the worker's business.
-        self.results = ResultStore(self.redis, ttl_s=1, acks=acks)
+        self.records = Records(self.redis, ttl_s=1)
+        self.deferred = DeferredJobs(self.redis, acks=acks)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
@@ -137,7 +139,8 @@ class Producer:
                 task_id=job_id,
                 queue=QUEUE,
                 argsrepr=redacted_view(payload),
-                kwargsrepr="{}",
+                # A time, nothing from the job: Flower shows it as the worker does.
+                kwargsrepr=json.dumps({"submitted_at": submitted_at}),
                 retry=True,
             )
         except (OperationalError, redis.RedisError, OSError) as exc:
@@ -147,8 +150,8 @@ class Producer:
                 retryable=True,
             ) from None
         try:
-            # The safety net for a message the broker loses (see ResultStore.track).
-            self.results.track(job_id, {"job": payload, "submitted_at": submitted_at})
+            # The safety net for a message the broker loses (see DeferredJobs.track).
+            self.deferred.track(job_id, {"job": payload, "submitted_at": submitted_at})
         except NotReplicated as exc:
             # On the primary, but a failover could lose it: not "accepted" yet.
             raise SubmitError(
@@ -167,11 +170,11 @@ class Producer:
 
     def result(self, job_id: str) -> dict[str, Any] | None:
         """A job's record, or None while it has none."""
-        return self.results.get(job_id)
+        return self.records.get(job_id)
 
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Block until a job's record exists (no polling), or return None after `timeout_s`."""
-        return self.results.wait(job_id, timeout_s)
+        return self.records.wait(job_id, timeout_s)
 
     def wait_many(
         self, job_ids: Iterable[str], timeout_s: float, *, on_progress: Progress | None = None

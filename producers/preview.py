@@ -42,7 +42,7 @@ def preview(raw_job: str | dict[str, Any]) -> dict[str, Any]:
         connections = load_connections(settings.connections_file)
     except JobError as error:
         return {"error": error.to_dict()}
-    store = redis_client(settings.results_redis_url)
+    store = redis_client(settings.results_redis_url, settings)
     shared = _answers(store)
     clients = HaloClients(
         connections,

@@ -25,7 +25,7 @@ from typing import Any, Final, cast
 
 import redis
 
-from worker.models import RESULTS_STREAM, result_key
+from worker.keys import RESULTS_STREAM, result_key
 
 # Keys per MGET: large enough to need few round trips for thousands of jobs, small enough that
 # one reply never holds more than a few MB of records.

@@ -30,10 +30,13 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker import fleet, liveness, logs, metrics, sentry
-from worker.backlog import BACKLOG_JOBS, Dispatcher, Parked
+from worker import fleet, liveness, logs, metrics, sentry, transport
+from worker.backlog import Dispatcher, Parked
 from worker.celeryconfig import BATCH_TASK_NAME, RETIRED_BATCH_QUEUE, celery_config
+from worker.connections import ConnectionsError
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
+from worker.keys import BACKLOG_JOBS, TICKET_WAITING
+from worker.learned import Learned
 from worker.models import QUEUE, TASK_NAME, redacted_fields, redacted_view
 from worker.redisconn import RedisOptions, warn_if_insecure
 from worker.runtime import redis_client, runtime
@@ -41,6 +44,12 @@ from worker.settings import get_settings
 
 settings = get_settings()
 _LOST_SCAN_S = 5.0
+# Tickets whose holder died are handed on within a second of the hold's lease ending.
+_TICKET_REAP_S = 1.0
+
+# Queue items that are no task message go to the dead-letter list instead of killing the
+# worker: kombu's Redis transport, checked (worker.transport).
+transport.install()
 
 # Every task takes its messages through a guard against malformed ones (worker.strategy).
 app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")
@@ -58,14 +67,15 @@ def _json_logging(**_: Any) -> None:
 
 def publish_job(job_id: str, job: Any, submitted_at: str | None) -> None:
     """Put a job (back) on the queue; events and Flower see only its redacted view."""
+    kwargs = {"submitted_at": submitted_at} if submitted_at else {}
     app.send_task(
         TASK_NAME,
         args=[job],
-        kwargs={"submitted_at": submitted_at} if submitted_at else {},
+        kwargs=kwargs,
         task_id=job_id,
         queue=QUEUE,
         argsrepr=redacted_view(job if isinstance(job, dict) else {}),
-        kwargsrepr="{}",
+        kwargsrepr=json.dumps(kwargs),
     )
 
 
@@ -91,7 +101,12 @@ def _build_runtime(sender: Any, **_: Any) -> None:
     # Fail at start, naming what to fix, rather than strand or fail every job: a worker that
     # would not consume `halo` (worker.fleet), or a connection that cannot load.
     fleet.require_home_queue(set(sender.app.amqp.queues.consume_from))
-    runtime()
+    try:
+        runtime()
+    except ConnectionsError as exc:
+        # Celery logs and ignores an Exception raised by a signal handler, and the worker
+        # would start and fail every job; SystemExit is let through and stops it.
+        raise SystemExit(f"the worker cannot start: {exc}") from None
 
 
 @signals.worker_ready.connect
@@ -103,26 +118,30 @@ def _start_background(**_: Any) -> None:
         current.clients.connections,
         publish_batch,
         batch_max=current.settings.batch_max,
+        learned=Learned(current.redis),
     )
     # A job silent for longer than a stranded message and a dead worker's claim take to
-    # come back was lost by the broker (see ResultStore.take_lost).
+    # come back was lost by the broker (see DeferredJobs.take_lost).
     redeliver = partial(
         redeliver_lost,
         current.store,
         publish_job,
-        quiet_s=current.settings.visibility_timeout_s + current.runner.lease_s,
-        backlog_jobs=BACKLOG_JOBS,
+        quiet_s=current.tickets.quiet_s,
+        waiting=(BACKLOG_JOBS, TICKET_WAITING),
         queues=(QUEUE, RETIRED_BATCH_QUEUE),
     )
     # Lost jobs are looked for every few seconds: they are found minutes after going quiet.
     lost = every(_LOST_SCAN_S, redeliver)
+    reap = every(_TICKET_REAP_S, current.tickets.reap)
     broker = (
         current.redis
         if current.settings.broker_url == current.settings.results_redis_url
         else redis_client(current.settings.broker_url, current.settings)
     )
     retired = every(_LOST_SCAN_S, partial(fleet.drain_retired_queue, broker))
-    start_mover([partial(move_due, current.store, publish_job), dispatcher.dispatch, lost, retired])
+    start_mover(
+        [partial(move_due, current.store, publish_job), dispatcher.dispatch, lost, reap, retired]
+    )
 
 
 @signals.worker_shutdown.connect

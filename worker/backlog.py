@@ -8,7 +8,13 @@ order. Other connections are untouched: their jobs keep running straight off the
 A dispatcher (every worker runs one; a per-connection lock lets one act at a time) releases a
 backlog only as fast as the budget allows: for each grant of two requests (one list read, one
 POST) it takes up to `batch_max` jobs and publishes them as one batch task, with the grant as a
-reservation that the batch spends when it runs (see `Governor.use_reservation`). Parked jobs
+reservation that the batch spends when it runs (see `Governor.use_reservation`). Only a tenant
+that has shown it honours `ticketids` is batched (`worker.learned`), and no more jobs go in a
+batch than the tenant puts on one list page; any other backlog (and every backlog of a
+connection with ``batching = "off"``) is released one job per grant, still in order. While
+a tenant has shown nothing yet, such a release's read is the probe that can show the filter is
+honoured, and it is the only release of its dispatch round, so the budget is not spent job by
+job before the probe has run. Parked jobs
 are never re-published on a timer, so a deep backlog costs nothing while it waits, and nothing
 is delivered late enough to meet the visibility timeout.
 
@@ -32,26 +38,28 @@ import redis
 
 from worker.connections import Connection
 from worker.governor import Governor
+from worker.keys import (
+    BACKLOG_JOBS,
+    BACKLOGS,
+    backlog_key,
+    backlog_seq_key,
+    backlog_taken_key,
+    dispatch_key,
+)
+from worker.learned import Learned
 
 log = logging.getLogger("halo.backlog")
 
-BACKLOGS: Final = "halo:backlogs"
-BACKLOG_JOBS: Final = "halo:backlog:jobs"
 # A batch costs one list read and one POST, whatever its size.
 BATCH_COST: Final = 2
 _TAKE_LEASE_MS: Final = 30_000
 _DISPATCH_LOCK_MS: Final = 5_000
 
 
-def backlog_key(connection: str) -> str:
-    """The backlog of one connection."""
-    return f"halo:backlog:{connection}"
-
-
-# KEYS: backlog, backlogs, jobs. ARGV: connection, job_id, payload
+# KEYS: backlog, backlogs, jobs, backlog's counter. ARGV: connection, job_id, payload
 _PARK = """
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
-local seq = redis.call('INCR', KEYS[1] .. ':seq')
+local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[1], seq, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -121,7 +129,7 @@ class Backlogs:
         """How many jobs of a connection wait in its backlog (including those being released)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcard(backlog_key(connection))
-        pipe.zcard(backlog_key(connection) + ":taken")
+        pipe.zcard(backlog_taken_key(connection))
         waiting, taken = pipe.execute()
         return int(waiting) + int(taken)
 
@@ -129,7 +137,7 @@ class Backlogs:
         """Add a job to the end of its connection's backlog (a no-op if already parked)."""
         payload = json.dumps({"job": job, "submitted_at": submitted_at})
         self._park(
-            keys=[backlog_key(connection), BACKLOGS, BACKLOG_JOBS],
+            keys=[backlog_key(connection), BACKLOGS, BACKLOG_JOBS, backlog_seq_key(connection)],
             args=[connection, job_id, payload],
         )
 
@@ -143,11 +151,15 @@ class Backlogs:
 
     def take(self, connection: str, n: int) -> list[Parked]:
         """Lease the `n` oldest parked jobs of a connection for publishing."""
-        key = backlog_key(connection)
         raw = cast(
             list[Any],
             self._take(
-                keys=[key, key + ":taken", BACKLOG_JOBS, BACKLOGS],
+                keys=[
+                    backlog_key(connection),
+                    backlog_taken_key(connection),
+                    BACKLOG_JOBS,
+                    BACKLOGS,
+                ],
                 args=[n, _now_ms() + self._take_lease_ms, connection],
             ),
         )
@@ -167,22 +179,22 @@ class Backlogs:
     def released(self, connection: str, parked: list[Parked]) -> None:
         """Forget jobs once their batch is on the queue."""
         if parked:
-            key = backlog_key(connection)
-            self._release(keys=[key + ":taken", BACKLOG_JOBS], args=[p.job_id for p in parked])
+            self._release(
+                keys=[backlog_taken_key(connection), BACKLOG_JOBS],
+                args=[p.job_id for p in parked],
+            )
 
     def reap(self, connection: str) -> int:
         """Return jobs whose publisher died mid-release to the front of the backlog."""
-        key = backlog_key(connection)
-        return int(self._reap(keys=[key + ":taken", key], args=[_now_ms()]))
+        keys = [backlog_taken_key(connection), backlog_key(connection)]
+        return int(self._reap(keys=keys, args=[_now_ms()]))
 
     def dispatch_lock(self, connection: str) -> bool:
         """Take the right to release this connection's backlog for a few seconds."""
-        return bool(
-            self._redis.set(f"halo:dispatch:{connection}", "1", nx=True, px=_DISPATCH_LOCK_MS)
-        )
+        return bool(self._redis.set(dispatch_key(connection), "1", nx=True, px=_DISPATCH_LOCK_MS))
 
     def dispatch_unlock(self, connection: str) -> None:
-        self._redis.delete(f"halo:dispatch:{connection}")
+        self._redis.delete(dispatch_key(connection))
 
 
 class Dispatcher:
@@ -196,12 +208,14 @@ class Dispatcher:
         publish_batch: Callable[[str, list[Parked], int, str | None], None],
         *,
         batch_max: int,
+        learned: Learned,
     ) -> None:
         self._backlogs = backlogs
         self._governor = governor
         self._connections = connections
         self._publish = publish_batch
         self._batch_max = batch_max
+        self._learned = learned
 
     def dispatch(self) -> int:
         """Release what the budgets allow now; returns how many jobs were released."""
@@ -214,8 +228,10 @@ class Dispatcher:
                 self._backlogs.reap(name)
             while locked:
                 for name in list(locked):
-                    count = self._release_one(name)
-                    if count == 0:
+                    count, probe = self._release_one(name)
+                    # A probe's release is the only one of its round: once it has run, the
+                    # next round may batch, instead of spending the budget job by job now.
+                    if count == 0 or probe:
                         locked.remove(name)
                         self._backlogs.dispatch_unlock(name)
                     released += count
@@ -224,23 +240,35 @@ class Dispatcher:
                 self._backlogs.dispatch_unlock(name)
         return released
 
-    def _release_one(self, name: str) -> int:
+    def _release_one(self, name: str) -> tuple[int, bool]:
+        """Release one batch; how many jobs it held, and whether its read is a probe."""
         # Jobs leased to another dispatcher are not ours to release: asking for budget for
         # them would spend it on nothing until their lease ends.
         if self._backlogs.waiting(name) == 0:
             self._backlogs.take(name, 0)  # clears the connection from halo:backlogs
-            return 0
+            return 0, False
         connection = self._connections[name]
         # A limit below a batch's cost would never grant it: such a tiny budget pays one.
         cost = min(BATCH_COST, connection.rate_limit.requests)
         grant = self._governor.try_acquire(connection, cost)
         if not grant.granted:
-            return 0
-        parked = self._backlogs.take(name, self._batch_max)
+            return 0, False
+        size, probe = self._batch_size(connection)
+        parked = self._backlogs.take(name, size)
         if parked:
             self._publish(name, parked, cost, grant.reservation)
             self._backlogs.released(name, parked)
-        return len(parked)
+        return len(parked), probe
+
+    def _batch_size(self, connection: Connection) -> tuple[int, bool]:
+        """How many jobs one release of this connection takes (1 unless batching is on), and
+        whether that release is a probe (the tenant has not shown what it does)."""
+        if connection.batching == "off":
+            return 1, False
+        facts = self._learned.facts(connection.name)
+        if not facts.batches:
+            return 1, facts.ticketids is None
+        return min(self._batch_max, facts.page_cap or self._batch_max), False
 
 
 def _now_ms() -> int:

@@ -47,6 +47,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             "socket_keepalive": True,
             "health_check_interval": 10,
+            # Dead letters can hold email content: kept as long as result records are.
+            "dead_letter_ttl_s": settings.result_ttl_s,
             **broker["broker_transport_options"],
         },
         # kombu turns certificate checks off for a rediss:// broker given no SSL options.
@@ -75,6 +77,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # terminationGracePeriodSeconds).
         # Halo calls are I/O: threads keep hundreds of requests in flight in one process.
         "worker_pool": "threads",
+        # Celery's consumer, keeping the messages it deletes in the dead-letter list.
+        "worker_consumer": "worker.consumer:Consumer",
         "worker_concurrency": settings.worker_concurrency,
         "worker_send_task_events": True,
         "task_send_sent_event": True,

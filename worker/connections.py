@@ -2,6 +2,11 @@
 
 A job says only `"connection": "acme"`; the URL, client id and secret live here, on the
 workers, so no job or result ever carries a credential (CONTRACT §5).
+
+Halo is reached over https only: the token request carries the client secret and every other
+request a bearer token. A connection to a test Halo on plain http (the fake Halo of the tests
+and the demo) must say so with ``allow_insecure_http = true``; it is not limited to loopback,
+since the compose demo reaches its fake Halo by service name.
 """
 
 from __future__ import annotations
@@ -9,25 +14,34 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
+from worker.halo.urls import authorisation_server, web_address
+
 _KEYS = frozenset(
     {
         "url",
         "auth_url",
+        "resource_server",
+        "authorisation_server",
         "tenant",
         "client_id",
         "client_secret_env",
         "client_secret_file",
         "scope",
         "rate_limit",
+        "allow_insecure_http",
+        "batching",
     }
 )
+# `batching`: "auto" batches a backlog once the tenant has shown it answers batched requests
+# as the worker reads them (`worker.learned`); "off" never batches it.
+BATCHING_MODES = ("auto", "off")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
 # Halo's hosted tenants report "300 Requests per rolling 5 minute window"; the lowest figure
@@ -74,6 +88,7 @@ class Connection:
     client_secret: SecretStr
     scope: str
     rate_limit: RateLimit
+    batching: str = "auto"
 
     @property
     def api_url(self) -> str:
@@ -127,13 +142,20 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
             raise ConnectionsError(f"{where}.{key}: must be a non-empty string")
         return value.strip() if value is not None else None
 
-    url = _http_url(where, "url", text("url", required=True))
-    auth_url = _http_url(where, "auth_url", text("auth_url") or f"{url}/auth")
+    insecure = table.get("allow_insecure_http", False)
+    if not isinstance(insecure, bool):
+        raise ConnectionsError(f"{where}.allow_insecure_http: must be true or false")
+    url, auth_url = _halo_urls(where, text)
+    for key, value in (("url", url), ("auth_url", auth_url)):
+        _require_https(where, key, value, insecure=insecure, table_name=f"[connections.{name}]")
     rate_text = text("rate_limit") or DEFAULT_RATE_LIMIT
     try:
         rate_limit = RateLimit.parse(rate_text)
     except ValueError as exc:
         raise ConnectionsError(f"{where}.rate_limit: {exc}") from None
+    batching = table.get("batching", "auto")
+    if batching not in BATCHING_MODES:
+        raise ConnectionsError(f'{where}.batching: must be "auto" or "off", got {batching!r}')
     return Connection(
         name=name,
         url=url,
@@ -143,13 +165,47 @@ def _connection(path: Path, name: str, table: Any, env: Mapping[str, str]) -> Co
         client_secret=_secret(where, text("client_secret_env"), text("client_secret_file"), env),
         scope=text("scope") or "all",
         rate_limit=rate_limit,
+        batching=batching,
     )
 
 
-def _http_url(where: str, key: str, value: str | None) -> str:
-    if value is None or not value.startswith(("https://", "http://")):
-        raise ConnectionsError(f"{where}.{key}: must be an http(s) URL, got {value!r}")
-    return value.rstrip("/")
+def _require_https(where: str, key: str, value: str, *, insecure: bool, table_name: str) -> None:
+    """Refuse plain http unless the connection says it is a local test Halo
+    (``allow_insecure_http = true``)."""
+    if value.lower().startswith("http://") and not insecure:
+        raise ConnectionsError(
+            f"{where}.{key}: {value!r} is plain http, which would send the client secret and "
+            "access tokens in clear; use https://, or, for a local test Halo only, set "
+            f"allow_insecure_http = true in {table_name}"
+        )
+
+
+def _halo_urls(where: str, text: Callable[..., str | None]) -> tuple[str, str]:
+    """The connection's web address and authorisation server, from `url` / `auth_url` or
+    the names Halo's API settings page gives them, `resource_server` / `authorisation_server`,
+    accepted as that page shows them (see `worker.halo.urls`)."""
+    url_key = _one_of(where, text, "url", "resource_server")
+    try:
+        url = web_address(text(url_key, required=True) or "")
+    except ValueError as exc:
+        raise ConnectionsError(f"{where}.{url_key}: {exc}") from None
+    auth_key = _one_of(where, text, "auth_url", "authorisation_server")
+    given = text(auth_key)
+    if given is None:
+        return url, f"{url}/auth"
+    try:
+        return url, authorisation_server(given)
+    except ValueError as exc:
+        raise ConnectionsError(f"{where}.{auth_key}: {exc}") from None
+
+
+def _one_of(where: str, text: Callable[..., str | None], key: str, alias: str) -> str:
+    """Which of two keys naming one setting the table uses (`key` when neither)."""
+    if text(alias) is None:
+        return key
+    if text(key) is not None:
+        raise ConnectionsError(f"{where}: set {key} or {alias}, not both (they name one setting)")
+    return alias
 
 
 def _secret(

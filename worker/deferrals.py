@@ -10,11 +10,11 @@ publishing: the job is taken again when the lease ends. A job published twice th
 once: the runner's claim and record check make the second a no-op.
 
 The same thread is the safety net under the broker: an accepted job that has had no sign of
-life for too long (no record, no run, no deferral, no backlog place) is published again
-(`redeliver_lost`, see `ResultStore.take_lost`).
+life for too long (no record, no run, no deferral, no backlog or ticket wait) is published again
+(`redeliver_lost`, see `DeferredJobs.take_lost`).
 
 Every worker runs one `Mover` thread, which also drives the backlog dispatcher
-(`worker.backlog`).
+(`worker.backlog`) and hands on tickets whose holder died (`worker.tickets`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import Any, Final
 
 import redis
 
-from worker.results import DueJob, ResultStore
+from worker.deferred import DueJob
+from worker.results import ResultStore
 
 log = logging.getLogger("halo.deferrals")
 
@@ -43,7 +44,7 @@ Publish = Callable[[str, Any, str | None], None]
 def move_due(store: ResultStore, publish: Publish) -> int:
     """Publish every deferred job that is due now; returns how many were published."""
     moved = 0
-    while batch := store.take_due(limit=_BATCH, lease_s=_LEASE_S):
+    while batch := store.deferred.take_due(limit=_BATCH, lease_s=_LEASE_S):
         for due in batch:
             _move(store, publish, due)
             moved += 1
@@ -57,22 +58,24 @@ def redeliver_lost(
     publish: Publish,
     *,
     quiet_s: float,
-    backlog_jobs: str,
+    waiting: Sequence[str],
     queues: Sequence[str],
 ) -> int:
     """Publish again every accepted job whose message the broker lost; returns how many.
 
     `quiet_s` must outlast the slowest legitimate silence: a message stranded by a dead
-    worker (the visibility timeout) and that worker's claim (the runner's lease).
+    worker (the visibility timeout) and that worker's claim (the runner's lease). `waiting`
+    names the hashes (keyed by job_id) of jobs waiting without a message: the backlog's
+    payloads, the jobs waiting for their ticket.
     """
-    lost = store.take_lost(quiet_s=quiet_s, limit=_BATCH, backlog_jobs=backlog_jobs, queues=queues)
+    lost = store.deferred.take_lost(quiet_s=quiet_s, limit=_BATCH, waiting=waiting, queues=queues)
     for due in lost:
         job = due.payload.get("job")
         submitted_at = due.payload.get("submitted_at")
         if job is None:
             continue
         log.warning(
-            "job had no record, run, deferral or backlog place for %.0f s; published again",
+            "job had no record, run, deferral or waiting place for %.0f s; published again",
             quiet_s,
             extra={"job_id": due.job_id},
         )
@@ -103,7 +106,7 @@ def _move(store: ResultStore, publish: Publish, due: DueJob) -> None:
         log.error("deferred job has no payload; dropped", extra={"job_id": due.job_id})
     else:
         publish(due.job_id, job, submitted_at if isinstance(submitted_at, str) else None)
-    store.release_moved(due)
+    store.deferred.release_moved(due)
 
 
 class Mover:

@@ -19,6 +19,7 @@ The tree splits at the top on one question: may the same job succeed if it runs 
         ├── HaloAuthFailed         token request failed, or 401 after a refresh
         ├── HaloForbidden          Halo answered 403 (halo_forbidden)
         ├── HaloUnexpectedResponse Halo broke an invariant of its API
+        │   └── NoHaloApi          the connection's url does not lead to Halo's API (404s)
         └── InternalError          the worker failed, not Halo or the job (internal_error)
 
 This module is stdlib-only so that producers can import the codes without pulling in httpx.
@@ -205,6 +206,14 @@ class HaloUnexpectedResponse(PermanentError):
     """Raised when Halo answers in a way that breaks an invariant of its API."""
 
     code = ErrorCode.HALO_UNEXPECTED_RESPONSE
+
+
+class NoHaloApi(HaloUnexpectedResponse):
+    """Raised when Halo's API is not at the connection's url: `GET /api/Status` answered 404.
+
+    Every path then answers 404, so a 404 on a ticket read does not mean the ticket is missing:
+    the connection's url is wrong, and every job on it fails with this until it is fixed.
+    """
 
 
 class InternalError(PermanentError):

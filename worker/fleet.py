@@ -26,12 +26,10 @@ from typing import Any, Final, cast
 
 import redis
 
-from worker.backlog import BACKLOGS, backlog_key
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
+from worker.keys import BACKLOGS, DEFERRED, TICKET_WAITING, WORKERS, backlog_key
 from worker.models import QUEUE
-from worker.results import DEFERRED
 
-WORKERS: Final = "halo:workers"
 # An announcement older than this is a worker that stopped or was scaled away: forgotten, so
 # the hash stays as small as the fleet. Far above any health bound, which must see it stale.
 _FORGET_AFTER_S: Final = 86_400
@@ -127,7 +125,8 @@ def stalled_work(
     Looks for: jobs on the `halo` queue while no worker announced within `max_age_s` that it
     consumes it; messages left on the retired batch queue with no worker to move them; retries
     overdue by more than `max_age_s` (the movers that publish them are not running); parked
-    jobs while no worker runs (nothing releases a backlog).
+    jobs, and jobs waiting for their ticket's turn, while no worker runs (nothing releases a
+    backlog or hands a ticket on).
     """
     now_s = time.time() if now_s is None else now_s
     fleet = workers(results, now_s)
@@ -163,6 +162,12 @@ def stalled_work(
         findings.append(
             f"jobs are parked for Halo budget ({listed}) and no worker runs to release them: "
             "start a worker"
+        )
+    waiting_turn = int(results.hlen(TICKET_WAITING))
+    if waiting_turn and not live:
+        findings.append(
+            f"{waiting_turn} job(s) wait for their ticket's turn and no worker runs to hand "
+            "the tickets on: start a worker"
         )
     return findings
 

@@ -32,6 +32,7 @@ import redis
 
 from worker.connections import Connection, RateLimit
 from worker.errors import BudgetExhausted, HaloRateLimited
+from worker.keys import rate_key, rate_learned_key, rate_pause_key, rate_seq_key, rate_strikes_key
 
 # Padding of the window: 5 % (at least 0.2 s) keeps 95 % of Halo's budget usable.
 _PAD_FRACTION: Final = 0.05
@@ -44,7 +45,7 @@ _STRIKES_TTL_S: Final = 120
 # A learned limit is forgotten after a day, so that a raised tenant limit is used again.
 _LEARNED_TTL_S: Final = 24 * 3600
 
-# KEYS: log, pause, learned. ARGV: limit, window_ms, n, member prefix
+# KEYS: log, pause, learned, seq, strikes (`_keys`). ARGV: limit, window_ms, n, member prefix
 # Returns {granted (1/0), wait_ms, limit, window_ms, in_window}
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -83,17 +84,18 @@ for i, rule in ipairs(rules) do
   end
 end
 if wait > 0 then return {0, wait, binding[1], binding[2], in_window} end
-local seq = redis.call('INCR', KEYS[1] .. ':seq')
+local seq = redis.call('INCR', KEYS[4])
 for i = 1, n do
   redis.call('ZADD', KEYS[1], now, ARGV[4] .. seq .. ':' .. i)
 end
 redis.call('PEXPIRE', KEYS[1], longest)
-redis.call('PEXPIRE', KEYS[1] .. ':seq', longest)
+redis.call('PEXPIRE', KEYS[4], longest)
 return {1, 0, tightest[1], tightest[2], in_window + n, ARGV[4] .. seq}
 """
 
-# KEYS: log, pause, learned. ARGV: pause_ms (-1: none given), learned "requests/window_ms" or "",
-# learned ttl_s, strikes ttl_s, max pause ms, first pause ms, jitter in [0, 1)
+# KEYS: log, pause, learned, seq, strikes. ARGV: pause_ms (-1: none given), learned
+# "requests/window_ms" or "", learned ttl_s, strikes ttl_s, max pause ms, first pause ms,
+# jitter in [0, 1)
 # KEYS: log. ARGV: reservation, n, longest span ms
 # A grant taken ahead of its requests (a released batch) is moved to the moment they are sent,
 # so the log holds them when Halo sees them, not when they were granted. Entries that already
@@ -117,8 +119,8 @@ return kept
 
 _OBSERVE_429 = """
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) end
-local strikes = redis.call('INCR', KEYS[1] .. ':strikes')
-redis.call('EXPIRE', KEYS[1] .. ':strikes', ARGV[4])
+local strikes = redis.call('INCR', KEYS[5])
+redis.call('EXPIRE', KEYS[5], ARGV[4])
 local pause = tonumber(ARGV[1])
 if pause < 0 then
   -- No Retry-After: back off the whole connection exponentially with consecutive 429s,
@@ -190,7 +192,7 @@ class Governor:
         """
         longest_s = max(limit.window_s for limit in self.limits(connection))
         span_ms = int(longest_s * 1000 * (1 + _PAD_FRACTION)) + _MIN_PAD_MS
-        kept = self._restamp(keys=_keys(connection.name)[:1], args=[reservation, n, span_ms])
+        kept = self._restamp(keys=[rate_key(connection.name)], args=[reservation, n, span_ms])
         return int(kept)
 
     def acquire(self, connection: Connection) -> None:
@@ -235,7 +237,7 @@ class Governor:
         lower the rate, and never lifts a lower limit an operator configured.
         """
         limits = [connection.rate_limit]
-        learned = self._redis.get(_keys(connection.name)[2])
+        learned = self._redis.get(rate_learned_key(connection.name))
         if learned:
             requests, window_ms = (int(part) for part in str(learned).split("/"))
             limits.append(RateLimit(requests, window_ms / 1000))
@@ -247,5 +249,11 @@ class Governor:
 
 
 def _keys(name: str) -> list[str]:
-    base = f"halo:rate:{name}"
-    return [base, f"{base}:pause", f"{base}:learned"]
+    """A connection's rate keys, in the order the scripts' KEYS take them."""
+    return [
+        rate_key(name),
+        rate_pause_key(name),
+        rate_learned_key(name),
+        rate_seq_key(name),
+        rate_strikes_key(name),
+    ]

@@ -1,6 +1,9 @@
 """Structured logs: one JSON object per line, ids in fields, nothing secret or from the email.
 
 `job_finished` writes the one line per job outcome that operators search and alert on.
+
+Whoever logged a line, its message and traceback go through `worker.logscrub`: no exception
+text, no task message quoted by Celery.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import sys
 import time
 from typing import Any, Final
 
+from worker.logscrub import safe_message, safe_traceback
 from worker.models import ResultRecord
 
 log = logging.getLogger("halo.jobs")
@@ -29,14 +33,15 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": safe_message(record),
         }
         line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info and record.exc_info[0] is not None:
             # The exception type and where it was raised, not its message: messages of
-            # third-party exceptions can carry request data.
+            # third-party exceptions can carry request data, a bug's can carry job text.
             line["exception"] = record.exc_info[0].__name__
-            line["traceback"] = self.formatException(record.exc_info)
+            if record.exc_info[1] is not None:
+                line["traceback"] = safe_traceback(record.exc_info[1])
         return json.dumps(line, default=str)
 
 

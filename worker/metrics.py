@@ -19,11 +19,21 @@ values for them: aggregate those with ``max``, not ``sum``.
                                                       within the heartbeat's maximum age
     halo_deferred_jobs                                jobs waiting to retry (halo:deferred)
     halo_backlog_jobs{connection}                     jobs waiting for Halo budget
+    halo_ticket_waiting_jobs                          jobs waiting for their ticket's turn
     halo_oldest_job_age_seconds{source}               age (since submitted_at) of the job at
                                                       the head of queue/batch_queue/backlog/deferred
     halo_deferred_overdue_seconds                     how late the most overdue retry is
     halo_worker_heartbeat_age_seconds                 since this worker last ran its canary
     halo_metrics_redis_up                             whether the scrape could read Redis
+    halo_dead_letters_total{reason}                   queue items that were no task message,
+                                                      moved to halo:dead (worker.deadletters)
+    halo_redis_memory_used_bytes{redis}               Redis's used_memory (INFO memory), for
+    halo_redis_memory_max_bytes{redis}                "broker", "results" or "shared"; and its
+                                                      maxmemory (0: none set)
+
+Redis is read at most once per `min_interval_s` (5 s) per process, however often the endpoint
+is asked, and every read is bounded whatever the data holds (worker.probes): a scrape's cost
+does not depend on what anyone put on the queue.
 
 A `connection` label takes only configured connection names; any other value (a job naming
 an unknown connection) is counted as "other", so a bad producer cannot grow the label set.
@@ -34,6 +44,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -42,17 +53,25 @@ from typing import Any, Final, cast
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from worker import fleet, heartbeat
-from worker.backlog import BACKLOG_JOBS, BACKLOGS, backlog_key
+from worker import deadletters, fleet, heartbeat
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
 from worker.halo.client import SentRequest
+from worker.keys import (
+    BACKLOG_JOBS,
+    BACKLOGS,
+    DEFERRED,
+    DEFERRED_JOBS,
+    TICKET_WAITING,
+    backlog_key,
+    backlog_taken_key,
+)
 from worker.models import QUEUE, ResultRecord
+from worker.probes import QueueHead, memory_of
 from worker.redisconn import RedisOptions, connect
-from worker.results import DEFERRED, DEFERRED_JOBS
 from worker.runtime import Runtime
 
 log = logging.getLogger("halo.metrics")
@@ -63,6 +82,9 @@ OTHER: Final = "other"
 QUEUES: Final = {"queue": QUEUE, "batch_queue": RETIRED_BATCH_QUEUE}
 # A scrape must answer within Prometheus's default 10 s timeout even when Redis is gone.
 _REDIS_TIMEOUT_S: Final = 1.0
+# Prometheus scrapes every 15 s or more; anyone asking more often gets the last answer, so the
+# unauthenticated endpoint cannot be used to load Redis.
+_MIN_READ_INTERVAL_S: Final = 5.0
 # From a no-op update (tens of ms) to a job that used its whole deadline (120 s).
 _DURATION_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # End to end, a job may wait through retries (up to 900 s) and a backlog.
@@ -140,7 +162,8 @@ class WorkerMetrics:
         if latency_s is not None:
             self.latency.labels(outcome).observe(latency_s)
 
-    def job_deferred(self, connection: str, code: str) -> None:
+    def job_deferred(self, connection: str, code: str, *, due_s: float) -> None:
+        del due_s
         self.retries.labels(self.label(connection), code).inc()
 
     def job_parked(self, connection: str) -> None:
@@ -168,7 +191,9 @@ class RedisStateCollector(Collector):
     """Gauges of the fleet's shared state, read from Redis at scrape time.
 
     Each read is O(1) or O(log n) in the number of waiting jobs (LLEN, ZCARD, the head entry
-    of each list or set), so a scrape stays cheap however deep the queue is.
+    of each list or set), so a scrape stays cheap however deep the queue is. A queue's head
+    message is fetched only when small enough to be one the worker would run, and Redis is
+    read at most once per `min_interval_s`: scrapes in between get the values last read.
     """
 
     def __init__(
@@ -179,20 +204,40 @@ class RedisStateCollector(Collector):
         heartbeat_file: Path,
         *,
         live_within_s: float = 180.0,
+        min_interval_s: float = _MIN_READ_INTERVAL_S,
     ) -> None:
         self._broker = broker
         self._results = results
         self._connections = list(connections)
         self._heartbeat_file = heartbeat_file
         self._live_within_s = live_within_s
+        self._min_interval_s = min_interval_s
+        self._head = QueueHead(broker)
+        # One read in flight per process; concurrent scrapes wait for it and share its answer.
+        self._reading = threading.Lock()
+        self._last: tuple[float, list[Metric]] | None = None
 
     def describe(self) -> Iterator[Metric]:
         # Given explicitly, so registering does not run a scrape against Redis.
         yield from _Families().all()
 
     def collect(self) -> Iterator[Metric]:
-        families = _Families()
         now_s = time.time()
+        with self._reading:
+            read_at = time.monotonic()
+            if self._last is None or read_at - self._last[0] >= self._min_interval_s:
+                self._last = (read_at, self._read_redis(now_s))
+            shared = self._last[1]
+        # The heartbeat is this process's own file, read fresh on every scrape.
+        beat = GaugeMetricFamily(*_HEARTBEAT_AGE)
+        age = heartbeat.age_s(self._heartbeat_file, now_s)
+        if age is not None:
+            beat.add_metric([], age)
+        yield from (m for m in shared if m.name != beat.name)
+        yield beat
+
+    def _read_redis(self, now_s: float) -> list[Metric]:
+        families = _Families()
         try:
             self._read(families, now_s)
             families.redis_up.add_metric([], 1)
@@ -200,23 +245,44 @@ class RedisStateCollector(Collector):
             log.warning("metrics: Redis unreachable (%s)", type(exc).__name__)
             families = _Families()
             families.redis_up.add_metric([], 0)
-        age = heartbeat.age_s(self._heartbeat_file, now_s)
-        if age is not None:
-            families.heartbeat_age.add_metric([], age)
-        yield from families.all()
+        return families.all()
 
     def _read(self, families: _Families, now_s: float) -> None:
         oldest: dict[str, float] = {}
+        self._read_queues(families, now_s, oldest)
+        self._read_waits(families, now_s, oldest)
+        for source in (*QUEUES, "backlog", "deferred"):
+            families.oldest.add_metric([source], max(0.0, oldest.get(source, 0.0)))
+        # Kept on the broker, beside the queues the items came from; counted by the fleet. Every
+        # reason is reported from 0, so the first dead letter shows as an increase.
+        counts = deadletters.counts(self._broker)
+        for reason in deadletters.Reason:
+            families.dead_letters.add_metric([reason.value], counts.get(reason.value, 0))
+        servers = (
+            {"shared": self._broker}
+            if self._broker is self._results
+            else {"broker": self._broker, "results": self._results}
+        )
+        for role, server in servers.items():
+            memory = memory_of(server)
+            if memory is not None:
+                families.memory_used.add_metric([role], memory.used_bytes)
+                families.memory_max.add_metric([role], memory.max_bytes)
+
+    def _read_queues(self, families: _Families, now_s: float, oldest: dict[str, float]) -> None:
+        """The broker queues: depth, announced consumers, age of the head message."""
         announced = fleet.workers(self._results, now_s)
         for source, queue in QUEUES.items():
             families.queue_length.add_metric([queue], self._broker.llen(queue))
             live = fleet.consumers(announced, queue, self._live_within_s)
             families.consumers.add_metric([queue], len(live))
-            # Publishing is LPUSH and consuming BRPOP: the head of the queue is its last item.
-            head = cast(str | None, self._broker.lindex(queue, -1))
-            submitted = _submitted_at_of_message(head) if head else None
+            head = self._head.read(queue)
+            submitted = _submitted_at_of_message(head.text) if head and head.text else None
             if submitted is not None:
                 oldest[source] = now_s - submitted
+
+    def _read_waits(self, families: _Families, now_s: float, oldest: dict[str, float]) -> None:
+        """Jobs waiting outside the broker: retries, backlogs, ticket turns."""
         families.deferred.add_metric([], self._results.zcard(DEFERRED))
         first_due = cast(
             list[tuple[str, float]], self._results.zrange(DEFERRED, 0, 0, withscores=True)
@@ -234,7 +300,7 @@ class RedisStateCollector(Collector):
         for name in sorted(set(self._connections) | listed):
             key = backlog_key(name)
             label = name if name in self._connections else OTHER
-            size = self._results.zcard(key) + self._results.zcard(key + ":taken")
+            size = self._results.zcard(key) + self._results.zcard(backlog_taken_key(name))
             sizes[label] = sizes.get(label, 0) + size
             first = cast(list[str], self._results.zrange(key, 0, 0))
             if first:
@@ -243,8 +309,7 @@ class RedisStateCollector(Collector):
                     oldest["backlog"] = max(oldest.get("backlog", 0.0), now_s - submitted)
         for label, size in sizes.items():
             families.backlog.add_metric([label], size)
-        for source in (*QUEUES, "backlog", "deferred"):
-            families.oldest.add_metric([source], max(0.0, oldest.get(source, 0.0)))
+        families.ticket_waiting.add_metric([], self._results.hlen(TICKET_WAITING))
 
 
 class _Families:
@@ -267,6 +332,10 @@ class _Families:
             "Jobs waiting in a connection's backlog for Halo budget.",
             labels=["connection"],
         )
+        self.ticket_waiting = GaugeMetricFamily(
+            "halo_ticket_waiting_jobs",
+            "Jobs waiting for an earlier job on the same ticket to finish.",
+        )
         self.oldest = GaugeMetricFamily(
             "halo_oldest_job_age_seconds",
             "Seconds since the job at the head of a queue, backlog or the retry set was "
@@ -277,12 +346,25 @@ class _Families:
             "halo_deferred_overdue_seconds",
             "How long past its due time the next retry still waits (0 when none is due).",
         )
-        self.heartbeat_age = GaugeMetricFamily(
-            "halo_worker_heartbeat_age_seconds",
-            "Seconds since this worker last ran its liveness canary.",
+        self.heartbeat_age = GaugeMetricFamily(*_HEARTBEAT_AGE)
+        self.memory_used = GaugeMetricFamily(
+            "halo_redis_memory_used_bytes",
+            "Memory the Redis server uses (INFO memory used_memory).",
+            labels=["redis"],
+        )
+        self.memory_max = GaugeMetricFamily(
+            "halo_redis_memory_max_bytes",
+            "The Redis server's maxmemory; 0 when none is set. At it, a noeviction Redis refuses "
+            "every write.",
+            labels=["redis"],
         )
         self.redis_up = GaugeMetricFamily(
             "halo_metrics_redis_up", "Whether this scrape could read the queue state from Redis."
+        )
+        self.dead_letters = CounterMetricFamily(
+            "halo_dead_letters",
+            "Queue items that were no task message, moved to the dead-letter list, by reason.",
+            labels=["reason"],
         )
 
     def all(self) -> list[Metric]:
@@ -291,11 +373,21 @@ class _Families:
             self.consumers,
             self.deferred,
             self.backlog,
+            self.ticket_waiting,
             self.oldest,
             self.overdue,
             self.heartbeat_age,
             self.redis_up,
+            self.dead_letters,
+            self.memory_used,
+            self.memory_max,
         ]
+
+
+_HEARTBEAT_AGE: Final = (
+    "halo_worker_heartbeat_age_seconds",
+    "Seconds since this worker last ran its liveness canary.",
+)
 
 
 def _submitted_at_of_message(raw: str) -> float | None:

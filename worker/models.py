@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -29,10 +30,10 @@ __all__ = [
     "JOB_ID_PATTERN",
     "MAX_JOB_BYTES",
     "MAX_NESTING_DEPTH",
+    "MAX_RENDERED_CHARS",
     "MAX_SHORT_TEXT_CHARS",
     "MAX_TEXT_CHARS",
     "QUEUE",
-    "RESULTS_STREAM",
     "RESULT_TICKET_KEYS",
     "TASK_NAME",
     "ErrorCode",
@@ -46,20 +47,14 @@ __all__ = [
     "parse_job",
     "redacted_fields",
     "redacted_view",
-    "result_key",
     "succeeded_record",
     "utc_now_iso",
 ]
 
-# Wire names the upstream codes against (CONTRACT §3).
+# Wire names the upstream codes against (CONTRACT §3). The record's key and the completion
+# feed's stream are in `worker.keys`, with every other Redis key.
 TASK_NAME: Final = "halo.update_ticket"
 QUEUE: Final = "halo"
-RESULTS_STREAM: Final = "halo:results"
-
-
-def result_key(job_id: str) -> str:
-    """Where a job's record lives: ``halo:result:<job_id>``."""
-    return f"halo:result:{job_id}"
 
 
 # A job is one email rule action: its texts are a ticket summary and details, not attachments.
@@ -68,6 +63,26 @@ MAX_JOB_BYTES: Final = 256 * 1024
 MAX_TEXT_CHARS: Final = 64 * 1024  # summary and details
 MAX_SHORT_TEXT_CHARS: Final = 1024  # ticket_id, status, priority, agent, team templates
 MAX_NESTING_DEPTH: Final = 32  # of `variables` and `meta`; deeper JSON is refused, not parsed
+# What a field may render to. A few expressions reading one large variable can ask for far more
+# text than the job carries (a 5 KB job rendering to megabytes), which would be POSTed to Halo
+# and stored in the record and the feed. Halo's API schema declares no length for a ticket's
+# texts, so these caps are the service's own, documented in docs/templates.md.
+MAX_RENDERED_CHARS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        # A ticket id is at most ten digits; a name or an agent's email (at most 254 characters)
+        # is never longer than the longest template these fields may hold.
+        "ticket_id": MAX_SHORT_TEXT_CHARS,
+        "status": MAX_SHORT_TEXT_CHARS,
+        "priority": MAX_SHORT_TEXT_CHARS,
+        "agent": MAX_SHORT_TEXT_CHARS,
+        "team": MAX_SHORT_TEXT_CHARS,
+        # One line of text; 4,000 is the longest maxLength Halo's schema gives any short text.
+        "summary": 4_000,
+        # A whole variable (at most a whole job) with the template's own text around it, so
+        # quoting an email body once always fits; quoting it many times does not.
+        "details": MAX_JOB_BYTES + MAX_TEXT_CHARS,
+    }
+)
 
 # The keys of each ticket in a successful record's `result`, in contract order.
 RESULT_TICKET_KEYS: Final = (

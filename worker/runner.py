@@ -1,8 +1,16 @@
 """One delivery of one job: from a queue payload to exactly one record, a deferral or a park.
 
-    already recorded? → validate → claim → count the run → backlog? → update Halo → record
-                                                             │          ├→ no budget → park
-                                                             └→ park    └→ retryable → defer
+    admit: already recorded? → validate → claim → count the run → render → its ticket's turn
+      → update Halo → record                       ├→ its connection has a backlog → park
+          ├→ no budget → park                      └→ another job's turn → wait for it
+          └→ retryable → defer
+
+A job of a released batch (`worker.batch`) is admitted by the same steps (`JobRunner.admit`)
+and ends through the same ones (`success`/`failure`, `retry_or_fail`, `finish`); the batch only
+groups the reads and the writes of its jobs.
+
+Jobs of one ticket take turns (`worker.tickets`): a job whose ticket is taken, or whose turn
+has not come, waits without a worker slot and is published again when its turn comes.
 
 The runner knows Redis and Halo but not Celery: `worker.tasks` hands it the payload and acts
 on what it returns. Delivery is at-least-once (Redis transport, late acks), so every step here
@@ -14,14 +22,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
 import redis
 
 from worker.backlog import Backlogs
+from worker.claims import RunState
 from worker.errors import (
     BudgetExhausted,
     InternalError,
@@ -32,18 +42,18 @@ from worker.errors import (
 from worker.halo.client import HaloClient, HaloClients
 from worker.logs import job_finished
 from worker.models import (
-    JOB_ID_PATTERN,
     Job,
     ResultRecord,
-    encodes_as_utf8,
     failed_record,
     parse_job,
     succeeded_record,
     utc_now_iso,
 )
-from worker.results import ResultStore, RunState
+from worker.results import ResultStore
 from worker.retry import RetryPolicy
-from worker.update import Updated, run_update
+from worker.tickets import TicketLines, Turn
+from worker.update import Rendered, Updated, apply_plan, plan_update, render_job
+from worker.writable import check_task_id, invalid_job_meta, record_key_of
 
 log = logging.getLogger("halo.runner")
 
@@ -62,6 +72,7 @@ class RunResult(StrEnum):
     PARKED = "parked"  # no Halo budget: waiting in its connection's backlog
     DUPLICATE = "duplicate"  # the job already had a record: nothing was done
     BUSY = "busy"  # another worker holds the job now: looked at again when its claim ends
+    WAITING = "waiting"  # another job has its ticket, or comes first: waiting for its turn
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,11 @@ class RunnerConfig:
     policy: RetryPolicy
 
 
+def claim_lease_s(config: RunnerConfig) -> float:
+    """How long a run's claim (and its ticket hold) lasts: the longest run, plus a margin."""
+    return config.job_deadline_s + config.request_timeout_s + _CLAIM_MARGIN_S
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A job this process holds the claim of, with what its earlier runs left."""
@@ -82,6 +98,20 @@ class Claimed:
     job_id: str
     payload: Any
     state: RunState
+    # The ticket in whose line this run has its turn (or, in a batch, a place behind another
+    # of the batch's jobs): its record ends that turn in the same call.
+    ticket_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A job past `JobRunner.admit`: claimed, counted, rendered, and holding its ticket."""
+
+    claimed: Claimed  # its `ticket_id` is the rendered ticket's
+    rendered: Rendered
+    # False: it only has a place in its ticket's line, behind another job of its batch, and
+    # takes the ticket once that one is done.
+    has_turn: bool = True
 
 
 class JobObserver(Protocol):
@@ -93,8 +123,9 @@ class JobObserver(Protocol):
         """A job's record was written (once per job); `duration_s` is its last run's."""
         ...
 
-    def job_deferred(self, connection: str, code: str) -> None:
-        """A job waits to run again after a retryable error with this code."""
+    def job_deferred(self, connection: str, code: str, *, due_s: float) -> None:
+        """A job waits to run again after a retryable error with this code, until `due_s`
+        (Unix time)."""
         ...
 
     def job_parked(self, connection: str) -> None:
@@ -111,12 +142,16 @@ class JobRunner:
         clients: HaloClients,
         config: RunnerConfig,
         backlogs: Backlogs | None = None,
+        tickets: TicketLines | None = None,
     ) -> None:
+        """`tickets` runs the jobs of one ticket one at a time, in submission order; without
+        it (tests of other parts) jobs of one ticket may interleave."""
         self.store = store
         self.clients = clients
         self.config = config
         self.backlogs = backlogs
-        self.lease_s = config.job_deadline_s + config.request_timeout_s + _CLAIM_MARGIN_S
+        self.tickets = tickets
+        self.lease_s = claim_lease_s(config)
         self.observers: list[JobObserver] = []
 
     def run(self, payload: Any, *, task_id: str, submitted_at: str | None = None) -> RunResult:
@@ -134,26 +169,19 @@ class JobRunner:
         """
         started_s = time.monotonic()
         job_id = job_id_of(payload, task_id)
-        if self.store.get(job_id) is not None:
+        if self.store.records.get(job_id) is not None:
             return RunResult.DUPLICATE
         submitted_at = submitted_at or utc_now_iso()
-        job = self.validate(job_id, payload, submitted_at, started_s)
-        if job is None:
-            return RunResult.RECORDED
-        with self.store.claim(job_id, lease_s=self.lease_s) as taken:
-            if not taken:
-                return self.busy(job_id, payload, submitted_at)
-            claimed = self.begin(job, job_id, payload, submitted_at, started_s)
-            if claimed is None:
-                return RunResult.DUPLICATE
-            if self.backlogs is not None and self.backlogs.size(job.connection) > 0:
-                # Its connection already waits for budget: take a place in line.
-                return self.park(claimed, halo_requests=0)
-            return self._update(claimed, started_s)
+        with ExitStack() as claims:
+            admitted = self.admit(job_id, payload, submitted_at, started_s, claims, task_id=task_id)
+            if isinstance(admitted, RunResult):
+                return admitted
+            return self._update(admitted.claimed, admitted.rendered, started_s)
 
     def reject_malformed(self, task_id: str, reason: str) -> RunResult:
         """Record a delivery whose task arguments are not ``(job)``: it can never run."""
-        if self.store.get(task_id) is not None:
+        task_id = job_id_of(None, task_id)
+        if self.store.records.get(task_id) is not None:
             return RunResult.DUPLICATE
         error = InvalidJob(f"task arguments: {reason}; expected one argument, the job object")
         record = failed_record(
@@ -163,13 +191,64 @@ class JobRunner:
 
     # -- steps shared with the batch path ----------------------------------------------------
 
+    def admit(
+        self,
+        job_id: str,
+        payload: Any,
+        submitted_at: str,
+        started_s: float,
+        claims: ExitStack,
+        *,
+        task_id: str | None = None,
+        check_backlog: bool = True,
+        held: Collection[int] = (),
+    ) -> Admitted | RunResult:
+        """Take a job through every step before Halo: already recorded? → validate → claim →
+        count the run → render → its ticket's turn.
+
+        Args:
+            claims: where an admitted job's claim is kept, to be released when the caller's
+                run ends; a job that is not admitted has released its claim on return.
+            task_id: the task id the job was sent under (a single job; see `validate`).
+            check_backlog: join the connection's backlog when it has one (a single job; a
+                batch's jobs are that backlog).
+            held: tickets an earlier job of the batch holds: a job for one of them only takes
+                its place in the line (`Admitted.has_turn` is False).
+
+        Returns:
+            The admitted job, or what became of the delivery when it ended here.
+        """
+        if self.store.records.get(job_id) is not None:
+            return RunResult.DUPLICATE
+        job = self.validate(job_id, payload, submitted_at, started_s, task_id)
+        if job is None:
+            return RunResult.RECORDED
+        with ExitStack() as own:
+            if not own.enter_context(self.store.claims.claim(job_id, lease_s=self.lease_s)):
+                return self.busy(job_id, payload, submitted_at)
+            claimed = self.begin(job, job_id, payload, submitted_at, started_s)
+            if claimed is None:
+                return RunResult.DUPLICATE
+            admitted = self._render_and_take_turn(claimed, started_s, check_backlog, held)
+            if isinstance(admitted, Admitted):
+                claims.enter_context(own.pop_all())
+            return admitted
+
     def validate(
-        self, job_id: str, payload: Any, submitted_at: str, started_s: float
+        self,
+        job_id: str,
+        payload: Any,
+        submitted_at: str,
+        started_s: float,
+        task_id: str | None = None,
     ) -> Job | None:
-        """The job, or None after recording it as `invalid_job`."""
+        """The job, or None after recording it as `invalid_job` (also when it has no job_id
+        and `task_id`, the task id it was sent under, is not a valid one)."""
         try:
-            return parse_job(payload)
+            job = parse_job(payload)
+            check_task_id(job, task_id)
         except InvalidJob as error:
+            meta, warnings = invalid_job_meta(payload)
             record = failed_record(
                 job_id,
                 error,
@@ -177,19 +256,21 @@ class JobRunner:
                 attempts=1,
                 halo_requests=0,
                 submitted_at=submitted_at,
-                meta=_meta_of(payload),
+                warnings=warnings,
+                meta=meta,
             )
             self.finish(record, payload, started_s)
             return None
+        return job
 
     def begin(
         self, job: Job, job_id: str, payload: Any, submitted_at: str, started_s: float
     ) -> Claimed | None:
         """Count a run of a claimed job; None when it needs no run (recorded meanwhile, or
         failed now because its runs keep killing their worker)."""
-        if self.store.get(job_id) is not None:
+        if self.store.records.get(job_id) is not None:
             return None
-        state = self.store.begin_run(job_id, submitted_at)
+        state = self.store.claims.begin_run(job_id, submitted_at)
         claimed = Claimed(job, job_id, payload, state)
         if state.crashes >= self.config.max_deliveries:
             crash = InternalError(
@@ -236,13 +317,17 @@ class JobRunner:
             elapsed_s=time.time() - claimed.state.first_started_s,
         )
         if delay_s is None:
-            return self.finish(self.failure(claimed, error, made), claimed.payload, started_s)
-        self.store.defer(
+            record = self.failure(claimed, error, made)
+            return self.finish(record, claimed.payload, started_s, claimed=claimed)
+        due_s = time.time() + delay_s
+        self.store.deferred.defer(
             claimed.job_id,
             {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
-            due_s=time.time() + delay_s,
+            due_s=due_s,
             halo_requests=made,
         )
+        # It keeps its place in its ticket's line while it waits: no later job overtakes it.
+        self._leave_turn(claimed)
         log.info(
             "job deferred",
             extra={
@@ -254,8 +339,66 @@ class JobRunner:
             },
         )
         for observer in self.observers:
-            observer.job_deferred(claimed.job.connection, error.code.value)
+            observer.job_deferred(claimed.job.connection, error.code.value, due_s=due_s)
         return RunResult.DEFERRED
+
+    def take_turn(
+        self,
+        claimed: Claimed,
+        ticket_id: int,
+        *,
+        check_backlog: bool,
+        place_only: bool = False,
+        halo_requests: float = 0,
+    ) -> Turn:
+        """Take the job's ticket, or park it until its turn, ending this run (counted as an
+        attempt only if it made `halo_requests`, as a park for budget is).
+
+        With `check_backlog`, a connection that has a backlog answers `Turn.BACKLOG` and
+        nothing is taken (the caller parks the job there). With `place_only`, the job only
+        takes its place in the ticket's line (`Turn.PLACED`).
+        """
+        job = claimed.job
+        if self.tickets is None:
+            if place_only:
+                return Turn.PLACED
+            backlogged = (
+                check_backlog
+                and self.backlogs is not None
+                and self.backlogs.size(job.connection) > 0
+            )
+            return Turn.BACKLOG if backlogged else Turn.GO
+        entry = self.tickets.enter(
+            job.connection,
+            ticket_id,
+            claimed.job_id,
+            {"job": claimed.payload, "submitted_at": claimed.state.submitted_at},
+            hold_s=self.lease_s,
+            check_backlog=check_backlog and self.backlogs is not None,
+            place_only=place_only,
+        )
+        if entry.turn is Turn.WAIT:
+            # Waiting for a turn is not an attempt, like waiting for budget.
+            self.store.claims.end_run(
+                claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0
+            )
+            log.info(
+                "job waits for its ticket",
+                extra={
+                    "job_id": claimed.job_id,
+                    "connection": job.connection,
+                    "ticket_id": ticket_id,
+                    "ahead": entry.ahead,
+                },
+            )
+        return entry.turn
+
+    def _leave_turn(self, claimed: Claimed) -> None:
+        """End the turn of a job that will run again, keeping its place in the line."""
+        if self.tickets is not None and claimed.ticket_id is not None:
+            self.tickets.leave(
+                claimed.job.connection, claimed.ticket_id, claimed.job_id, finished=False
+            )
 
     def park(self, claimed: Claimed, *, halo_requests: float) -> RunResult:
         """End this run and put the job in its connection's backlog.
@@ -264,18 +407,34 @@ class JobRunner:
         not a retry.
         """
         assert self.backlogs is not None
-        self.store.end_run(claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0)
+        self.store.claims.end_run(
+            claimed.job_id, halo_requests=halo_requests, counted=halo_requests > 0
+        )
         self.backlogs.park(
             claimed.job.connection, claimed.job_id, claimed.payload, claimed.state.submitted_at
         )
+        self._leave_turn(claimed)
         for observer in self.observers:
             observer.job_parked(claimed.job.connection)
         return RunResult.PARKED
 
-    def finish(self, record: ResultRecord, payload: Any, started_s: float) -> RunResult:
+    def finish(
+        self,
+        record: ResultRecord,
+        payload: Any,
+        started_s: float,
+        *,
+        claimed: Claimed | None = None,
+    ) -> RunResult:
         """Write a record (once), keeping a failed job's payload for replay, and log the
-        outcome."""
-        if not self.store.write(record, payload):
+        outcome. A `claimed` job's turn on its ticket ends in the same call."""
+        if self.tickets is not None and claimed is not None and claimed.ticket_id is not None:
+            written = self.tickets.write_and_leave(
+                self.store.records, record, payload, claimed.job.connection, claimed.ticket_id
+            )
+        else:
+            written = self.store.records.write(record, payload)
+        if not written:
             return RunResult.DUPLICATE
         fields = payload if isinstance(payload, Mapping) else {}
         connection, ticket_id = fields.get("connection"), fields.get("ticket_id")
@@ -308,22 +467,43 @@ class JobRunner:
         # The holder may be running this job, or may have died holding it: look again soon,
         # and again, until it has a record or its claim is free. Often the holder is just
         # releasing the claim of a run it deferred a moment ago.
-        due_s = time.time() + min(self.store.claim_ttl_s(job_id), _BUSY_RECHECK_S) + 0.5
-        self.store.recheck_later(
+        due_s = time.time() + min(self.store.claims.claim_ttl_s(job_id), _BUSY_RECHECK_S) + 0.5
+        self.store.deferred.recheck_later(
             job_id, {"job": payload, "submitted_at": submitted_at}, due_s=due_s
         )
         return RunResult.BUSY
 
+    def _render_and_take_turn(
+        self, claimed: Claimed, started_s: float, check_backlog: bool, held: Collection[int]
+    ) -> Admitted | RunResult:
+        try:
+            rendered = render_job(claimed.job)
+        except JobError as error:
+            return self.finish(self.failure(claimed, error, 0), claimed.payload, started_s)
+        placed = replace(claimed, ticket_id=rendered.ticket_id)
+        if rendered.ticket_id in held:
+            # Its place in line keeps later jobs from taking the ticket in between.
+            self.take_turn(claimed, rendered.ticket_id, check_backlog=False, place_only=True)
+            return Admitted(placed, rendered, has_turn=False)
+        # A connection that already waits for budget: the job joins that line instead.
+        turn = self.take_turn(claimed, rendered.ticket_id, check_backlog=check_backlog)
+        if turn is Turn.BACKLOG:
+            return self.park(claimed, halo_requests=0)
+        if turn is Turn.WAIT:
+            return RunResult.WAITING
+        return Admitted(placed, rendered)
+
     # -- the single-job update ---------------------------------------------------------------
 
-    def _update(self, claimed: Claimed, started_s: float) -> RunResult:
+    def _update(self, claimed: Claimed, rendered: Rendered, started_s: float) -> RunResult:
         client: HaloClient | None = None
         try:
             client = self.clients.for_job(
                 claimed.job.connection,
                 deadline_s=time.monotonic() + self.config.job_deadline_s,
             )
-            updated = run_update(claimed.job, client, journal=self.store.journal(claimed.job_id))
+            plan = plan_update(claimed.job, client, rendered=rendered)
+            updated = apply_plan(plan, client, journal=self.store.claims.journal(claimed.job_id))
             record = self.success(claimed, updated, client.requests_made)
         except RetryableError as error:
             made = client.requests_made if client else 0
@@ -335,22 +515,13 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - a bug: recorded, reported, never retried.
             internal = self.internal_error(claimed.job_id, exc)
             record = self.failure(claimed, internal, client.requests_made if client else 0)
-        return self.finish(record, claimed.payload, started_s)
+        return self.finish(record, claimed.payload, started_s, claimed=claimed)
 
 
 def job_id_of(payload: Any, task_id: str) -> str:
-    """The job's own id when it carries a valid one, else the task id it was sent under."""
-    if isinstance(payload, Mapping):
-        candidate = payload.get("job_id")
-        if isinstance(candidate, str) and JOB_ID_PATTERN.fullmatch(candidate):
-            return candidate
-    return task_id
-
-
-def _meta_of(payload: Any) -> dict[str, Any]:
-    meta = payload.get("meta") if isinstance(payload, Mapping) else None
-    # An invalid job's meta is echoed as sent, unless no record could hold it.
-    return meta if isinstance(meta, dict) and encodes_as_utf8(meta) else {}
+    """The job's own id when it carries a valid one, else the task id it was sent under when
+    that is a valid job id, else a safe key derived from it (`worker.writable`)."""
+    return record_key_of(payload, task_id)
 
 
 def _total(before: float, now: float) -> int | float:

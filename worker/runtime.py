@@ -20,9 +20,10 @@ from worker.redisconn import RedisOptions, connect
 from worker.replication import ReplicaAcks
 from worker.results import ResultStore
 from worker.retry import RetryPolicy
-from worker.runner import JobRunner, RunnerConfig
+from worker.runner import JobRunner, RunnerConfig, claim_lease_s
 from worker.settings import Settings, get_settings
 from worker.sharedcache import RedisCache
+from worker.tickets import TicketLines
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Runtime:
     runner: JobRunner
     governor: Governor
     backlogs: Backlogs
+    tickets: TicketLines
 
 
 def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
@@ -90,18 +92,17 @@ def build_runtime(settings: Settings, *, transport: httpx.BaseTransport | None =
         base_s=settings.retry_base_s,
         cap_s=settings.retry_cap_s,
     )
-    runner = JobRunner(
-        store,
-        clients,
-        RunnerConfig(
-            job_deadline_s=settings.job_deadline_s,
-            request_timeout_s=settings.http_read_timeout_s,
-            max_deliveries=settings.max_deliveries,
-            policy=policy,
-        ),
-        backlogs,
+    config = RunnerConfig(
+        job_deadline_s=settings.job_deadline_s,
+        request_timeout_s=settings.http_read_timeout_s,
+        max_deliveries=settings.max_deliveries,
+        policy=policy,
     )
-    return Runtime(settings, client, store, clients, runner, governor, backlogs)
+    # A job on its way shows no sign of life for at most a stranded message's visibility
+    # timeout plus a dead worker's claim: the lost-job net's bound, and the ticket lines'.
+    tickets = TicketLines(client, quiet_s=settings.visibility_timeout_s + claim_lease_s(config))
+    runner = JobRunner(store, clients, config, backlogs, tickets)
+    return Runtime(settings, client, store, clients, runner, governor, backlogs, tickets)
 
 
 _lock = threading.Lock()

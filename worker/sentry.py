@@ -30,6 +30,9 @@ What leaves the worker:
 - A failed job's event carries its code, HTTP status, field and counts, never its error
   message: Halo's answer, quoted there, can echo ticket text. The full message is in the
   record (``halo-jobs result JOB_ID``).
+- No exception's message, in an event's exception or its log message, nor what Celery's and
+  kombu's multi-line log messages quote of a task message: the same rules as the logs
+  (`worker.logscrub`). The exception's type and stack frames are sent.
 - `Scrubber` runs on every event and breadcrumb: any key that looks secret or holds job text
   (secret, token, password, authorization, cookie, variables, details, summary...) is replaced,
   at any depth, and ``Bearer ...`` and the connections' client secrets are masked in any string.
@@ -50,6 +53,7 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.types import Event, Hint
 
 from worker.errors import ErrorCode
+from worker.logscrub import WITHHELD, safe_message
 from worker.models import ResultRecord
 from worker.settings import Settings
 
@@ -115,8 +119,7 @@ class SentryReporter:
         self._lock = threading.Lock()
 
     def before_send(self, event: Event, hint: Hint) -> Event | None:
-        del hint
-        scrubbed: Event = self.scrub(event)
+        scrubbed: Event = self.scrub(_without_exception_text(event, hint))
         tags = scrubbed.get("tags")
         tags = dict(tags) if isinstance(tags, Mapping) else {}
         extra = scrubbed.get("extra")
@@ -130,7 +133,9 @@ class SentryReporter:
         return scrubbed
 
     def before_breadcrumb(self, crumb: dict[str, Any], hint: Hint) -> dict[str, Any] | None:
-        del hint
+        record = hint.get("log_record") if isinstance(hint, Mapping) else None
+        if isinstance(record, logging.LogRecord):
+            crumb = {**crumb, "message": safe_message(record)}
         scrubbed: dict[str, Any] = self.scrub(crumb)
         return scrubbed
 
@@ -173,8 +178,8 @@ class SentryReporter:
         with self._lock:
             return record.job_id not in self._reported
 
-    def job_deferred(self, connection: str, code: str) -> None:
-        del connection, code  # a retry is not an error
+    def job_deferred(self, connection: str, code: str, *, due_s: float) -> None:
+        del connection, code, due_s  # a retry is not an error
 
     def job_parked(self, connection: str) -> None:
         del connection
@@ -184,6 +189,25 @@ class SentryReporter:
             self._reported[job_id] = None
             while len(self._reported) > _REMEMBERED:
                 self._reported.popitem(last=False)
+
+
+def _without_exception_text(event: Event, hint: Hint) -> Event:
+    """A copy of `event` with no exception message: not in its exceptions, nor in the log
+    message it was made from."""
+    record = hint.get("log_record") if isinstance(hint, Mapping) else None
+    made: dict[str, Any] = dict(event)
+    if isinstance(record, logging.LogRecord):
+        message = safe_message(record)
+        made["logentry"] = {"message": message, "formatted": message, "params": []}
+    exceptions = made.get("exception")
+    if isinstance(exceptions, Mapping) and isinstance(exceptions.get("values"), list):
+        values = [_no_text(value) for value in exceptions["values"]]
+        made["exception"] = {**exceptions, "values": values}
+    return made  # type: ignore[return-value]  # Event is a TypedDict; this is one, copied
+
+
+def _no_text(value: Any) -> Any:
+    return {**value, "value": WITHHELD} if isinstance(value, Mapping) else value
 
 
 def init(settings: Settings, secrets: Iterable[str]) -> SentryReporter | None:
@@ -206,6 +230,11 @@ def init(settings: Settings, secrets: Iterable[str]) -> SentryReporter | None:
         send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",
+        # No breadcrumbs: in a threads pool they are not one job's story. A pool thread starts
+        # with a copy of the consumer thread's breadcrumbs ("Task <id> received" of whichever
+        # jobs arrived meanwhile), so an event about one job would carry other jobs' ids and
+        # lines. Events carry the job's own tags and context instead.
+        max_breadcrumbs=0,
         # Only what is listed: no automatic httpx or Redis breadcrumbs of URLs and keys.
         auto_enabling_integrations=False,
         integrations=[

@@ -7,19 +7,54 @@ connections file loader, which reads each connection's named secret variable.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# What a URL's password shows as wherever settings are printed or dumped.
+MASKED: Final = "***"
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password (if any) replaced by ``***``: ``redis://:***@host:6379/0``.
+
+    A Sentinel URL (``sentinel://a:1;sentinel://u:pw@b:2``) is masked part by part: any part
+    may carry the primary's password (`worker.redisconn`).
+    """
+    if ";" in url:
+        return ";".join(masked_url(part) for part in url.split(";"))
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        # Unparseable (a bad port, say): nothing of it can be shown safely.
+        return MASKED
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASKED}@{host}"))
 
 
 class Settings(BaseSettings):
-    """Everything a worker or producer is configured with; immutable once read."""
+    """Everything a worker or producer is configured with; immutable once read.
+
+    The Redis URLs may carry a password: `repr`, `str` and `model_dump` show them with the
+    password masked (`masked_url`); code that connects reads the attributes themselves.
+    """
 
     # Not extra="forbid": connection secrets conventionally live in HALO_<NAME>_SECRET variables,
     # which share the prefix but belong to the connections file, not to this class.
-    model_config = SettingsConfigDict(env_prefix="HALO_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error would otherwise print the values it read,
+    # Redis URLs with their passwords among them.
+    model_config = SettingsConfigDict(
+        env_prefix="HALO_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     broker_url: str = "redis://localhost:6379/0"
     result_url: str | None = None
@@ -105,6 +140,15 @@ class Settings(BaseSettings):
                 "certificate and its key) or neither"
             )
         return self
+
+    @field_serializer("broker_url", "result_url")
+    def _masked(self, url: str | None) -> str | None:
+        return None if url is None else masked_url(url)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            masked = name in ("broker_url", "result_url") and isinstance(value, str)
+            yield name, masked_url(value) if masked else value
 
     @property
     def results_redis_url(self) -> str:

@@ -11,6 +11,8 @@ from typing import Final
 
 import redis
 
+from worker.keys import lock_key as _lock_key
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -43,7 +45,7 @@ class RedisCache:
 
     @contextmanager
     def lock(self, key: str, *, ttl_s: float, wait_s: float) -> Iterator[bool]:
-        lock_key = f"{key}:lock"
+        lock_key = _lock_key(key)
         token = uuid.uuid4().hex
         deadline = time.monotonic() + wait_s
         held = bool(self._redis.set(lock_key, token, nx=True, px=int(ttl_s * 1000)))

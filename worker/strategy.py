@@ -13,7 +13,8 @@ Any Celery client can send such a message (a hand-written producer in another la
 bug), so every task of the app takes its messages through `guarded`: a message of the wrong
 shape is logged (ids only, never the body) and dropped, and when it was an Update Halo Ticket
 task with a task id, that id gets an `invalid_job` record, as a well-formed message with the
-wrong arguments does (`worker.tasks.update_ticket`).
+wrong arguments does (`worker.tasks.update_ticket`). A message with no task id, which no record
+can name, is kept in the dead-letter list (`worker.deadletters`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from celery import Task
 from celery.exceptions import InvalidTaskError
 from celery.worker.strategy import default
 
+from worker.consumer import dead_letter_message
+from worker.deadletters import Reason
 from worker.models import TASK_NAME
 from worker.runtime import runtime
 
@@ -105,7 +108,10 @@ def _drop(task: Task, message: Any, problem: str, connection_errors: Any) -> Non
         "malformed task message dropped",
         extra={"task": task.name, "task_id": task_id, "problem": problem},
     )
-    if task_id is not None and task.name == TASK_NAME:
+    if task_id is None:
+        # No record can be written without a task id: keep the message for a person instead.
+        dead_letter_message(message, Reason.NO_TASK_ID, f"{task.name}: {problem}")
+    elif task.name == TASK_NAME:
         try:
             runtime().runner.reject_malformed(task_id, problem)
         except redis.RedisError as exc:

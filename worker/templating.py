@@ -101,30 +101,57 @@ def parse(template: str, *, field: str | None = None) -> list[str | Expression]:
     return parts
 
 
-def render(template: str, context: Mapping[str, Any], *, field: str | None = None) -> str:
+def render(
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    field: str | None = None,
+    max_chars: int | None = None,
+) -> str:
     """Replace every `{{ path }}` in `template` with its value from `context`, as `to_text`.
 
     Args:
         template: the text; without `{{` it is returned unchanged.
         context: the JSON-like variable context (`custom`, `email`, ...).
         field: the job field being rendered; it prefixes the message and is set on the error.
+        max_chars: the longest text the field may render to. A few expressions reading one
+            large variable can ask for far more text than the job carries; once the cap is
+            passed nothing more is joined, and the rest is only measured (each distinct path is
+            rendered once, so measuring costs no more than the job's own size).
 
     Raises:
-        TemplateError: an expression is malformed (see `parse`), reads an undefined path, or
-            reads a value that is not JSON-like.
+        TemplateError: an expression is malformed (see `parse`), reads an undefined path,
+            reads a value that is not JSON-like, or the text would be longer than `max_chars`
+            (the message gives the field, the rendered length and the cap).
     """
     out: list[str] = []
+    length = 0
+    # A path repeated a thousand times is turned into text once.
+    texts: dict[str, str] = {}
     for part in parse(template, field=field):
         if isinstance(part, str):
-            out.append(part)
-            continue
-        value = _resolve(context, part.segments, field)
-        try:
-            out.append(to_text(value))
-        except TemplateError as exc:
-            raise TemplateError(
-                f"{_prefix(field)}{part.path}: {exc.message}", field=field
-            ) from None
+            text = part
+        elif (text_of_path := texts.get(part.path)) is not None:
+            text = text_of_path
+        else:
+            value = _resolve(context, part.segments, field)
+            try:
+                text = texts[part.path] = to_text(value)
+            except TemplateError as exc:
+                raise TemplateError(
+                    f"{_prefix(field)}{part.path}: {exc.message}", field=field
+                ) from None
+        length += len(text)
+        if max_chars is None or length <= max_chars:
+            out.append(text)
+        elif out:
+            out.clear()  # over the cap: what was joined so far is never used
+    if max_chars is not None and length > max_chars:
+        raise TemplateError(
+            f"{_prefix(field)}renders to {length:,} characters, more than the limit of "
+            f"{max_chars:,} for this field; read smaller variables, or fewer of them",
+            field=field,
+        )
     return "".join(out)
 
 

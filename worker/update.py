@@ -14,10 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from worker.errors import InvalidTicketId
+from worker.applied import compare, is_flag, name_refused_field, shows_saved_values
+from worker.errors import HaloRejected, InvalidTicketId
 from worker.halo.client import HaloClient, Ticket
-from worker.halo.lookups import LookupKind, Resolved, as_int, name_of, resolve_refreshing
-from worker.models import RESULT_TICKET_KEYS, Job
+from worker.halo.lookups import (
+    LookupKind,
+    Records,
+    Resolved,
+    as_int,
+    name_of,
+    resolve_refreshing,
+)
+from worker.models import MAX_RENDERED_CHARS, RESULT_TICKET_KEYS, Job
 from worker.templating import render
 
 # Halo's ticket ids are 32-bit signed integers.
@@ -80,17 +88,22 @@ def render_job(job: Job) -> Rendered:
     """Render every expression of a job; no I/O.
 
     Raises:
-        TemplateError: an expression is malformed or undefined.
+        TemplateError: an expression is malformed or undefined, or a field renders to more
+            than its `MAX_RENDERED_CHARS`.
         InvalidTicketId: the ticket id is not a positive integer after rendering.
     """
-    raw_id = render(job.ticket_id, job.variables, field="ticket_id")
+    raw_id = render(
+        job.ticket_id, job.variables, field="ticket_id", max_chars=MAX_RENDERED_CHARS["ticket_id"]
+    )
     values: dict[str, str] = {}
     warnings: list[str] = []
     for name in (*_TEXT_FIELDS, *_LOOKUP_FIELDS):
         template = getattr(job, name)
         if not template:
             continue
-        text = render(template, job.variables, field=name)
+        # A field added later without a cap of its own gets the summary's, never none.
+        cap = MAX_RENDERED_CHARS.get(name, MAX_RENDERED_CHARS["summary"])
+        text = render(template, job.variables, field=name, max_chars=cap)
         if text.strip():
             values[name] = text if name in _TEXT_FIELDS else text.strip()
         else:
@@ -138,12 +151,7 @@ def plan_update(
     for kind in _LOOKUP_FIELDS:
         if kind not in rendered.values:
             continue
-        sla_id = as_int(current.get("sla_id")) if kind == "priority" else None
-
-        def load(fresh: bool, kind: LookupKind = kind, sla_id: int | None = sla_id) -> Any:
-            return client.lookup(kind, sla_id=sla_id, fresh=fresh)
-
-        match = resolve_refreshing(kind, rendered.values[kind], load, sla_id=sla_id)
+        match = _resolve_for_ticket(kind, rendered.values[kind], current, client)
         resolved[kind] = match
         if kind == "team":
             # The ticket's team is the string `team`; `team_id` exists on newer builds only.
@@ -156,7 +164,11 @@ def plan_update(
             id_field = _LABELS[kind][0]
             if as_int(current.get(id_field)) != match.id:
                 payload[id_field] = match.id
-    changed = [key for key in payload if key != "id"]
+    if "agent_id" in payload:
+        # Halo refuses a reassignment (busy calendar, out of hours) unless the request says it
+        # is meant; the HaloAPI module and Halo's API docs send this flag with agent changes.
+        payload["_forcereassign"] = True
+    changed = [key for key in payload if key != "id" and not is_flag(key)]
     return Plan(rendered.ticket_id, current, payload, changed, list(rendered.warnings), resolved)
 
 
@@ -169,6 +181,10 @@ def apply_plan(
 ) -> Updated:
     """POST the plan's changes (nothing when there are none) and shape the result.
 
+    What Halo saved is compared with what was asked (`worker.applied`): overrides and side
+    effects become warnings, and `changed_fields` says what really changed. A 400 that names a
+    field the POST changed is a `HaloRejected` with that job field.
+
     Args:
         saved: Halo's answer for this ticket when the POST was already sent in a batch.
         journal: notes the POST before it is sent, and recalls one an earlier run sent.
@@ -176,18 +192,53 @@ def apply_plan(
     Idempotent: the POST sets values, so sending it again sets the same values.
     """
     changed = plan.changed_fields
+    warnings = list(plan.warnings)
     after = plan.ticket
     if changed and saved is None:
         if journal is not None:
             journal.note(changed)
-        after = client.update_tickets([plan.payload])[plan.ticket_id]
+        try:
+            after = client.update_tickets([plan.payload])[plan.ticket_id]
+        except HaloRejected as error:
+            raise name_refused_field(error, plan.payload) from None
+        if not shows_saved_values(after, changed):
+            # An answer without the fields sent cannot show what Halo saved: read it back.
+            after = client.get_ticket(plan.ticket_id)
     elif saved is not None:
         after = saved
     elif journal is not None:
         # Nothing left to change: if an earlier run of this job POSTed before it crashed, the
         # values it wrote are what we see now, and the record reports that run's changes.
         changed = journal.recall() or []
-    return Updated(shape_ticket(plan, after, client), changed, plan.warnings)
+    if plan.changed_fields and (saved is not None or after is not plan.ticket):
+        labels = {_LABELS[kind][0]: r.name for kind, r in plan.resolved.items() if kind != "team"}
+        changed, overrides = compare(plan.payload, plan.ticket, after, labels)
+        warnings += overrides
+    return Updated(shape_ticket(plan, after, client), changed, warnings)
+
+
+def settle_unconfirmed(
+    plan: Plan, job: Job, rendered: Rendered, client: HaloClient, journal: WriteJournal
+) -> Updated:
+    """Finish a job whose fields went out in a POST of several tickets that Halo's answer did
+    not confirm (it listed other tickets, or none), deciding from what Halo now holds.
+
+    The ticket is read back and planned again: nothing left to change means that POST applied
+    every field, and the result reports `plan`'s fields (also in `journal`, noted before that
+    POST). Fields still different were not applied: only they are POSTed, once, alone.
+
+    Raises:
+        As `plan_update` and `apply_plan`; a retryable error leaves the journal to the rerun.
+    """
+    now = client.get_ticket(plan.ticket_id)
+    rest = plan_update(job, client, rendered=rendered, ticket=now)
+    if not rest.changed_fields:
+        return Updated(shape_ticket(rest, now, client), plan.changed_fields, list(plan.warnings))
+    changed = [*plan.changed_fields]
+    changed += [name for name in rest.changed_fields if name not in changed]
+    journal.note(changed)
+    after = client.update_tickets([rest.payload])[plan.ticket_id]
+    return Updated(shape_ticket(rest, after, client), changed, list(plan.warnings))
 
 
 def run_update(job: Job, client: HaloClient, *, journal: WriteJournal | None = None) -> Updated:
@@ -219,6 +270,37 @@ def shape_ticket(plan: Plan, after: Mapping[str, Any], client: HaloClient) -> di
             records, _ = client.lookup(kind, sla_id=sla_id)
             view[name_field] = name_of(records, kind, view[id_field])
     return {key: view.get(key) for key in RESULT_TICKET_KEYS}
+
+
+def _resolve_for_ticket(
+    kind: LookupKind, value: str, ticket: Ticket, client: HaloClient
+) -> Resolved:
+    """Resolve a name among the records valid for this ticket: statuses its ticket type allows,
+    priorities of its SLA (every SLA's when it has none).
+
+    Raises:
+        LookupNotFound: no match; the message lists the names valid for this ticket, and says
+            when the name exists in Halo (as far as the cached lists show).
+        LookupAmbiguous: the name matches several records.
+    """
+    sla_id = (as_int(ticket.get("sla_id")) or None) if kind == "priority" else None
+    type_id = as_int(ticket.get("tickettype_id")) if kind == "status" else None
+    # Ids, not the read's labels: a batch's list read has no labels, and a job's message must
+    # not depend on whether it ran alone or in a batch.
+    scope = None
+    if sla_id is not None:
+        scope = f"the ticket's SLA, sla_id {sla_id}"
+    elif type_id is not None:
+        scope = f"tickets of type tickettype_id {type_id}"
+
+    def load(fresh: bool) -> tuple[Records, bool]:
+        return client.lookup(kind, sla_id=sla_id, tickettype_id=type_id, fresh=fresh)
+
+    def known() -> Records | None:
+        # Only if at hand: a job that fails anyway spends no request on a better message.
+        return client.cached_lookup(kind)
+
+    return resolve_refreshing(kind, value, load, sla_id=sla_id, scope=scope, known=known)
 
 
 def _team_id(plan: Plan, team: str, client: HaloClient) -> int | None:

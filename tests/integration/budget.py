@@ -21,7 +21,7 @@ import redis
 from worker.connections import Connection
 from worker.governor import Governor
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
-from worker.models import RESULTS_STREAM
+from worker.keys import RESULTS_STREAM
 from worker.runtime import Runtime, redis_client
 
 # Ticket timestamps that do not depend on when a test runs, so two runs compare equal.
@@ -58,9 +58,10 @@ class Tenants:
         return httpx.MockTransport(self)
 
 
-def write_connections(directory: Path, rates: dict[str, str]) -> Path:
+def write_connections(directory: Path, rates: dict[str, str], extra_toml: str = "") -> Path:
     """A connections file with one connection per `rates` entry (name → ``rate_limit``), each
-    at ``https://<name>.halo.test`` with the fakes' demo credentials, the secret in a file."""
+    at ``https://<name>.halo.test`` with the fakes' demo credentials, the secret in a file,
+    and `extra_toml` (more keys) in every connection's table."""
     secret = directory / "halo-secret"
     secret.write_text(DEMO_CLIENT_SECRET)
     path = directory / "connections.toml"
@@ -70,7 +71,7 @@ def write_connections(directory: Path, rates: dict[str, str]) -> Path:
             f'url = "https://{name}.halo.test"\n'
             f'client_id = "{DEMO_CLIENT_ID}"\n'
             f'client_secret_file = "{secret}"\n'
-            f'rate_limit = "{rate}"\n\n'
+            f'rate_limit = "{rate}"\n{extra_toml}\n'
             for name, rate in rates.items()
         )
     )

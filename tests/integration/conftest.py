@@ -24,6 +24,7 @@ from integration.harness import SECRET_ENV, TEST_SETTINGS
 from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
+from worker.halo.fake.profiles import DEFAULT_PROFILE, PROFILES
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +73,8 @@ def connections_file(tmp_path_factory: pytest.TempPathFactory, halo_url: str) ->
     path.write_text(
         "[connections.acme]\n"
         f'url = "{halo_url}"\n'
+        # The fake Halo serves plain http on loopback.
+        "allow_insecure_http = true\n"
         f'client_id = "{DEMO_CLIENT_ID}"\n'
         f'client_secret_env = "{SECRET_ENV}"\n'
         'rate_limit = "200/2s"\n'
@@ -153,6 +156,16 @@ def producer(redis_server: RedisServer) -> Iterator[Producer]:
     """The Python producer API, on the private Redis."""
     with Producer(broker_url=redis_server.url) as made:
         yield made
+
+
+@pytest.fixture(scope="module", params=PROFILES)
+def halo_profile(fake: FakeHalo, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs each test of a module that uses it once per tenant profile the fake plays
+    (`worker.halo.fake.profiles`); the fake plays the default profile again afterwards."""
+    profile = str(request.param)
+    fake.use_profile(profile)
+    yield profile
+    fake.use_profile(DEFAULT_PROFILE)
 
 
 @pytest.fixture(autouse=True)

@@ -52,17 +52,23 @@ def fleet(budget_redis: redis.Redis, budget_redis_url: str, tmp_path: Path) -> I
 
     ``fleet(tenants, rates={"acme": "300/300s"}, **settings)``: `tenants` answers Halo's
     requests; `rates` names the connections and their ``rate_limit``; `settings` are
-    `Settings` fields.
+    `Settings` fields, but `extra_toml` (more keys for every connection's table).
     """
     del budget_redis  # requested for the flush around the test
     built: list[Runtime] = []
 
-    def build(tenants: Tenants, rates: dict[str, str] | None = None, **settings: Any) -> Runtime:
+    def build(
+        tenants: Tenants,
+        rates: dict[str, str] | None = None,
+        extra_toml: str = "",
+        **settings: Any,
+    ) -> Runtime:
         directory = tmp_path / f"runtime-{len(built)}"
         directory.mkdir()
+        connections = write_connections(directory, rates or {"acme": "300/300s"}, extra_toml)
         config = Settings(
             broker_url=budget_redis_url,
-            connections_file=write_connections(directory, rates or {"acme": "300/300s"}),
+            connections_file=connections,
             result_ttl_s=3600,
             job_deadline_s=10.0,
             http_read_timeout_s=5.0,

@@ -25,7 +25,7 @@ def events(worker: WorkerProcess, redis_server: RedisServer) -> Iterator[TaskEve
 
 
 @pytest.fixture
-def fleet(
+def foreign_fleet(
     worker: WorkerProcess,
     events: TaskEvents,
     producer: Producer,

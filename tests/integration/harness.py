@@ -12,7 +12,7 @@ import redis
 
 from ops.processes import WorkerProcess
 from producers.jobs import Producer
-from worker.models import RESULTS_STREAM
+from worker.keys import RESULTS_STREAM
 
 SECRET_ENV = "HALO_ACME_SECRET"
 # Long enough for a job that retries a few times; a test waits this long only when it fails.
@@ -88,9 +88,12 @@ def wait_until(
 
 
 def deliveries(worker: WorkerProcess, task_id: str) -> list[str]:
-    """What the worker's finished deliveries of a task returned ("recorded", "duplicate", ...),
-    read from Celery's own log line ``Task <name>[<id>] succeeded in <s>s: '<value>'``."""
-    pattern = re.compile(rf"\[{re.escape(task_id)}\] succeeded in [0-9.e-]+s: '([a-z_]+)'")
+    """What became of the worker's finished deliveries of a task ("recorded", "duplicate",
+    "deferred", ...), read from Celery's own log lines: ``Task <name>[<id>] succeeded in <s>s:
+    'recorded: ...'``, ``... retry: deferred: ...`` and ``... raised expected:
+    JobFailed('recorded: ...')``."""
+    ends = r"succeeded in [0-9.e-]+s: '|retry: |raised expected: JobFailed\('"
+    pattern = re.compile(rf"\[{re.escape(task_id)}\] (?:{ends})([a-z_]+)")
     return pattern.findall(worker.log_text())
 
 

@@ -29,6 +29,7 @@ from worker.batch import run_batch
 from worker.deferrals import move_due
 from worker.errors import HaloRateLimited
 from worker.halo.fake import FakeHalo
+from worker.learned import Learned
 from worker.runner import RunResult
 from worker.runtime import Runtime
 
@@ -69,7 +70,15 @@ def _dispatcher(
         runtime.clients.connections,
         publish,
         batch_max=batch_max,
+        learned=Learned(runtime.redis),
     )
+
+
+def _honours_ticketids(runtime: Runtime, *connections: str) -> None:
+    """The tenants have shown that their list reads honour `ticketids`, as a probe shows it:
+    their backlogs are released in batches."""
+    for connection in connections or ("acme",):
+        Learned(runtime.redis).saw_list_read(connection, honoured=True, page_cap=None)
 
 
 def _run_batches(runtime: Runtime, published: Published) -> int:
@@ -96,7 +105,7 @@ def _spend_budget(runtime: Runtime, connection: str) -> None:
 
 
 def _record(runtime: Runtime, job_id: str) -> Record:
-    record = runtime.store.get(job_id)
+    record = runtime.store.records.get(job_id)
     assert record is not None, f"no record for {job_id}"
     return record
 
@@ -114,7 +123,7 @@ def test_a_job_that_finds_no_budget_is_parked_without_a_record_or_an_attempt(
 
     assert runtime.runner.run(waiting, task_id=waiting["job_id"]) is RunResult.PARKED
 
-    assert runtime.store.get(waiting["job_id"]) is None
+    assert runtime.store.records.get(waiting["job_id"]) is None
     assert stream_job_ids(budget_redis) == []
     assert runtime.backlogs.size("acme") == 1
     assert halo.requests() == []
@@ -134,6 +143,7 @@ def test_a_job_arriving_while_its_connection_has_a_backlog_is_parked_behind_it(
 ) -> None:
     halo = new_fake()
     runtime = fleet(Tenants(acme=halo))
+    _honours_ticketids(runtime)
     first, second = job(4711, summary="First in line"), job(4712, summary="Second in line")
     _park(runtime, first)
 
@@ -173,6 +183,7 @@ def test_no_parked_job_is_lost_when_a_dispatcher_dies_mid_release(
 ) -> None:
     halo = new_fake()
     runtime = fleet(Tenants(acme=halo), batch_max=5)
+    _honours_ticketids(runtime)
     acme = runtime.clients.connections["acme"]
     # Halo asked everyone to wait: the first job parks for want of budget, the rest behind it.
     runtime.governor.observe_rate_limited(acme, HaloRateLimited("429", retry_after_s=0.3))
@@ -220,6 +231,7 @@ def test_jobs_leased_to_a_dead_dispatcher_cost_no_budget_while_the_lease_runs(
     fleet: Fleet,
 ) -> None:
     runtime = fleet(Tenants(acme=new_fake()), rates={"acme": "10/60s"})
+    _honours_ticketids(runtime)
     acme = runtime.clients.connections["acme"]
     _park(runtime, *(job(4711, summary=f"Leased {i}") for i in range(3)))
 
@@ -241,6 +253,7 @@ def test_jobs_leased_to_a_dead_dispatcher_cost_no_budget_while_the_lease_runs(
 
 def test_the_dispatcher_releases_no_more_than_the_budget_grants(fleet: Fleet) -> None:
     runtime = fleet(Tenants(acme=new_fake()), rates={"acme": "6/60s"})
+    _honours_ticketids(runtime)
     acme = runtime.clients.connections["acme"]
     _park(runtime, *(job(4711, summary=f"Queued {i}") for i in range(10)))
     published = Published()
@@ -256,6 +269,7 @@ def test_the_dispatcher_releases_no_more_than_the_budget_grants(fleet: Fleet) ->
 
 def test_connections_with_equal_backlogs_take_turns(fleet: Fleet) -> None:
     runtime = fleet(Tenants(), rates={"acme": "300/300s", "globex": "300/300s"})
+    _honours_ticketids(runtime, "acme", "globex")
     for connection in ("acme", "globex"):
         _park(runtime, *(job(4711, connection=connection) for _ in range(6)))
     published = Published()
@@ -269,6 +283,7 @@ def test_a_connection_without_budget_does_not_hold_up_another_ones_backlog(
     fleet: Fleet,
 ) -> None:
     runtime = fleet(Tenants(), rates={"acme": "2/60s", "globex": "300/300s"})
+    _honours_ticketids(runtime, "acme", "globex")
     _spend_budget(runtime, "acme")
     for connection in ("acme", "globex"):
         _park(runtime, *(job(4711, connection=connection) for _ in range(6)))
@@ -370,6 +385,7 @@ def test_batched_and_single_runs_give_identical_records(
     budget_redis.flushdb()
     batched_halo = _tenant()
     batched = fleet(Tenants(acme=batched_halo))
+    _honours_ticketids(batched)
     _park(batched, *jobs)
     published = Published()
     assert _dispatcher(batched, published, batch_max=len(jobs)).dispatch() == len(jobs)
@@ -389,6 +405,7 @@ def test_batched_and_single_runs_give_identical_records(
 def test_batched_records_share_out_exactly_the_requests_the_batch_made(fleet: Fleet) -> None:
     halo = _tenant()
     runtime = fleet(Tenants(acme=halo))
+    _honours_ticketids(runtime)
     jobs = [
         job(4711, summary="Shared out"),
         job(4712, status="Closed"),
@@ -413,8 +430,10 @@ def test_batched_records_share_out_exactly_the_requests_the_batch_made(fleet: Fl
 def test_a_batch_post_halo_rejects_falls_back_to_one_post_per_job(fleet: Fleet) -> None:
     halo = _tenant()
     runtime = fleet(Tenants(acme=halo))
-    # The fleet's cached status list still offers "Resolved", which Halo no longer accepts.
-    runtime.clients.for_job("acme").lookup("status")
+    _honours_ticketids(runtime)
+    # The fleet's cached status list (for ticket 4713's type, Service Request) still offers
+    # "Resolved", which Halo no longer accepts.
+    runtime.clients.for_job("acme").lookup("status", tickettype_id=3)
     halo.set_lookup("status", [s for s in halo.lookup("status") if s["name"] != "Resolved"])
     good = [job(4711, summary="Good one"), job(4712, status="Closed")]
     bad = job(4713, status="Resolved", error_handling="continue")
@@ -450,6 +469,7 @@ def test_a_retryable_error_on_the_batch_read_defers_every_job_until_it_succeeds(
 ) -> None:
     halo = _tenant()
     runtime = fleet(Tenants(acme=halo))
+    _honours_ticketids(runtime)
     jobs = [job(4711, summary="Deferred"), job(4712, status="Closed"), job(4713, team="Projects")]
     _park(runtime, *jobs)
     published = Published()
@@ -458,7 +478,7 @@ def test_a_retryable_error_on_the_batch_read_defers_every_job_until_it_succeeds(
 
     assert _run_batches(runtime, published) == 0
 
-    assert [runtime.store.get(j["job_id"]) for j in jobs] == [None, None, None]
+    assert [runtime.store.records.get(j["job_id"]) for j in jobs] == [None, None, None]
     assert stream_job_ids(budget_redis) == []
     assert halo.posts() == []
 
@@ -466,7 +486,7 @@ def test_a_retryable_error_on_the_batch_read_defers_every_job_until_it_succeeds(
         runtime.runner.run(payload, task_id=job_id, submitted_at=submitted_at)
 
     deadline = time.monotonic() + 5.0
-    while any(runtime.store.get(j["job_id"]) is None for j in jobs):
+    while any(runtime.store.records.get(j["job_id"]) is None for j in jobs):
         assert time.monotonic() < deadline, "deferred jobs were never run again"
         move_due(runtime.store, publish)
         time.sleep(0.02)

@@ -21,7 +21,7 @@ from integration.harness import (
 from ops.processes import WorkerProcess
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
-from worker.models import result_key
+from worker.keys import result_key
 
 pytestmark = pytest.mark.usefixtures("worker")
 

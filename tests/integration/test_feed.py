@@ -11,7 +11,7 @@ import redis
 from integration.harness import feed_entries, new_job, run_job
 from producers.feed import CompletionFeed
 from producers.jobs import Producer
-from worker.models import RESULTS_STREAM
+from worker.keys import RESULTS_STREAM
 
 pytestmark = pytest.mark.usefixtures("worker")
 

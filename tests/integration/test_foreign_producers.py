@@ -43,7 +43,7 @@ def ingestion(redis_server: RedisServer) -> Iterator[Celery]:
     ids=["own-job-id", "own-job-id-as-task-id", "no-job-id", "no-job-id-given-task-id"],
 )
 def test_a_plain_celery_send_task_gets_one_record_under_the_job_id_or_task_id(
-    fleet: Fleet, ingestion: Celery, fake: FakeHalo, with_job_id: bool, with_task_id: bool
+    foreign_fleet: Fleet, ingestion: Celery, fake: FakeHalo, with_job_id: bool, with_task_id: bool
 ) -> None:
     job, marker = marked_job(with_job_id=with_job_id)
     task_id = str(job.get("job_id") or uuid.uuid4()) if with_task_id else None
@@ -51,12 +51,12 @@ def test_a_plain_celery_send_task_gets_one_record_under_the_job_id_or_task_id(
     sent = ingestion.send_task("halo.update_ticket", args=[job], queue="halo", task_id=task_id)
 
     key = job.get("job_id") or sent.id
-    fleet.recorded_once(job, key=key, task_id=sent.id, marker=marker)
+    foreign_fleet.recorded_once(job, key=key, task_id=sent.id, marker=marker)
     assert len(fake.posts()) == 1
 
 
 def test_a_plain_celery_job_that_halo_fails_once_is_sent_again_and_recorded_once(
-    fleet: Fleet, ingestion: Celery, fake: FakeHalo
+    foreign_fleet: Fleet, ingestion: Celery, fake: FakeHalo
 ) -> None:
     job, marker = marked_job(with_job_id=True)
     fake.fail_next(1, 503, path="/api/tickets", method="GET")
@@ -64,14 +64,16 @@ def test_a_plain_celery_job_that_halo_fails_once_is_sent_again_and_recorded_once
     sent = ingestion.send_task("halo.update_ticket", args=[job], queue="halo")
 
     # The worker defers the first delivery and sends the job again itself, as task job_id.
-    assert wait_for_deliveries(fleet.worker, sent.id, 1) == ["deferred"]
-    record = fleet.recorded_once(job, key=job["job_id"], task_id=job["job_id"], marker=marker)
+    assert wait_for_deliveries(foreign_fleet.worker, sent.id, 1) == ["deferred"]
+    record = foreign_fleet.recorded_once(
+        job, key=job["job_id"], task_id=job["job_id"], marker=marker
+    )
     assert record["attempts"] == 2
     assert len(fake.posts()) == 1
 
 
 def test_a_message_pushed_exactly_as_documented_gets_its_record(
-    fleet: Fleet, redis_client: redis.Redis, fake: FakeHalo
+    foreign_fleet: Fleet, redis_client: redis.Redis, fake: FakeHalo
 ) -> None:
     envelope_text, body_text = documented_message()
     envelope = json.loads(envelope_text)
@@ -81,7 +83,7 @@ def test_a_message_pushed_exactly_as_documented_gets_its_record(
 
     redis_client.lpush("halo", envelope_text)
 
-    record = fleet.recorded_once(
+    record = foreign_fleet.recorded_once(
         job,
         key=job["job_id"],
         task_id=envelope["headers"]["id"],
@@ -93,7 +95,7 @@ def test_a_message_pushed_exactly_as_documented_gets_its_record(
 
 @pytest.mark.parametrize("with_job_id", [True, False], ids=["own-job-id", "no-job-id"])
 def test_the_raw_python_example_gets_one_record_per_job(
-    fleet: Fleet,
+    foreign_fleet: Fleet,
     redis_server: RedisServer,
     fake: FakeHalo,
     tmp_path: Path,
@@ -114,7 +116,7 @@ def test_the_raw_python_example_gets_one_record_per_job(
     assert pushed.returncode == 0, pushed.stderr
     ids = json.loads(pushed.stdout)
     assert ids["job_id"] == job.get("job_id", ids["task_id"])
-    fleet.recorded_once(job, key=ids["job_id"], task_id=ids["task_id"], marker=marker)
+    foreign_fleet.recorded_once(job, key=ids["job_id"], task_id=ids["task_id"], marker=marker)
     assert len(fake.posts()) == 1
 
 

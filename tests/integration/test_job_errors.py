@@ -14,9 +14,11 @@ from integration.harness import new_job, run_job, wait_for_record
 from ops.processes import RedisServer
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
-from worker.models import QUEUE, TASK_NAME
+from worker.keys import result_key
+from worker.models import MAX_RENDERED_CHARS, QUEUE, TASK_NAME
 
-pytestmark = pytest.mark.usefixtures("worker")
+# Every test runs once per tenant profile of the fake (current, legacy, strict).
+pytestmark = pytest.mark.usefixtures("halo_profile", "worker")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +107,32 @@ def test_an_undefined_variable_fails_with_a_template_error_naming_the_path(
     )
     assert record["error"]["retryable"] is False
     assert fake.requests() == []
+
+
+def test_a_template_amplified_to_megabytes_fails_naming_its_size_and_sends_and_stores_nothing_big(
+    producer: Producer, fake: FakeHalo
+) -> None:
+    # Under 2 KB of template reading one 200,000-character variable 125 times asks for 25 MB.
+    job = new_job(
+        details="{{custom.big}}" * 125,
+        status="Closed",
+        variables={"custom": {"big": "x" * 200_000}},
+    )
+
+    record = run_job(producer, job)
+
+    assert record["outcome"] == "failed"
+    assert record["error"]["code"] == "template_error"
+    assert record["error"]["field"] == "details"
+    limit = MAX_RENDERED_CHARS["details"]
+    assert record["error"]["message"].startswith(
+        f"details: renders to 25,000,000 characters, more than the limit of {limit:,}"
+    )
+    assert fake.requests() == []
+    # The record and its feed entry are the size of an error, not of the rendered text.
+    stored = producer.redis.get(result_key(job["job_id"]))
+    assert stored is not None
+    assert len(str(stored)) < 10_000
 
 
 def test_an_unknown_connection_fails_naming_it_without_any_halo_request(

@@ -81,7 +81,8 @@ def test_a_worker_consumes_again_after_redis_restarts_and_the_health_check_follo
             own_redis.stop()
             wait_until(lambda: health(probe_env).returncode == 1, 20, "the check to fail")
             failed = health(probe_env)
-            assert worker.running  # alive, but not consuming: what a process check misses
+            # Alive, but not consuming: what a process check misses.
+            assert worker.running, f"the worker exited:\n{worker.log_text()[-4000:]}"
             assert failed.stdout == ""
             assert failed.stderr.startswith("unhealthy: the worker last consumed a message")
             assert failed.stderr.count("\n") == 1

@@ -20,9 +20,10 @@ from integration.harness import new_job, run_job, wait_until
 from ops.processes import RedisServer, WorkerProcess, free_port
 from producers.jobs import Producer
 from worker.backlog import Backlogs
+from worker.deferred import DeferredJobs
 from worker.halo.fake import FakeHalo
 from worker.metrics import RedisStateCollector
-from worker.results import ResultStore
+from worker.models import QUEUE
 
 DASHBOARD = Path(__file__).parents[2] / "ops" / "grafana" / "halo-worker.json"
 # Words of PromQL and Grafana that are not metric names.
@@ -158,7 +159,7 @@ def test_queue_depth_waiting_jobs_and_the_oldest_jobs_age_are_read_from_redis(
     Backlogs(client).park("acme", "parked-1", new_job(), iso(now - 30))
     Backlogs(client).park("elsewhere", "parked-2", new_job(), iso(now - 90))
     Backlogs(client).park("nowhere", "parked-3", new_job(), iso(now - 10))
-    ResultStore(client, ttl_s=60).defer(
+    DeferredJobs(client).defer(
         "deferred-1",
         {"job": new_job(), "submitted_at": iso(now - 60)},
         due_s=now - 5,
@@ -189,6 +190,103 @@ def test_a_scrape_still_answers_when_redis_is_gone(tmp_path: Path) -> None:
     samples = collect(RedisStateCollector(gone, gone, ["acme"], tmp_path / "none"))
 
     assert value(samples, "halo_metrics_redis_up") == 0
+
+
+@pytest.fixture
+def quiet_redis(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, redis.Redis]]:
+    """A private Redis with no other client (no worker), so its server-wide counters of bytes
+    sent and commands run measure the scrape alone."""
+    del redis_server  # requested so a missing redis-server skips (or fails in CI) as elsewhere
+    server = RedisServer(tmp_path_factory.mktemp("quiet-redis")).start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    yield server.url, client
+    client.close()
+    server.stop()
+
+
+def server_stats(client: redis.Redis) -> tuple[int, int]:
+    """(bytes Redis has sent to its clients, commands it has run), from INFO stats."""
+    stats = client.info("stats")
+    return int(stats["total_net_output_bytes"]), int(stats["total_commands_processed"])
+
+
+def test_a_huge_message_at_the_queue_head_is_never_fetched_or_decoded_by_a_scrape(
+    quiet_redis: tuple[str, redis.Redis], tmp_path: Path
+) -> None:
+    url, client = quiet_redis
+    # 50 MB at the head (what is delivered next), a real job behind it.
+    client.lpush(QUEUE, json.dumps({"body": "A" * 50_000_000, "properties": {}}))
+    with Producer(broker_url=url) as producer:
+        producer.submit(new_job(status="Closed"))
+    collector = RedisStateCollector(client, client, ["acme"], tmp_path / "none")
+    sent_before, _ = server_stats(client)
+
+    samples = collect(collector)
+
+    sent_after, _ = server_stats(client)
+    # INFO's own answer is a few KB; the scrape's reads of this database are smaller still.
+    print(f"scrape with a 50 MB head: Redis sent {sent_after - sent_before} bytes")
+    assert sent_after - sent_before < 64_000
+    assert value(samples, "halo_queue_length", queue=QUEUE) == 2
+    assert value(samples, "halo_metrics_redis_up") == 1
+    # Not a message the worker would run (it refuses it on delivery), so it is not dated.
+    assert value(samples, "halo_oldest_job_age_seconds", source="queue") == 0
+
+
+def commands_for(collector: RedisStateCollector, scrapes: int, client: redis.Redis) -> int:
+    """How many commands Redis ran for `scrapes` scrapes of `collector` (less INFO's own)."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    _, before = server_stats(client)
+    for _ in range(scrapes):
+        generate_latest(registry)
+    _, after = server_stats(client)
+    return after - before
+
+
+def test_scrapes_closer_together_than_the_read_interval_read_redis_once(
+    quiet_redis: tuple[str, redis.Redis], tmp_path: Path
+) -> None:
+    url, client = quiet_redis
+    with Producer(broker_url=url) as producer:
+        producer.submit(new_job(status="Closed"))
+    beat = tmp_path / "beat"
+
+    def collector(min_interval_s: float) -> RedisStateCollector:
+        return RedisStateCollector(client, client, ["acme"], beat, min_interval_s=min_interval_s)
+
+    collect(collector(60.0))  # loads the head script, which a first call sends in full
+    one_read = commands_for(collector(60.0), 1, client)
+    ten_scrapes_one_read = commands_for(collector(60.0), 10, client)
+    ten_reads = commands_for(collector(0.0), 10, client)
+
+    print(
+        f"commands: one read {one_read}, ten scrapes {ten_scrapes_one_read}, ten reads {ten_reads}"
+    )
+    assert one_read > 5
+    assert ten_scrapes_one_read == one_read
+    # The measure sees every read: without the interval, ten scrapes are ten reads.
+    assert ten_reads - 1 >= 10 * (one_read - 1)
+
+
+def test_redis_memory_use_and_its_maxmemory_are_reported_for_the_alert(
+    quiet_redis: tuple[str, redis.Redis], tmp_path: Path
+) -> None:
+    _, client = quiet_redis
+    previous = str(client.config_get("maxmemory")["maxmemory"])
+    client.config_set("maxmemory", 512 * 1024 * 1024)
+    try:
+        samples = collect(RedisStateCollector(client, client, ["acme"], tmp_path / "none"))
+        used = int(client.info("memory")["used_memory"])
+    finally:
+        client.config_set("maxmemory", previous)
+
+    assert value(samples, "halo_redis_memory_max_bytes", redis="shared") == 512 * 1024 * 1024
+    reported = value(samples, "halo_redis_memory_used_bytes", redis="shared")
+    assert reported > 0
+    assert abs(reported - used) < 1_000_000
 
 
 def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:

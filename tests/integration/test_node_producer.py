@@ -97,7 +97,11 @@ def submit(node_path: Path, redis_url: str, job: Job) -> dict[str, str]:
 
 @pytest.mark.parametrize("with_job_id", [True, False], ids=["own-job-id", "no-job-id"])
 def test_the_node_example_gets_one_record_per_job_under_its_job_id_or_task_id(
-    node_path: Path, fleet: Fleet, redis_server: RedisServer, fake: FakeHalo, with_job_id: bool
+    node_path: Path,
+    foreign_fleet: Fleet,
+    redis_server: RedisServer,
+    fake: FakeHalo,
+    with_job_id: bool,
 ) -> None:
     job, marker = marked_job(with_job_id=with_job_id)
 
@@ -105,12 +109,12 @@ def test_the_node_example_gets_one_record_per_job_under_its_job_id_or_task_id(
 
     assert ids["task_id"] != job.get("job_id")  # celery-node's own UUID
     assert ids["job_id"] == job.get("job_id", ids["task_id"])
-    fleet.recorded_once(job, key=ids["job_id"], task_id=ids["task_id"], marker=marker)
+    foreign_fleet.recorded_once(job, key=ids["job_id"], task_id=ids["task_id"], marker=marker)
     assert len(fake.posts()) == 1
 
 
 def test_celery_node_apply_async_gets_a_record_under_the_job_id(
-    node_path: Path, fleet: Fleet, redis_server: RedisServer, fake: FakeHalo
+    node_path: Path, foreign_fleet: Fleet, redis_server: RedisServer, fake: FakeHalo
 ) -> None:
     job, marker = marked_job(with_job_id=True)
 
@@ -118,21 +122,23 @@ def test_celery_node_apply_async_gets_a_record_under_the_job_id(
 
     assert sent.returncode == 0, sent.stderr
     task_id = sent.stdout.strip()
-    fleet.recorded_once(job, key=job["job_id"], task_id=task_id, marker=marker)
+    foreign_fleet.recorded_once(job, key=job["job_id"], task_id=task_id, marker=marker)
     assert len(fake.posts()) == 1
 
 
 def test_a_job_submitted_twice_from_node_updates_halo_once(
-    node_path: Path, fleet: Fleet, redis_server: RedisServer, fake: FakeHalo
+    node_path: Path, foreign_fleet: Fleet, redis_server: RedisServer, fake: FakeHalo
 ) -> None:
     job, marker = marked_job(with_job_id=True)
 
     first = submit(node_path, redis_server.url, job)
-    record = fleet.recorded_once(job, key=job["job_id"], task_id=first["task_id"], marker=marker)
+    record = foreign_fleet.recorded_once(
+        job, key=job["job_id"], task_id=first["task_id"], marker=marker
+    )
     second = submit(node_path, redis_server.url, job)
 
     assert second["task_id"] != first["task_id"]
-    assert wait_for_deliveries(fleet.worker, second["task_id"], 1) == ["duplicate"]
-    assert fleet.producer.result(job["job_id"]) == record
-    assert [f["job_id"] for _, f in feed_entries(fleet.redis_client)] == [job["job_id"]]
+    assert wait_for_deliveries(foreign_fleet.worker, second["task_id"], 1) == ["duplicate"]
+    assert foreign_fleet.producer.result(job["job_id"]) == record
+    assert [f["job_id"] for _, f in feed_entries(foreign_fleet.redis_client)] == [job["job_id"]]
     assert len(fake.posts()) == 1

@@ -25,8 +25,9 @@ from producers.cli import main
 from producers.jobs import Producer
 from worker.connections import load_connections
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
-from worker.models import QUEUE, TASK_NAME, result_key, utc_now_iso
-from worker.results import failed_job_key
+from worker.keys import failed_job_key, result_key
+from worker.learned import Learned
+from worker.models import QUEUE, TASK_NAME, utc_now_iso
 from worker.settings import get_settings
 
 Record = dict[str, Any]
@@ -320,8 +321,8 @@ def test_doctor_passes_every_check_against_the_fake_and_counts_its_requests_in_t
     assert (code, err) == (0, "")
     checks = lines_of(out)
     assert list(checks) == [
-        "file", "secret", "connection", "redis", "token", "statuses", "agents", "teams",
-        "ticket", "priorities", "rate limit",
+        "file", "secret", "connection", "redis", "token", "api route", "statuses", "agents",
+        "teams", "ticket", "priorities", "rate limit", "batching",
     ]  # fmt: skip
     assert all(line.startswith("ok   ") for line in checks.values())
     assert f'client id "{DEMO_CLIENT_ID}", scope "all"' in checks["connection"]
@@ -331,13 +332,40 @@ def test_doctor_passes_every_check_against_the_fake_and_counts_its_requests_in_t
     assert "4 read for SLA 1 in" in checks["priorities"]
     configured = load_connections(connections_file)["acme"].rate_limit
     assert f"{configured} configured; Halo has stated no lower limit" in checks["rate limit"]
-    assert out.splitlines()[-1] == "all 11 checks passed"
+    assert out.splitlines()[-1] == "all 13 checks passed"
     assert DEMO_CLIENT_SECRET not in out
     # Through the worker's client: each request, the token's too, took the fleet's budget.
     sent = fake.requests()
     assert [r.method for r in sent] == ["POST"] + ["GET"] * 5
     assert fake.posts() == []
     assert redis_client.zcard("halo:rate:acme") == len(sent)
+
+
+def test_doctor_says_whether_the_connections_backlog_is_batched_and_what_halo_showed(
+    cli: Cli, redis_client: redis.Redis
+) -> None:
+    learned = Learned(redis_client)
+
+    code, out, _ = cli("doctor", "acme")
+    assert code == 0
+    assert lines_of(out)["batching"].startswith(
+        "ok   batching    auto, not on yet: Halo has not shown that its list reads honour ticketids"
+    )
+
+    learned.saw_list_read("acme", honoured=True, page_cap=25)
+    learned.saw_post_answer("acme", every=False)
+    _, out, _ = cli("doctor", "acme")
+    shown = lines_of(out)["batching"]
+    assert shown.startswith("ok   batching    on: list reads honour ticketids (seen ")
+    assert "Halo cuts list pages to 25, so batches hold no more" in shown
+    assert "so batches POST job by job" in shown
+
+    learned.saw_list_read("acme", honoured=False, page_cap=None)
+    _, out, _ = cli("doctor", "acme")
+    assert lines_of(out)["batching"].startswith(
+        "warn batching    auto, off: a list read answered tickets it was not asked for"
+    )
+    assert "delete halo:learned:acme in Redis to have it looked at again" in out
 
 
 def test_doctor_explains_invalid_client_and_exits_1(
@@ -448,6 +476,7 @@ def test_doctor_says_check_the_url_when_halo_cannot_be_reached_or_has_no_such_ap
     nowhere.write_text(
         "[connections.acme]\n"
         f'url = "http://127.0.0.1:{free_port()}"\n'
+        "allow_insecure_http = true\n"
         f'client_id = "{DEMO_CLIENT_ID}"\n'
         f'client_secret_env = "{SECRET_ENV}"\n'
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,14 @@ from ops.processes import BIN, WorkerProcess
 from producers.jobs import Producer
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
 from worker.halo.fake import FakeHalo
+from worker.halo.fake.seeds import plain_ticket
+from worker.keys import BACKLOGS, DEFERRED, TICKET_WAITING, backlog_key
 from worker.models import QUEUE, TASK_NAME
 
 CANARY_INTERVAL_S = 0.5
 MAX_AGE_S = 3.0
 BURST = 20
+TICKET_BASE = 91_000
 
 
 @pytest.fixture
@@ -87,9 +91,11 @@ def test_a_worker_started_for_the_contracts_queue_records_every_parked_and_retri
     # Halo answers 429 twice: the connection pauses for every worker, the jobs that find no
     # budget are parked, and the backlog is released in batches.
     fake.fail_next(2, 429, path="/api/tickets", retry_after=1)
-    job_ids = [
-        producer.submit(new_job(ticket_id="4711", summary=f"burst {n}")) for n in range(BURST)
-    ]
+    # Distinct tickets, so the jobs wait for budget and not for each other's turn on a ticket.
+    tickets = [TICKET_BASE + n for n in range(BURST)]
+    for ticket in tickets:
+        fake.add_ticket(**plain_ticket(ticket))
+    job_ids = [producer.submit(new_job(ticket_id=str(t), summary="burst")) for t in tickets]
     records = [wait_for_record(producer, job_id, 60, worker=worker) for job_id in job_ids]
     assert [r["outcome"] for r in records] == ["succeeded"] * BURST
     assert any(r["attempts"] > 1 for r in records), "no job was retried after a 429"
@@ -153,14 +159,28 @@ def test_a_cancelled_halo_consumer_fails_both_health_checks_until_a_worker_consu
     assert halo_jobs(queue_env, "health", "--max-age", str(MAX_AGE_S)).returncode == 0
 
 
-def test_jobs_waiting_with_no_worker_at_all_show_in_the_fleet_check(
+def test_work_waiting_with_no_worker_at_all_shows_in_the_fleet_check(
     queue_env: dict[str, str], producer: Producer, redis_client: redis.Redis
 ) -> None:
+    assert halo_jobs(queue_env, "health", "--max-age", str(MAX_AGE_S)).returncode == 0
     producer.submit(new_job(status="Closed"))
+    # As a fleet that stopped leaves them: a retry long overdue, a parked job, a ticket wait.
+    overdue_ms = int((time.time() - 10 * MAX_AGE_S) * 1000)
+    redis_client.zadd(DEFERRED, {"it-overdue": overdue_ms})
+    redis_client.sadd(BACKLOGS, "acme")
+    redis_client.zadd(backlog_key("acme"), {"it-parked": 1})
+    redis_client.hset(TICKET_WAITING, "it-waiting", "halo:ticket:acme:4711")
     try:
         fleet = halo_jobs(queue_env, "health", "--max-age", str(MAX_AGE_S))
         assert fleet.returncode == 1, fleet.stdout
-        assert "no worker has announced itself" in fleet.stderr
+        said = fleet.stderr.splitlines()
+        assert len(said) == 4, fleet.stderr
+        assert "wait on the queue 'halo'" in said[0]
+        assert "no worker has announced itself" in said[0]
+        assert "the oldest is" in said[1]
+        assert "overdue" in said[1]
+        assert "parked for Halo budget (acme: 1)" in said[2]
+        assert "wait for their ticket's turn" in said[3]
     finally:
         redis_client.delete(QUEUE)  # no later test's worker should find this job
 

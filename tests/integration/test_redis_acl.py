@@ -1,7 +1,9 @@
 """Least privilege in Redis: the shipped users file (`ops/redis/users.acl`) on a real Redis.
 
-A worker and a producer run a job end to end under their own users, and Flower watches them
-under its own, without Redis refusing any of them anything (Redis's ACL log stays empty). A
+A worker and a producer run a job end to end under their own users (the producer also waits
+for many records at once), operators' `halo-jobs health` and `halo-jobs dead` run under the
+worker's, and Flower watches under its own, without Redis refusing any of them anything
+(Redis's ACL log stays empty). A
 producer's credential cannot write a record, a feed entry, a claim, the governor's budget or a
 cache, not even through a Lua script; a worker's cannot run FLUSHALL, CONFIG or KEYS.
 """
@@ -105,12 +107,24 @@ def test_a_worker_a_producer_and_flower_work_end_to_end_under_their_own_users(
             job_id = producer.submit(new_job(summary="written under the worker's own user"))
             record = wait_for_record(producer, job_id, worker=worker)
             assert record["outcome"] == "succeeded"
+            # Waiting for many reads the feed without a consumer group (XREAD).
+            second = producer.submit(new_job(summary="waited for among many"))
+            waited = producer.wait_many([job_id, second], 60)
+            assert sorted(waited.records) == sorted([job_id, second]), waited
         producer_env = role_env(roles, "producer", connections_file, tmp_path)
         shown = subprocess.run(
             [str(BIN / "halo-jobs"), "result", job_id], env=producer_env,
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert shown.returncode == 0, shown.stderr
+        # Operators' commands run as the worker user: the fleet check and the dead letters.
+        operator_env = role_env(roles, "worker", connections_file, tmp_path)
+        for command in (["health"], ["dead"]):
+            done = subprocess.run(
+                [str(BIN / "halo-jobs"), *command], env=operator_env,
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
         with httpx.Client(
             base_url=flower.url, auth=(FLOWER_USER, FLOWER_PASSWORD), timeout=10
         ) as api:

@@ -17,7 +17,8 @@ from integration.harness import SECRET_ENV, TEST_SETTINGS, new_job, wait_for_rec
 from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer, SubmitError
 from worker.halo.fake import DEMO_CLIENT_SECRET, FakeHalo
-from worker.models import Outcome, ResultRecord, result_key, utc_now_iso
+from worker.keys import claim_key, result_key
+from worker.models import Outcome, ResultRecord, utc_now_iso
 from worker.replication import NotReplicated, ReplicaAcks
 from worker.results import ResultStore
 
@@ -49,16 +50,16 @@ def test_claims_journals_and_records_are_not_relied_on_until_a_replica_has_them(
         store = ResultStore(client, ttl_s=60, acks=ReplicaAcks(1, timeout_s=ACK_TIMEOUT_S))
         with (
             pytest.raises(NotReplicated, match="the claim of job j1 reached 0 of the 1"),
-            store.claim("j1", lease_s=30),
+            store.claims.claim("j1", lease_s=30),
         ):
             pytest.fail("the run went ahead on a claim no replica has")
-        assert client.exists("halo:claim:j1") == 0, "a refused claim was left blocking the job"
+        assert client.exists(claim_key("j1")) == 0, "a refused claim was left blocking the job"
         with pytest.raises(NotReplicated, match="write journal"):
-            store.journal("j1").note(["summary"])
+            store.claims.journal("j1").note(["summary"])
         with pytest.raises(NotReplicated, match="the record of job j1"):
-            store.write(record_of("j1"))
+            store.records.write(record_of("j1"))
         plain = ResultStore(client, ttl_s=60)
-        with plain.claim("j2", lease_s=30) as taken:
+        with plain.claims.claim("j2", lease_s=30) as taken:
             assert taken  # with no replica required, nothing waits
         client.close()
     finally:

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from integration.harness import new_job, run_job
+from integration.profiles import expected_changed, expected_post
 from producers.jobs import Producer
 from worker.halo.fake import FakeHalo
 from worker.models import RESULT_TICKET_KEYS
 
-pytestmark = pytest.mark.usefixtures("worker")
+# Every test runs once per tenant profile of the fake (current, legacy, strict).
+pytestmark = pytest.mark.usefixtures("halo_profile", "worker")
 
 # (job fields, the POST body beyond the id, the record's changed_fields, result values)
 FIELD_CASES: dict[str, tuple[dict[str, str], dict[str, Any], list[str], dict[str, Any]]] = {
@@ -105,12 +107,13 @@ def test_each_field_is_updated_by_name_or_id_in_one_post(
     assert record["outcome"] == "succeeded", record["error"]
     assert record["disposition"] is None
     assert record["error"] is None
-    assert record["changed_fields"] == changed
+    assert record["changed_fields"] == expected_changed(fake, changed)
+    assert record["warnings"] == []
     [ticket] = record["result"]
     assert tuple(ticket) == RESULT_TICKET_KEYS
     assert ticket["id"] == 4711
     assert {key: ticket[key] for key in shown} == shown
-    assert [post.json for post in fake.posts()] == [[{"id": 4711, **posted}]]
+    assert [post.json for post in fake.posts()] == [expected_post(fake, 4711, posted)]
     stored = fake.ticket(4711)
     assert stored is not None
     assert {key: stored[key] for key in posted} == posted
@@ -149,10 +152,11 @@ def test_several_fields_change_in_a_single_post(producer: Producer, fake: FakeHa
 
     assert record["outcome"] == "succeeded", record["error"]
     # Ticket 4713 is on the Premium SLA, whose "High" is priority 6.
-    assert sorted(record["changed_fields"]) == ["priority_id", "status_id", "team", "team_id"]
-    assert [post.json for post in fake.posts()] == [
-        [{"id": 4713, "status_id": 2, "priority_id": 6, "team": "Escalations", "team_id": 2}]
-    ]
+    assert sorted(record["changed_fields"]) == expected_changed(
+        fake, ["priority_id", "status_id", "team", "team_id"]
+    )
+    posted = {"status_id": 2, "priority_id": 6, "team": "Escalations", "team_id": 2}
+    assert [post.json for post in fake.posts()] == [expected_post(fake, 4713, posted)]
     ticket = record["result"][0]
     assert (ticket["priority_name"], ticket["team_name"], ticket["status_name"]) == (
         "High",
@@ -193,4 +197,4 @@ def test_a_field_left_empty_or_rendered_empty_is_left_unchanged_with_a_warning(
     assert record["changed_fields"] == ["agent_id"]
     assert len(record["warnings"]) == 1
     assert "status" in record["warnings"][0]
-    assert [post.json for post in fake.posts()] == [[{"id": 4711, "agent_id": 2}]]
+    assert [post.json for post in fake.posts()] == [expected_post(fake, 4711, {"agent_id": 2})]

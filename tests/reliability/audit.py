@@ -24,8 +24,15 @@ import redis
 from reliability.fleet import Fleet, Record, summary_of
 from worker.halo.fake import FakeHalo
 from worker.halo.fake.seeds import plain_ticket
-from worker.models import QUEUE, RESULTS_STREAM
-from worker.results import DEFERRED, DEFERRED_JOBS, UNFINISHED, UNFINISHED_JOBS
+from worker.keys import (
+    DEFERRED,
+    DEFERRED_JOBS,
+    RESULTS_STREAM,
+    TICKET_WAITING,
+    UNFINISHED,
+    UNFINISHED_JOBS,
+)
+from worker.models import QUEUE
 
 # Kombu's Redis transport keeps delivered, unacknowledged messages here (kombu 5.7.0,
 # `transport/redis.py`, `unacked_key`), and a queue's messages of priority p > 0 in the list
@@ -158,23 +165,35 @@ def feed_job_ids(client: redis.Redis) -> list[str]:
 
 
 def stuck(client: redis.Redis) -> dict[str, int]:
-    """What is still waiting in Redis: deferrals, claims, backlogs, queued and unacked
-    messages. All zero once a run has settled."""
+    """What is still waiting in Redis: deferrals, claims, jobs waiting for their ticket and
+    ticket holds, backlogs, queued and unacked messages. All zero once a run has settled."""
     counts: Counter[str] = Counter()
     counts["deferred"] = int(client.zcard(DEFERRED)) + int(client.hlen(DEFERRED_JOBS))
     counts["unfinished"] = int(client.zcard(UNFINISHED)) + int(client.hlen(UNFINISHED_JOBS))
     counts["unacked"] = int(client.hlen(UNACKED))
+    counts["ticket_waits"] = int(client.hlen(TICKET_WAITING))
     for key in client.scan_iter(count=1000):
         name = str(key)
         if name.startswith("halo:claim:"):
             counts["claims"] += 1
+        elif name.startswith("halo:ticket:") and client.type(name) == "string":
+            counts["ticket_holds"] += 1
         elif name.startswith("halo:backlog") and client.type(name) == "zset":
             counts["backlogged"] += int(client.zcard(name))
         elif name.split(_PRIORITY_SEP, maxsplit=1)[0] in JOB_QUEUES:
             counts["queued"] += int(client.llen(name))
     return {
         name: counts[name]
-        for name in ("deferred", "unfinished", "claims", "backlogged", "queued", "unacked")
+        for name in (
+            "deferred",
+            "unfinished",
+            "claims",
+            "ticket_waits",
+            "ticket_holds",
+            "backlogged",
+            "queued",
+            "unacked",
+        )
     }
 
 

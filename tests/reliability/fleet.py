@@ -19,7 +19,7 @@ from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
 from worker.halo.fake.seeds import plain_ticket
-from worker.models import result_key
+from worker.keys import result_key
 from worker.runner import _CLAIM_MARGIN_S
 
 Job = dict[str, Any]
@@ -74,6 +74,7 @@ class Fleet(contextlib.ExitStack):
             self.connections_file.write_text(
                 "[connections.acme]\n"
                 f'url = "{server.url}"\n'
+                "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
                 f'client_id = "{DEMO_CLIENT_ID}"\n'
                 f'client_secret_env = "{SECRET_ENV}"\n'
                 f'rate_limit = "{UNLIMITED}"\n'

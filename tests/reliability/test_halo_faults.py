@@ -221,6 +221,7 @@ def worker(
         "".join(
             f"[connections.{name}]\n"
             f'url = "{url}"\n'
+            "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
             f'client_id = "{DEMO_CLIENT_ID}"\n'
             f'client_secret_env = "{secret_env}"\n'
             # As in the integration tests: a 2 s window, so that a 429 without Retry-After

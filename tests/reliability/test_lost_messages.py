@@ -4,7 +4,7 @@ Kombu's Redis transport pops a message (BRPOP) before it writes it to its unacke
 worker SIGKILLed between the two loses the message; the SIGKILL run (`test_worker_kills`) did
 lose one that way. Every accepted job is tracked in `halo:unfinished` until its record exists,
 and the workers' mover publishes again a job that has shown no sign of life for longer than a
-stranded message and a dead worker's claim take to come back (`ResultStore.take_lost`).
+stranded message and a dead worker's claim take to come back (`DeferredJobs.take_lost`).
 """
 
 from __future__ import annotations
@@ -15,31 +15,35 @@ import pytest
 
 from reliability.audit import feed_job_ids, settle
 from reliability.fleet import Fleet, summary_of
-from worker.backlog import BACKLOG_JOBS
+from worker.deferred import DeferredJobs
+from worker.keys import BACKLOG_JOBS, DEFERRED, TICKET_WAITING, UNFINISHED, ticket_hold_key
 from worker.models import QUEUE
-from worker.results import DEFERRED, UNFINISHED, ResultStore
 
 QUIET_S = 0.3
 
 
-def tracked(store: ResultStore, job_id: str) -> None:
+def tracked(store: DeferredJobs, job_id: str) -> None:
     store.track(job_id, {"job": {"job_id": job_id}, "submitted_at": "2026-11-29T00:00:00Z"})
 
 
-def lost(store: ResultStore) -> list[str]:
+def lost(store: DeferredJobs) -> list[str]:
     taken = store.take_lost(
-        quiet_s=QUIET_S, limit=100, backlog_jobs=BACKLOG_JOBS, queues=(QUEUE, "halo.batch")
+        quiet_s=QUIET_S,
+        limit=100,
+        waiting=(BACKLOG_JOBS, TICKET_WAITING),
+        queues=(QUEUE, "halo.batch"),
     )
     return [due.job_id for due in taken]
 
 
 def test_only_a_job_with_no_sign_of_life_is_taken_as_lost(fleet: Fleet) -> None:
-    store = ResultStore(fleet.redis, ttl_s=60)
-    for job_id in ("running", "retrying", "parked", "gone"):
+    store = DeferredJobs(fleet.redis)
+    for job_id in ("running", "retrying", "parked", "waiting-for-ticket", "gone"):
         tracked(store, job_id)
     fleet.redis.set("halo:claim:running", "token", px=60_000)
     fleet.redis.zadd(DEFERRED, {"retrying": int((time.time() + 60) * 1000)})
     fleet.redis.hset(BACKLOG_JOBS, "parked", "{}")
+    fleet.redis.hset(TICKET_WAITING, "waiting-for-ticket", ticket_hold_key("acme", 1))
 
     assert lost(store) == [], "taken before it was quiet for long enough"
     time.sleep(QUIET_S + 0.1)
@@ -50,13 +54,13 @@ def test_only_a_job_with_no_sign_of_life_is_taken_as_lost(fleet: Fleet) -> None:
     assert lost(store) == [], "a job taken as lost is given another quiet period"
     time.sleep(QUIET_S + 0.1)
     assert sorted(lost(store)) == ["gone"]
-    assert fleet.redis.zcard(UNFINISHED) == 4
+    assert fleet.redis.zcard(UNFINISHED) == 5
 
 
 def test_a_recorded_job_is_never_tracked_and_its_record_ends_the_tracking(
     fleet: Fleet,
 ) -> None:
-    store = ResultStore(fleet.redis, ttl_s=60)
+    store = DeferredJobs(fleet.redis)
     fleet.redis.set("halo:result:done-before", "{}")
     tracked(store, "done-before")
     assert fleet.redis.zscore(UNFINISHED, "done-before") is None

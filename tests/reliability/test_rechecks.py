@@ -9,13 +9,14 @@ from __future__ import annotations
 import time
 
 from reliability.fleet import Fleet
-from worker.results import DEFERRED, DEFERRED_JOBS, ResultStore
+from worker.deferred import DeferredJobs
+from worker.keys import DEFERRED, DEFERRED_JOBS
 
 
 def test_a_busy_recheck_outlives_the_mover_releasing_the_delivery_it_answers(
     fleet: Fleet,
 ) -> None:
-    store = ResultStore(fleet.redis, ttl_s=60)
+    store = DeferredJobs(fleet.redis)
     payload = {"job": {"job_id": "held"}, "submitted_at": "2026-11-29T00:00:00.000Z"}
     store.recheck_later("held", payload, due_s=time.time() - 1)
     [due] = store.take_due(limit=10, lease_s=30)

@@ -60,7 +60,8 @@ from ops.processes import BIN, FlowerProcess, RedisServer, WorkerProcess, servic
 from producers.jobs import Producer
 from worker.errors import InvalidJob
 from worker.halo.fake import FakeHalo, Outcome, serve_in_thread
-from worker.models import QUEUE, RESULTS_STREAM, TASK_NAME
+from worker.keys import RESULTS_STREAM
+from worker.models import QUEUE, TASK_NAME
 from worker.runtime import redis_client as worker_redis_client
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -187,6 +188,7 @@ def env(
     connections.write_text(
         "[connections.acme]\n"
         f'url = "{halo_url}"\n'
+        "allow_insecure_http = true\n"  # the fake Halo serves plain http on loopback
         f'client_id = "{CLIENT_ID}"\n'
         f'client_secret_env = "{SECRET_ENV}"\n'
         'rate_limit = "200/2s"\n'
@@ -340,6 +342,17 @@ def run(
         fake.configure(expired_token_status=400)
         fake.expire_tokens()
         submit(job(4711, status="In Progress"))
+        settle()
+        # A token answer that does not parse but holds a live token: the job fails, and the
+        # token (remembered by the fake as issued) must show up on no surface scanned below.
+        fake.expire_tokens()
+        broken = {
+            "access_token": f"t-{uuid.uuid4().hex}",
+            "token_type": "Bearer",
+            "expires_in": None,
+        }
+        fake.fail_next(1, 200, json.dumps(broken), path="/auth/token", method="POST")
+        submit(job(4712, status="Closed"))
         settle()
         # Watched in flight through Flower, whose worker view runs `inspect`.
         fake.hang_next(1, seconds=2.0, path="/api/tickets/4714", method="GET", applied=True)
@@ -550,6 +563,7 @@ def test_a_record_carries_variables_only_where_the_contract_puts_them(run: Run) 
         "ticket_not_found",
         "halo_forbidden",
         "halo_rejected",
+        "halo_unexpected_response",
         "invalid_job",
     }
     assert max(r["attempts"] for r in run.records.values()) >= 2, "no job was retried"
@@ -576,7 +590,7 @@ def test_a_record_carries_variables_only_where_the_contract_puts_them(run: Run) 
 def test_a_failed_job_keeps_its_payload_for_replay_no_longer_than_its_record(
     run: Run, redis_client: redis.Redis
 ) -> None:
-    # The one place job variables stay in Redis outside a record (`worker.results`): what
+    # The one place job variables stay in Redis outside a record (`worker.records`): what
     # `halo-jobs replay` needs, kept for failed jobs only and expiring with the record.
     kept = list(redis_client.scan_iter(match="halo:failed-job:*"))
     assert kept, "no failed job kept for replay (did the replay feature change?)"
@@ -677,7 +691,8 @@ def test_a_rediss_broker_url_makes_the_worker_verify_the_brokers_certificate() -
         "conn = app.connection_for_write()\n"
         "print(json.dumps({'conf': app.conf.broker_use_ssl['ssl_cert_reqs'] == ssl.CERT_REQUIRED,"
         " 'connection': conn.ssl['ssl_cert_reqs'] == ssl.CERT_REQUIRED,"
-        " 'transport': conn.transport_cls}))\n"
+        " 'transport': conn.transport_cls,"
+        " 'dead_letters': type(conn.transport).__module__}))\n"
     )
     env = {
         "PATH": "/usr/bin:/bin",
@@ -698,6 +713,8 @@ def test_a_rediss_broker_url_makes_the_worker_verify_the_brokers_certificate() -
         "conf": True,
         "connection": True,
         "transport": "rediss",
+        # kombu's Redis transport, checked: items that are no task message are dead-lettered.
+        "dead_letters": "worker.transport",
     }
     # kombu warns "defaulting to insecure SSL behaviour" only when no SSL options are given.
     assert "insecure" not in done.stderr

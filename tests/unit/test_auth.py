@@ -306,6 +306,66 @@ def test_a_success_without_a_usable_token_is_unexpected(
         token_from_answer(answer(200, body), connection)
 
 
+# A token that a broken answer still carries: it must appear in no error message.
+LEAKED = "leaked-access-token-5f2c9e1d7b"
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"access_token": LEAKED, "expires_in": None}, "expires_in is null"),
+        ({"access_token": LEAKED, "expires_in": "soon"}, "expires_in is a string"),
+        ({"access_token": LEAKED, "expires_in": -60}, "expires_in is a number"),
+        ({"access_token": LEAKED, "expires_in": True}, "expires_in is a boolean"),
+        ({"access_token": LEAKED, "expires_in": [3600]}, "expires_in is an array"),
+        ({"token": LEAKED, "expires_in": 3600}, "access_token is missing"),
+        ({"access_token": [LEAKED]}, "access_token is an array"),
+        ({"access_token": f"{LEAKED}\r\nX-Injected: 1"}, "characters no bearer token has"),
+        (f'{{"access_token": "{LEAKED}", "expires_in": 36', "not JSON"),
+        (f"access_token={LEAKED}&expires_in=3600", "not JSON"),
+        ([LEAKED], "the body is an array"),
+        (f'"{LEAKED}"', "the body is a string"),
+    ],
+)
+def test_an_unusable_success_answer_is_described_by_its_shape_and_never_quoted(
+    connection: Connection, body: object, says: str
+) -> None:
+    with pytest.raises(HaloUnexpectedResponse) as caught:
+        token_from_answer(answer(200, body), connection)
+
+    message = caught.value.message
+    assert LEAKED not in message
+    assert says in message
+    assert "connection 'acme'" in message
+    assert LEAKED not in json.dumps(caught.value.to_dict())
+
+
+@pytest.mark.parametrize("status", [400, 401, 500])
+def test_an_error_answer_that_carries_a_token_is_not_quoted(
+    connection: Connection, status: int
+) -> None:
+    body = f"invalid_client, but here is an access_token anyway: {LEAKED}"
+    with pytest.raises(HaloAuthFailed) as caught:
+        token_from_answer(answer(status, body), connection)
+
+    assert LEAKED not in caught.value.message
+    assert "not quoted" in caught.value.message
+
+
+def test_a_lifetime_beyond_a_day_is_cut_to_a_day(connection: Connection) -> None:
+    before = time.time()
+    token = token_from_answer(answer(200, {"access_token": "abc", "expires_in": 1e300}), connection)
+    assert before + 86_400 <= token.expires_at_s <= time.time() + 86_400
+
+
+def test_an_access_token_object_does_not_show_its_value() -> None:
+    token = AccessToken(LEAKED, 1_000_000.0)
+
+    assert LEAKED not in repr(token)
+    assert LEAKED not in str(token)
+    assert LEAKED not in f"{token!r} {[token]} {{'t': {token}}}"
+
+
 # -- through the client, against the fake ------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from worker.connections import Connection
 from worker.errors import (
@@ -23,7 +24,8 @@ from worker.errors import (
 )
 from worker.halo.cache import MemoryCache
 from worker.halo.client import HaloClient, HaloClients
-from worker.halo.fake import FakeHalo
+from worker.halo.fake import DEMO_CLIENT_SECRET, FakeHalo
+from worker.halo.signing import CacheSigner
 
 
 class RecordingBudget:
@@ -142,12 +144,47 @@ def test_a_truncated_json_answer_is_retryable_unavailable(
 
 def test_several_tickets_are_read_in_one_request(fake: FakeHalo, client: HaloClient) -> None:
     warm(client)
-    tickets = client.get_tickets([4711, 999999, 4713])
+    read = client.get_tickets([4711, 999999, 4713])
+    tickets = read.tickets
     assert sorted(tickets) == [4711, 4713]
     assert tickets[4713]["summary"] == "Mailbox migration for new office"
     assert "status_name" not in tickets[4711]  # list reads carry no labels
+    assert (read.honoured, read.page_cap) == (True, None)
     assert client.requests_made == 1
     assert fake.requests()[-1].query["ticketids"] == "4711,999999,4713"
+
+
+def test_a_list_read_pages_through_a_tenant_that_cuts_pages_short(
+    fake: FakeHalo, client: HaloClient
+) -> None:
+    warm(client)
+    fake.configure(list_page_cap=2)
+
+    read = client.get_tickets([4711, 4712, 4713, 4714, 4715])
+
+    assert sorted(read.tickets) == [4711, 4712, 4713, 4714, 4715]
+    assert (read.honoured, read.page_cap) == (True, 2)
+    pages = [r.query for r in fake.requests() if r.path_lower == "/api/tickets"]
+    assert [(q["pageinate"], q["page_no"]) for q in pages] == [
+        ("true", "1"),
+        ("true", "2"),
+        ("true", "3"),
+    ]
+    assert {q["page_size"] for q in pages} == {"100"}
+
+
+def test_a_list_read_of_a_tenant_that_ignores_ticketids_stops_at_its_first_page(
+    fake: FakeHalo, client: HaloClient
+) -> None:
+    warm(client)
+    fake.configure(ticketids_ignored=True, list_page_cap=2)
+
+    read = client.get_tickets([4713, 4716])
+
+    assert read.honoured is False
+    # Only tickets asked for are kept; the rest are left to single reads.
+    assert set(read.tickets) <= {4713, 4716}
+    assert client.requests_made == 1
 
 
 # -- the update --------------------------------------------------------------------------------
@@ -357,6 +394,103 @@ def test_a_lookup_list_is_cached_per_connection(fake: FakeHalo, client: HaloClie
     assert cached
     assert again == statuses
     assert client.requests_made == 1
+
+
+STATUS_KEY = "halo:lookup:acme:status"
+# "Closed" under the id of "In Progress": what a writer of the shared cache would like it to be.
+FORGED_STATUSES = json.dumps([{"id": 2, "name": "Closed"}, {"id": 9, "name": "In Progress"}])
+
+
+def closed_id(records: list[dict[str, object]]) -> object:
+    return next(r["id"] for r in records if r["name"] == "Closed")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [FORGED_STATUSES, "v1.99999999999999." + "0" * 64 + "." + FORGED_STATUSES, "v1.", "garbage"],
+    ids=["plain-json", "wrong-tag", "truncated", "garbage"],
+)
+def test_a_lookup_list_in_the_shared_cache_that_fails_its_check_is_fetched_from_halo(
+    fake: FakeHalo, client: HaloClient, cache: MemoryCache, stored: str
+) -> None:
+    cache.set(STATUS_KEY, stored, 300)
+
+    records, cached = client.lookup("status")
+
+    assert not cached
+    assert closed_id(records) == 9
+    assert len(fake.requests_to("GET", "/api/Status")) == 1
+    # The list fetched again replaces the forged entry, signed.
+    replaced = cache.get(STATUS_KEY)
+    assert replaced is not None
+    assert replaced.startswith("v1.")
+
+
+def test_a_lookup_list_signed_under_another_secret_is_fetched_from_halo(
+    client: HaloClient, cache: MemoryCache, connection: Connection
+) -> None:
+    other = replace(connection, client_secret=SecretStr("not-the-secret"))
+    signer = CacheSigner(other)
+    cache.set(
+        STATUS_KEY, signer.sign(STATUS_KEY, FORGED_STATUSES, expires_at_s=time.time() + 300), 300
+    )
+
+    records, cached = client.lookup("status")
+
+    assert not cached
+    assert closed_id(records) == 9
+
+
+def test_a_signed_list_written_back_after_its_signed_expiry_is_fetched_from_halo(
+    fake: FakeHalo, client: HaloClient, cache: MemoryCache, connection: Connection
+) -> None:
+    # Genuinely signed under the connection's secret, once: an old list kept and replayed.
+    replayed = CacheSigner(connection).sign(
+        STATUS_KEY, FORGED_STATUSES, expires_at_s=time.time() - 1
+    )
+    cache.set(STATUS_KEY, replayed, 300)
+
+    records, cached = client.lookup("status")
+
+    assert not cached
+    assert closed_id(records) == 9
+    assert len(fake.requests_to("GET", "/api/Status")) == 1
+
+
+def test_a_signed_list_copied_under_another_key_is_fetched_from_halo(
+    fake: FakeHalo, client: HaloClient, cache: MemoryCache
+) -> None:
+    client.lookup("team")
+    team_entry = cache.get("halo:lookup:acme:team")
+    assert team_entry is not None
+    cache.set(STATUS_KEY, team_entry, 300)
+
+    records, cached = client.lookup("status")
+
+    assert not cached
+    assert closed_id(records) == 9
+
+
+def test_a_lookup_list_that_fails_its_check_is_logged_once_per_key(
+    clients: HaloClients,
+    connection: Connection,
+    cache: MemoryCache,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache.set(STATUS_KEY, FORGED_STATUSES, 300)
+    cache.set("halo:lookup:acme:team", FORGED_STATUSES, 300)
+
+    with caplog.at_level("WARNING", logger="halo.client"):
+        for _ in range(3):
+            assert clients.shared(connection, STATUS_KEY) is None
+        assert clients.shared(connection, "halo:lookup:acme:team") is None
+
+    warned = [r for r in caplog.records if "signature check" in r.getMessage()]
+    assert [getattr(r, "cache_key", None) for r in warned] == [
+        STATUS_KEY,
+        "halo:lookup:acme:team",
+    ]
+    assert all(DEMO_CLIENT_SECRET not in r.getMessage() for r in caplog.records)
 
 
 def test_a_fresh_lookup_skips_the_cache(fake: FakeHalo, client: HaloClient) -> None:

@@ -28,6 +28,7 @@ rate_limit = "500/5m"
 
 [connections.beta]
 url = "http://beta.example:8080"
+allow_insecure_http = true
 client_id = "beta-client"
 client_secret_file = "{secret_file}"
 """
@@ -133,6 +134,56 @@ def test_an_empty_or_non_text_value_names_the_key(tmp_path: Path, key: str) -> N
 def test_a_url_must_be_http(tmp_path: Path, key: str) -> None:
     message = refused(tmp_path, with_line(f'{key} = "acme.halopsa.com"', drop=key))
     assert f"connections.acme.{key}: must be an http(s) URL" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "lines"),
+    [
+        ("url", ['url = "http://acme.halopsa.com"']),
+        ("url", ['url = "HTTP://acme.halopsa.com"']),
+        ("auth_url", ['auth_url = "http://acme.halopsa.com/auth"']),
+        ("url", ['url = "http://127.0.0.1:8080"', "allow_insecure_http = false"]),
+    ],
+)
+def test_a_plain_http_url_is_refused_unless_the_connection_allows_it(
+    tmp_path: Path, key: str, lines: list[str]
+) -> None:
+    message = refused(tmp_path, with_line("\n".join(lines), drop=key))
+
+    assert f"connections.acme.{key}: " in message
+    assert "plain http" in message
+    assert "client secret" in message
+    assert "allow_insecure_http = true in [connections.acme]" in message
+
+
+def test_a_connection_that_allows_plain_http_may_use_it(tmp_path: Path) -> None:
+    text = with_line('url = "http://halo-fake:8080"\nallow_insecure_http = true', drop="url")
+
+    [acme] = load_connections(write(tmp_path, text), ENV).values()
+
+    assert acme.url == "http://halo-fake:8080"
+    assert acme.token_url == "http://halo-fake:8080/auth/token"
+
+
+@pytest.mark.parametrize("value", ['"yes"', "1", '"true"'])
+def test_allow_insecure_http_must_be_a_boolean(tmp_path: Path, value: str) -> None:
+    message = refused(tmp_path, with_line(f"allow_insecure_http = {value}"))
+
+    assert message.endswith("connections.acme.allow_insecure_http: must be true or false")
+
+
+@pytest.mark.parametrize(("line", "batching"), [("", "auto"), ('batching = "off"', "off")])
+def test_batching_is_auto_unless_the_connection_turns_it_off(
+    tmp_path: Path, line: str, batching: str
+) -> None:
+    connection = load_connections(write(tmp_path, with_line(line)), ENV)["acme"]
+    assert connection.batching == batching
+
+
+@pytest.mark.parametrize("value", ['"on"', "false", '"OFF"'])
+def test_a_batching_value_other_than_auto_or_off_is_named(tmp_path: Path, value: str) -> None:
+    message = refused(tmp_path, with_line(f"batching = {value}"))
+    assert 'connections.acme.batching: must be "auto" or "off", got ' in message
 
 
 def test_an_unknown_key_is_named(tmp_path: Path) -> None:

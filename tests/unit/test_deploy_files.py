@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from ops.demo import demo_jobs
+from ops.processes import FLOWER_TASKS_COLUMNS
 from worker.connections import load_connections
 from worker.halo.fake import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from worker.models import parse_job
@@ -600,17 +601,94 @@ def _requirement(line: str) -> tuple[str, str]:
     return re.sub(r"[-_.]+", "-", name.split("[")[0]).lower(), version.strip()
 
 
+LOCK_FILES = (ROOT / "ops" / "requirements.txt", ROOT / "ops" / "requirements-build.txt")
+
+
+def _locked(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """A hashed lock file (pip-compile --generate-hashes): name -> (version, hashes)."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    logical = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.endswith("\\"):
+            logical += line[:-1] + " "
+            continue
+        logical += line
+        if logical.strip():
+            pin, *options = logical.split()
+            assert re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+", pin), pin
+            name, version = _requirement(pin)
+            hashes = [o.removeprefix("--hash=") for o in options if o.startswith("--hash=")]
+            assert len(hashes) == len(options), f"{path.name}: {pin} has other options"
+            entries[name] = (version, hashes)
+        logical = ""
+    return entries
+
+
 def test_image_requirements_pin_every_package_and_agree_with_pyproject() -> None:
-    lines = (ROOT / "ops" / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    pins = [line for line in lines if line.strip() and not line.startswith("#")]
-    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+", pin) for pin in pins)
-    locked = dict(_requirement(pin) for pin in pins)
+    locked = _locked(ROOT / "ops" / "requirements.txt")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     for dependency in project["project"]["dependencies"]:
         name, version = _requirement(dependency)
-        assert locked.get(name) == version, (
+        assert locked.get(name, ("missing", []))[0] == version, (
             f"{dependency}: ops/requirements.txt has {locked.get(name)}"
         )
+
+
+@pytest.mark.parametrize("lock", LOCK_FILES, ids=lambda path: path.name)
+def test_every_locked_package_carries_sha256_hashes(lock: Path) -> None:
+    locked = _locked(lock)
+    assert locked, f"{lock.name} locks nothing"
+    for name, (_, hashes) in locked.items():
+        assert hashes, f"{lock.name}: {name} has no --hash, so pip --require-hashes refuses it"
+        assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), (name, hashes)
+
+
+def test_the_build_backend_is_locked_for_what_pyproject_builds_with() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    locked = _locked(ROOT / "ops" / "requirements-build.txt")
+    for requirement in project["build-system"]["requires"]:
+        name, _, floor = requirement.partition(">=")
+        version, _ = locked[name.strip().lower()]
+        assert int(version.split(".")[0]) >= int(floor.split(".")[0]), (requirement, version)
+
+
+def test_every_base_image_is_pinned_by_digest() -> None:
+    aliases: set[str] = set()
+    for stage in _stages(_dockerfile()):
+        image, _, alias = stage[0].args.partition(" AS ")
+        if image.strip().lower() not in aliases:
+            assert re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", image.strip()), (
+                f"FROM {image} is not pinned by digest"
+            )
+        aliases.add(alias.strip().lower())
+    digests = {i.args.split("@")[1].split()[0] for i in _dockerfile() if i.keyword == "FROM"}
+    assert len(digests) == 1, f"the stages build on different bases: {digests}"
+
+
+def test_dockerfile_installs_only_hashed_locks_and_the_projects_own_wheel() -> None:
+    installs = [
+        command.strip()
+        for i in _dockerfile()
+        if i.keyword == "RUN"
+        for command in re.split(r"&&|;", i.args)
+        if re.search(r"pip (install|wheel)", command)
+    ]
+    locks = {f"ops/{path.name}" for path in LOCK_FILES}
+    installed_locks = set()
+    for command in installs:
+        argv = command.split()
+        assert "--no-deps" in argv, command
+        if "wheel" in argv:
+            # The project is built with the locked backend, never one fetched for the build.
+            assert "--no-build-isolation" in argv, command
+        elif "--requirement" in argv:
+            assert "--require-hashes" in argv, command
+            installed_locks.add(_option_value(argv, "--requirement"))
+        else:
+            # Only the wheel the builder just made from this repository's source.
+            assert re.fullmatch(r"/opt/dist/halo_update_worker-\*\.whl", argv[-1]), command
+    assert installed_locks == locks
 
 
 # --- Kubernetes ----------------------------------------------------------------------------
@@ -733,6 +811,19 @@ def test_keda_scales_on_the_halo_queue_list_and_only_on_queues_the_app_declares(
         assert int(trigger["metadata"]["listLength"]) > 0
         host = trigger["metadata"]["address"].split(":")[0]
         assert host.endswith(f".{kustomization['namespace']}.svc.cluster.local"), host
+
+
+def test_flower_shows_each_jobs_arguments_and_outcome_in_compose_kubernetes_and_the_tests(
+    services: dict[str, dict[str, Any]], manifests: list[Manifest]
+) -> None:
+    # Flower's own default columns hide the result and exception that tell a job's outcome.
+    shown = FLOWER_TASKS_COLUMNS.split(",")
+    assert {"state", "args", "kwargs", "result", "exception"} <= set(shown)
+    assert services["flower"]["environment"]["FLOWER_TASKS_COLUMNS"] == FLOWER_TASKS_COLUMNS
+    flower = _one(manifests, "Deployment", "halo-flower")
+    (container,) = flower["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FLOWER_TASKS_COLUMNS"] == FLOWER_TASKS_COLUMNS
 
 
 def test_flower_service_selects_flower_pods_on_a_named_container_port(

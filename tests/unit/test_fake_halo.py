@@ -24,8 +24,13 @@ from worker.halo.fake import (
     RateLimit,
     serve_in_thread,
 )
-from worker.halo.fake.schema import SCHEMA_FILE, load_faults_schema
-from worker.halo.fake.schema_extract import dump_extract, extract_faults_schema
+from worker.halo.fake.schema import NOT_IN_2024_09, QUERY_FILE, SCHEMA_FILE, load_faults_schema
+from worker.halo.fake.schema_extract import (
+    dump_extract,
+    dump_query_params,
+    extract_faults_schema,
+    extract_query_params,
+)
 from worker.halo.fake.server import main
 
 BASE_URL = "https://acme.halopsa.example"
@@ -102,11 +107,18 @@ def test_faults_extract_matches_halo_openapi() -> None:
     assert dump_extract(extract_faults_schema(openapi)) == shipped
 
 
-def test_faults_extract_is_shipped_as_package_data_without_team_id() -> None:
+def test_query_parameter_extract_matches_halo_openapi() -> None:
+    openapi = json.loads(HALO_OPENAPI.read_text(encoding="utf-8"))
+    shipped = (REPO_ROOT / "worker" / "halo" / "fake" / QUERY_FILE).read_text(encoding="utf-8")
+    assert dump_query_params(extract_query_params(openapi)) == shipped
+
+
+def test_faults_extract_follows_the_newer_schema_and_knows_what_2024_09_lacked() -> None:
     properties = load_faults_schema()["properties"]
     assert properties["id"] == {"type": "integer", "format": "int32", "nullable": False}
     assert properties["team"]["type"] == "string"
-    assert "team_id" not in properties
+    assert properties["team_id"]["type"] == "integer"
+    assert "team_id" in NOT_IN_2024_09
     assert "datelastupdated" not in properties
     assert properties["last_update"]["format"] == "date-time"
 
@@ -191,6 +203,27 @@ def test_api_call_without_a_valid_token_is_401(
     client: httpx.Client, headers: dict[str, str]
 ) -> None:
     assert client.get("/api/Tickets/4711", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        # A url set to the Resource Server URL (.../api), with auth_url left to its default.
+        ("POST", "/api/auth/token"),
+        # The same url with auth_url set as Halo shows it: every resource path doubles /api.
+        ("GET", "/api/api/Tickets/4711"),
+        ("GET", "/api/api/Status"),
+        ("POST", "/api/api/Tickets"),
+        ("GET", "/api/NoSuchEndpoint"),
+    ],
+)
+def test_a_path_halo_has_no_endpoint_for_is_404_with_or_without_a_token(
+    client: httpx.Client, method: str, path: str
+) -> None:
+    form = {"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID}
+    for headers in ({}, bearer(client)):
+        answer = client.request(method, path, headers=headers, data=form)
+        assert answer.status_code == 404, (path, headers.keys())
 
 
 def test_token_past_its_expires_in_is_refused_with_401(
@@ -309,9 +342,7 @@ def test_tickets_carry_no_team_id_when_playing_an_older_build() -> None:
 
 
 def test_list_read_returns_only_named_tickets_without_labels(client: httpx.Client) -> None:
-    answer = client.get(
-        "/api/Tickets?ticketids=4711,999999,4713&unknownparam=1", headers=bearer(client)
-    )
+    answer = client.get("/api/Tickets?ticketids=4711,999999,4713", headers=bearer(client))
     assert answer.status_code == 200
     body = answer.json()
     assert body["record_count"] == 2
@@ -328,6 +359,37 @@ def test_list_read_pages_with_halos_spelling(client: httpx.Client) -> None:
     body = answer.json()
     assert body["record_count"] == 6
     assert [t["id"] for t in body["tickets"]] == [4713, 4714]
+
+
+def test_a_tenant_can_ignore_ticketids_and_answer_every_ticket(
+    fake: FakeHalo, client: httpx.Client
+) -> None:
+    fake.configure(ticketids_ignored=True)
+    body = client.get("/api/Tickets?ticketids=4713", headers=bearer(client)).json()
+    assert body["record_count"] == 6
+    assert [t["id"] for t in body["tickets"]] == [4711, 4712, 4713, 4714, 4715, 4716]
+
+
+def test_a_tenant_can_cap_its_list_pages_below_the_size_asked(
+    fake: FakeHalo, client: httpx.Client
+) -> None:
+    fake.configure(list_page_cap=2)
+    headers = bearer(client)
+    ids = "ticketids=4711,4712,4713,4714,4715"
+    pages = [
+        client.get(f"/api/Tickets?{ids}&pageinate=true&page_size=100&page_no={n}", headers=headers)
+        for n in (1, 2, 3)
+    ]
+    assert [[t["id"] for t in p.json()["tickets"]] for p in pages] == [
+        [4711, 4712],
+        [4713, 4714],
+        [4715],
+    ]
+    assert {p.json()["record_count"] for p in pages} == {5}
+    unpaged = client.get(f"/api/Tickets?{ids}", headers=headers).json()
+    assert len(unpaged["tickets"]) == 2
+    with pytest.raises(ValueError, match="list_page_cap"):
+        fake.configure(list_page_cap=0)
 
 
 # -- updating tickets: POST /api/Tickets with an array -------------------------------------------
@@ -363,7 +425,16 @@ def test_two_quick_updates_still_give_a_newer_last_update() -> None:
 
 
 def test_post_recomputes_labels_for_status_priority_agent_and_team(client: httpx.Client) -> None:
-    body = [{"id": 4712, "status_id": 5, "priority_id": 1, "agent_id": 3, "team": "Escalations"}]
+    body = [
+        {
+            "id": 4712,
+            "status_id": 5,
+            "priority_id": 1,
+            "agent_id": 3,
+            "team": "Escalations",
+            "_forcereassign": True,
+        }
+    ]
     saved = post_tickets(client, bearer(client), body).json()
     assert saved["status_name"] == "Waiting on Customer"
     assert saved["priority_name"] == "Critical"
@@ -488,6 +559,7 @@ def test_a_rejected_post_changes_no_ticket(fake: FakeHalo, client: httpx.Client)
         ("object", dict, list),
         ("array", list, list),
         ("wrapped", dict, dict),
+        ("first", dict, dict),
     ],
 )
 def test_update_answer_shape_is_configurable(
@@ -502,6 +574,9 @@ def test_update_answer_shape_is_configurable(
     if shape == "wrapped":
         assert [t["id"] for t in double["tickets"]] == [4711, 4712]
         assert single["tickets"][0]["id"] == 4711
+    if shape == "first":
+        # The first ticket alone, though both were saved.
+        assert double["id"] == 4711
 
 
 def test_answer_for_other_id_fault_answers_another_id_but_saves(
@@ -1032,3 +1107,42 @@ def test_wall_clock_timestamps_are_utc_without_offset() -> None:
     moment = datetime(2026, 11, 29, 13, 0, tzinfo=UTC) + timedelta(hours=0)
     fake = FakeHalo(wall_clock=lambda: moment)
     assert fake.add_ticket(summary="x")["datecreated"] == "2026-11-29T13:00:00.000"
+
+
+@pytest.mark.parametrize(
+    ("argv", "profile", "wrapped"),
+    [([], "current", False), (["--profile", "legacy"], "legacy", True)],
+)
+def test_cli_plays_the_profile_it_is_given(argv: list[str], profile: str, wrapped: bool) -> None:
+    command = [
+        sys.executable,
+        "-c",
+        "from worker.halo.fake.server import main; raise SystemExit(main())",
+        "--port", "0", *argv,
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip().rsplit(" ", 1)[1]
+        with httpx.Client(base_url=url, timeout=10) as http:
+            config = http.get("/_fake/config").json()
+            form = {"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID,
+                    "client_secret": DEMO_CLIENT_SECRET, "scope": "all"}  # fmt: skip
+            token = http.post("/auth/token", data=form).json()["access_token"]
+            teams = http.get("/api/Team", headers={"Authorization": f"Bearer {token}"}).json()
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert config["profile"] == profile
+    assert isinstance(teams, dict) is wrapped
+
+
+def test_a_profile_survives_reset_and_can_be_changed_over_http() -> None:
+    fake = FakeHalo(profile="strict")
+    fake.reset()
+    assert fake.config.profile == "strict"
+    assert fake.ticket(4720) is not None
+    with serve_in_thread(fake) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        answer = http.post("/_fake/profile", json={"profile": "legacy", "latency_s": 0.0})
+        assert answer.json()["profile"] == "legacy"
+        assert http.post("/_fake/profile", json={"profile": "nope"}).status_code == 400
+    assert fake.config.tickets_have_team_id is False
+    assert fake.ticket(4720) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -414,6 +415,51 @@ def test_a_template_with_too_many_expressions_is_an_error() -> None:
     assert render("{{ a }}" * MAX_EXPRESSIONS, {"a": "x"}) == "x" * MAX_EXPRESSIONS
     error = render_error("{{ a }}" * (MAX_EXPRESSIONS + 1), {"a": "x"})
     assert error.message == f"summary: a text holds at most {MAX_EXPRESSIONS} expressions"
+
+
+# --- rendered size -----------------------------------------------------------------------------
+
+# A 5 KB template that reads one 200,000-character variable 125 times: 25,000,000 characters.
+AMPLIFIED = "{{ custom.big }}" * 125
+BIG: dict[str, Any] = {"custom": {"big": "x" * 200_000}}
+
+
+def test_a_field_rendering_past_its_cap_is_a_template_error_naming_field_length_and_cap() -> None:
+    with pytest.raises(TemplateError) as caught:
+        render(AMPLIFIED, BIG, field="details", max_chars=320_000)
+
+    assert caught.value.field == "details"
+    assert caught.value.code is ErrorCode.TEMPLATE_ERROR
+    assert caught.value.message.startswith(
+        "details: renders to 25,000,000 characters, more than the limit of 320,000 for this field"
+    )
+
+
+def test_a_field_rendering_past_its_cap_never_builds_the_long_text() -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateError):
+            render(AMPLIFIED, BIG, field="details", max_chars=320_000)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    # The variable is in memory already; the work may hold a few copies of the cap, never the
+    # 25 MB the expressions ask for.
+    assert peak_bytes < 2_000_000
+
+
+def test_a_text_exactly_at_its_cap_renders_and_one_character_more_does_not() -> None:
+    context = {"custom": {"part": "ab"}}
+
+    assert render("{{custom.part}}" * 5, context, max_chars=10) == "ab" * 5
+    with pytest.raises(TemplateError, match="renders to 11 characters, more than the limit of 10"):
+        render("{{custom.part}}" * 5 + "!", context, max_chars=10)
+
+
+def test_an_undefined_path_after_the_cap_is_passed_is_still_reported() -> None:
+    with pytest.raises(TemplateError, match=r"\{\{custom.nope\}\}"):
+        render("{{custom.big}}{{custom.nope}}", BIG, field="details", max_chars=10)
 
 
 # --- properties --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from worker.halo.client import HaloClient, HaloClients
 from worker.halo.fake import FakeHalo
 from worker.halo.fake.schema import load_faults_schema, type_error
 from worker.halo.lookups import LookupKind
-from worker.models import RESULT_TICKET_KEYS, Job, parse_job
+from worker.models import MAX_JOB_BYTES, MAX_RENDERED_CHARS, RESULT_TICKET_KEYS, Job, parse_job
 from worker.update import (
     MAX_TICKET_ID,
     Updated,
@@ -36,6 +36,7 @@ from worker.update import (
     plan_update,
     render_job,
     run_update,
+    settle_unconfirmed,
 )
 
 LABELS = ("status_name", "priority_name", "agent_name", "client_name", "site_name", "user_name")
@@ -57,6 +58,8 @@ def warm(clients: HaloClients) -> None:
     kinds: tuple[LookupKind, ...] = ("status", "agent", "team")
     for kind in kinds:
         client.lookup(kind)
+    for tickettype_id in (1, 3):  # statuses are resolved among those the ticket's type allows
+        client.lookup("status", tickettype_id=tickettype_id)
     for sla_id in (1, 2):
         client.lookup("priority", sla_id=sla_id)
 
@@ -291,7 +294,9 @@ def test_each_field_is_written_by_name_or_id(
 ) -> None:
     updated, _ = run(clients, **fields)
     (post,) = fake.posts()
-    assert post.json == [{"id": 4711, **posted}]
+    # An agent change says the reassignment is meant (docs/halo.md, "Writes Halo changes").
+    flags = {"_forcereassign": True} if "agent_id" in posted else {}
+    assert post.json == [{"id": 4711, **posted, **flags}]
     assert post.status == 201  # the fake validated the body against Halo's Faults schema
     assert_faults_schema(post.json)
     assert updated.changed_fields == list(posted)
@@ -345,6 +350,7 @@ def test_every_field_at_once_is_one_post(fake: FakeHalo, clients: HaloClients) -
             "agent_id": 7,
             "team": "Escalations",
             "team_id": 2,
+            "_forcereassign": True,
         }
     ]
     assert post.status == 201
@@ -364,7 +370,7 @@ def test_the_post_holds_only_the_id_and_the_changed_fields(
 ) -> None:
     # Status and team are already as asked; only the agent changes.
     updated, _ = run(clients, status="New", team="Service Desk", agent="John Smith")
-    assert [p.json for p in fake.posts()] == [[{"id": 4711, "agent_id": 2}]]
+    assert [p.json for p in fake.posts()] == [[{"id": 4711, "agent_id": 2, "_forcereassign": True}]]
     assert updated.changed_fields == ["agent_id"]
 
 
@@ -540,7 +546,7 @@ def test_a_field_rendering_empty_is_left_unchanged_with_a_warning(
         agent="John Smith",
         variables={"custom": {"value": value}},
     )
-    assert fake.posts()[0].json == [{"id": 4711, "agent_id": 2}]
+    assert fake.posts()[0].json == [{"id": 4711, "agent_id": 2, "_forcereassign": True}]
     assert updated.warnings == [
         "summary: rendered empty, so it was left unchanged",
         "status: rendered empty, so it was left unchanged",
@@ -614,6 +620,30 @@ def test_rendering_does_no_io_and_trims_lookup_names_not_texts() -> None:
     assert rendered.warnings == []
 
 
+def test_details_may_quote_an_email_body_as_large_as_a_whole_job() -> None:
+    body = "b" * (MAX_JOB_BYTES - 1_000)  # the rest of the job's bytes are its other keys
+    rendered = render_job(
+        job(details="Original message:\n{{email.body}}", variables={"email": {"body": body}})
+    )
+    assert rendered.values["details"] == "Original message:\n" + body
+
+
+@pytest.mark.parametrize("name", ["ticket_id", "summary", "details", "status", "agent", "team"])
+def test_each_field_rendering_past_its_cap_fails_naming_the_field_before_any_request(
+    fake: FakeHalo, clients: HaloClients, name: str
+) -> None:
+    cap = MAX_RENDERED_CHARS[name]
+    variables = {"custom": {"big": "7" * (cap // 4 + 1)}}
+    fields = {name: "{{custom.big}}" * 4}
+    if name == "ticket_id":
+        fields["status"] = "Closed"
+    error = fails(clients, TemplateError, variables=variables, **fields)
+    assert error.field == name
+    assert error.message.startswith(f"{name}: renders to {4 * (cap // 4 + 1):,} characters")
+    assert f"the limit of {cap:,} for this field" in error.message
+    assert fake.requests() == []
+
+
 def test_a_plan_is_the_exact_update_and_writes_nothing(
     fake: FakeHalo, clients: HaloClients
 ) -> None:
@@ -643,6 +673,41 @@ def test_applying_with_a_saved_answer_posts_nothing_more(
     assert len(fake.posts()) == 1
     assert updated.ticket["status_name"] == "Closed"
     assert updated.changed_fields == ["status_id"]
+
+
+def test_an_unconfirmed_post_that_halo_applied_is_settled_without_posting_again(
+    fake: FakeHalo, clients: HaloClients
+) -> None:
+    client = clients.for_job("acme")
+    wanted = job(summary="Applied by the batch", status="Closed")
+    plan = plan_update(wanted, client)
+    client.update_tickets([plan.payload])  # the batch's POST, whose answer left 4711 out
+    journal = Journal()
+
+    settled = settle_unconfirmed(plan, wanted, render_job(wanted), client, journal)
+
+    assert len(fake.posts()) == 1
+    assert settled.changed_fields == ["summary", "status_id"]
+    assert settled.ticket["status_name"] == "Closed"
+    assert journal.noted is None
+
+
+def test_an_unconfirmed_post_posts_only_the_fields_halo_does_not_hold_once(
+    fake: FakeHalo, clients: HaloClients
+) -> None:
+    client = clients.for_job("acme")
+    wanted = job(summary="Half applied", status="Closed")
+    plan = plan_update(wanted, client)
+    # Halo saved the summary but not the status (as if it dropped part of the element).
+    client.update_tickets([{"id": 4711, "summary": "Half applied"}])
+    journal = Journal()
+
+    settled = settle_unconfirmed(plan, wanted, render_job(wanted), client, journal)
+
+    assert [p.json for p in fake.posts()][1:] == [[{"id": 4711, "status_id": 9}]]
+    assert settled.changed_fields == ["summary", "status_id"]
+    assert journal.noted == ["summary", "status_id"]
+    assert (fake.ticket(4711) or {})["status_id"] == 9
 
 
 def test_fields_the_update_answer_omits_show_the_values_written(

@@ -12,9 +12,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import httpx
 from cryptography.fernet import Fernet, InvalidToken
@@ -25,6 +28,7 @@ from worker.connections import Connection
 from worker.errors import HaloAuthFailed, HaloUnexpectedResponse, RetryableError
 from worker.halo.cache import Cache
 from worker.halo.errors import summarize_body
+from worker.keys import token_key
 
 # Long enough for one token request under Halo's 60 s gateway timeout; after it, a waiting
 # worker stops waiting for the holder and requests a token itself.
@@ -33,22 +37,32 @@ _REFRESH_LOCK_S = 65.0
 
 @dataclass(frozen=True)
 class AccessToken:
-    """A bearer token and the Unix time it stops working."""
+    """A bearer token and the Unix time it stops working.
 
-    value: str
+    Its repr hides the value: a token object in a log line, a traceback or a debugger's view
+    must not hand out the bearer credential.
+    """
+
+    value: str = field(repr=False)
     expires_at_s: float
 
 
 def token_from_answer(response: httpx.Response, connection: Connection) -> AccessToken:
     """Read Halo's token answer.
 
+    A 2xx answer is never quoted in an error: it may hold the access token (a body that
+    merely fails to parse still carries it), and the message goes into the job's record and
+    the completion feed. The error describes the answer's shape instead. An error answer is
+    quoted (shortened) unless it, too, mentions an access token.
+
     Raises:
         HaloAuthFailed: Halo refused the credentials, or the token endpoint answered another
             error; the message says what to check.
-        HaloUnexpectedResponse: a 2xx answer without a usable token.
+        HaloUnexpectedResponse: a 2xx answer without a usable token; the message says which
+            key is missing or of the wrong type.
     """
     if response.status_code in (400, 401) or response.status_code == 403:
-        detail = summarize_body(response.text)
+        detail = _error_detail(response.text)
         hint = (
             "check the connection's client_id and secret: Halo issues a new client id when "
             "the API application is saved, and the secret must belong to that client id"
@@ -63,26 +77,93 @@ def token_from_answer(response: httpx.Response, connection: Connection) -> Acces
     if not response.is_success:
         raise HaloAuthFailed(
             f"connection {connection.name!r}: the token request to {connection.token_url} "
-            f"failed ({response.status_code}): {summarize_body(response.text)}; check the "
+            f"failed ({response.status_code}): {_error_detail(response.text)}; check the "
             "connection's url and auth_url",
             http_status=response.status_code,
         )
-    try:
-        answer = response.json()
-        value = answer["access_token"]
-        lifetime_s = float(answer.get("expires_in", 3600))
-    except (ValueError, KeyError, TypeError):
+    value, lifetime_s, problem = _read_token_answer(response.content)
+    if problem:
         raise HaloUnexpectedResponse(
-            f"connection {connection.name!r}: Halo's token answer has no access_token: "
-            f"{summarize_body(response.text)}",
-            http_status=response.status_code,
-        ) from None
-    if not isinstance(value, str) or not value:
-        raise HaloUnexpectedResponse(
-            f"connection {connection.name!r}: Halo's token answer has an empty access_token",
+            f"connection {connection.name!r}: Halo's token answer ({response.status_code}) "
+            f"is unusable: {problem} (the answer is not quoted: it may hold the token)",
             http_status=response.status_code,
         )
     return AccessToken(value, time.time() + lifetime_s)
+
+
+# Halo's usual token lifetime, assumed when an answer does not say.
+_DEFAULT_LIFETIME_S: Final = 3600.0
+# A token lives in an HTTP header: visible ASCII only (RFC 6750 allows fewer still).
+_BEARER_TOKEN: Final = re.compile(r"[\x21-\x7e]{1,8192}")
+# A token said to live longer is still replaced daily; it also keeps the cache TTL sane.
+_MAX_LIFETIME_S: Final = 24 * 3600.0
+# Where the token can be read from the body of an error answer; it is then not quoted.
+_TOKEN_IN_TEXT: Final = re.compile(r"access_?token|bearer", re.IGNORECASE)
+
+
+def _read_token_answer(content: bytes) -> tuple[str, float, str]:
+    """``(token, lifetime_s, "")`` from a 2xx body, or ``("", 0, problem)`` where `problem`
+    describes the body's shape (types and key names only, never a value)."""
+    try:
+        answer = json.loads(content)
+    except (ValueError, RecursionError):
+        return "", 0.0, f"the body is not JSON ({len(content)} bytes)"
+    if not isinstance(answer, dict):
+        return "", 0.0, f"the body is {_json_kind(answer)}, not an object"
+    if "access_token" not in answer:
+        return "", 0.0, "access_token is missing"
+    value = answer["access_token"]
+    problem = _token_problem(value)
+    lifetime = answer.get("expires_in", _DEFAULT_LIFETIME_S)
+    lifetime_s = _seconds(lifetime)
+    if problem or lifetime_s is None:
+        expiry = f"expires_in is {_json_kind(lifetime)}, not a positive number of seconds"
+        return "", 0.0, problem or expiry
+    return str(value), lifetime_s, ""
+
+
+def _token_problem(value: Any) -> str:
+    """What is wrong with an answer's access_token (its type, never its text), or ""."""
+    if not isinstance(value, str) or not value:
+        shown = "an empty string" if isinstance(value, str) else _json_kind(value)
+        return f"access_token is {shown}, not a token"
+    if not _BEARER_TOKEN.fullmatch(value):
+        # It would go into an Authorization header, where httpx refuses it with an error
+        # that quotes it.
+        return "access_token holds characters no bearer token has"
+    return ""
+
+
+def _seconds(value: Any) -> float | None:
+    # Halo sends a number; a numeric string is read the same. Booleans, NaN, infinity, zero
+    # and negative lifetimes describe no token a worker could use or cache.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, _MAX_LIFETIME_S)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _error_detail(text: str) -> str:
+    if _TOKEN_IN_TEXT.search(text):
+        return f"(a {len(text)}-character answer that mentions a token; not quoted)"
+    return summarize_body(text)
 
 
 class TokenSource:
@@ -105,7 +186,7 @@ class TokenSource:
         self._cache = cache
         self._margin_s = refresh_margin_s
         self._clock = clock
-        self._key = f"halo:token:{connection.name}"
+        self._key = token_key(connection.name)
         self._seal = Fernet(_sealing_key(connection))
         # This process's copy of the shared token: every job needs the token, and reading and
         # unsealing it from the shared cache for each would be most of a job's token cost.

@@ -10,6 +10,7 @@ in an `httpx.Auth` flow, so that a refresh-and-retry is counted and budgeted lik
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ import httpx
 from worker.connections import Connection
 from worker.errors import (
     HaloAuthFailed,
+    HaloForbidden,
     HaloRateLimited,
     HaloUnavailable,
     HaloUnexpectedResponse,
+    JobError,
     TicketNotFound,
     UnknownConnection,
 )
@@ -30,16 +33,37 @@ from worker.halo.auth import AccessToken, TokenSource, token_from_answer
 from worker.halo.cache import Cache, MemoryCache
 from worker.halo.errors import error_from_response, is_expired_token_answer, summarize_body
 from worker.halo.lookups import LookupKind, as_int, unwrap_records
+from worker.halo.route import ApiRoutes, no_api_error
+from worker.halo.signing import CacheSigner
+from worker.keys import lookup_key
+
+log = logging.getLogger("halo.client")
 
 Ticket = dict[str, Any]
 _USER_AGENT: Final = "halo-update-worker/0.1"
 _LOCAL_LOOKUP_S: Final = 10.0
+# Halo's largest page (FACTS, Lookups: `page_size` up to 100); a list read asks for no more
+# ids than one page holds, so a tenant that honours `ticketids` answers it in one request.
+MAX_PAGE_SIZE: Final = 100
+IDS_PER_READ: Final = MAX_PAGE_SIZE
 _LOOKUP_PATHS: Final[dict[str, str]] = {
     "status": "/Status",
     "priority": "/Priority",
     "agent": "/Agent",
     "team": "/Team",
 }
+# A default `GET /api/Agent` leaves out the Unassigned agent and agents restricted to other
+# organisations or departments; a rule may name either (FACTS, Lookups; docs/halo.md).
+_AGENT_PARAMS: Final = {
+    "includeenabled": "true",
+    "includeunassigned": "true",
+    "showall": "true",
+}
+# Halo's largest page (the OpenAPI document: "Maximum size: 100").
+_PAGE_SIZE: Final = 100
+# 5,000 agents: far beyond any MSP's staff, and a bound on requests should a tenant keep
+# answering new pages forever.
+_MAX_PAGES: Final = 50
 
 
 class Budget(Protocol):
@@ -80,6 +104,26 @@ class SentRequest:
 
 
 @dataclass(frozen=True)
+class ListRead:
+    """A checked list read: the tickets found (by id, only those asked for), whether Halo
+    answered only tickets asked for (`honoured`: it filtered on `ticketids`), and the page
+    size it cut pages to when one was cut short (None: none was)."""
+
+    tickets: dict[int, Ticket]
+    honoured: bool
+    page_cap: int | None
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A POST of several updates: the saved tickets Halo's answer holds, of those sent, and
+    whether it answered `every` ticket sent and no other."""
+
+    saved: dict[int, Ticket]
+    every: bool
+
+
+@dataclass(frozen=True)
 class Timeouts:
     """Per-request limits in seconds; a job's deadline can shorten them further."""
 
@@ -109,12 +153,17 @@ class HaloClients:
         # not read them from the shared cache again; a miss still refreshes from Halo.
         self.local = MemoryCache()
         self.budget: Budget = budget or Unmetered()
+        # Whether each connection's url leads to Halo's API (see `worker.halo.route`).
+        self.routes = ApiRoutes(self.cache)
         self._tokens = {
             name: TokenSource(
                 connection, self.cache, refresh_margin_s=self.timeouts.token_refresh_margin_s
             )
             for name, connection in self.connections.items()
         }
+        self._signers = {name: CacheSigner(c) for name, c in self.connections.items()}
+        # Cache keys already reported as holding an entry that fails its check: logged once each.
+        self._rejected: set[str] = set()
         # One client for every connection: httpx pools per host, and is safe across threads.
         self.http = httpx.Client(
             transport=transport,
@@ -125,8 +174,35 @@ class HaloClients:
             ),
             follow_redirects=False,
         )
+        # Per connection, a token Halo refused (401) although it had just been issued: a
+        # permission problem, which another token would not cure. A job that meets a 401 with
+        # it fails at once instead of asking for yet another token (no refresh loop).
+        self.refused_tokens: dict[str, str] = {}
         # Called after every request sent (metrics); must be quick and thread-safe.
         self.on_request: Callable[[SentRequest], None] | None = None
+
+    def signer(self, connection: Connection) -> CacheSigner:
+        """The signer binding `connection`'s cached lookup lists to its secret."""
+        return self._signers[connection.name]
+
+    def shared(self, connection: Connection, key: str) -> str | None:
+        """A lookup list from the shared cache, if present, signed under the connection's
+        secret and not past its signed expiry; an entry that fails the check is as good as
+        absent (and logged once per key)."""
+        stored = self.cache.get(key)
+        if stored is None:
+            return None
+        value = self.signer(connection).verify(key, stored, now_s=time.time())
+        if value is None and key not in self._rejected:
+            self._rejected.add(key)
+            log.warning(
+                "shared cache: a lookup list failed its signature check (or is past its signed "
+                "expiry) and is fetched again "
+                "(expected once after an upgrade or a secret rotation; otherwise something "
+                "other than the workers wrote to Redis)",
+                extra={"connection": connection.name, "cache_key": key},
+            )
+        return value
 
     def for_job(
         self, connection: str, *, deadline_s: float | None = None, prepaid: int = 0
@@ -185,18 +261,22 @@ class HaloClient:
         """Read one ticket, with its `*_name` labels and details.
 
         Raises:
-            TicketNotFound: Halo answered 404.
+            TicketNotFound: Halo answered 404, and its API is known to answer at the url.
+            NoHaloApi: Halo's API does not answer at the connection's url (404s).
             HaloUnexpectedResponse: the answer is not that ticket.
         """
         what = f"GET /api/Tickets/{ticket_id}"
+        self._require_api()
         response = self._call(
             "GET",
             f"/Tickets/{ticket_id}",
             params={"includedetails": "true", "nocache": "true"},
-            not_found=lambda: TicketNotFound(
-                f"Halo has no ticket {ticket_id} on connection {self.connection.name!r}",
-                field="ticket_id",
-                http_status=404,
+            not_found=lambda: self._on_404(
+                lambda: TicketNotFound(
+                    f"Halo has no ticket {ticket_id} on connection {self.connection.name!r}",
+                    field="ticket_id",
+                    http_status=404,
+                )
             ),
         )
         ticket = _json(response, what)
@@ -205,21 +285,82 @@ class HaloClient:
                 f"{what} answered another ticket or no ticket: {summarize_body(response.text)}",
                 http_status=response.status_code,
             )
+        self._clients.routes.answered(self.connection)
         return ticket
 
-    def get_tickets(self, ticket_ids: Sequence[int]) -> dict[int, Ticket]:
-        """Read several tickets in one request; ids Halo does not have are absent.
+    def get_tickets(self, ticket_ids: Sequence[int]) -> ListRead:
+        """Read several tickets with list reads of at most `IDS_PER_READ` ids, page by page,
+        and check that Halo filtered on `ticketids`.
 
-        List reads carry fewer columns than `get_ticket` (no `*_name` labels).
+        A ticket absent from the answer is not proof that Halo has none: the caller confirms
+        with `get_ticket`. List reads carry fewer columns than `get_ticket`: no `*_name`
+        labels, and no `details` (Halo's document gives `GET /api/Tickets` no parameter to
+        include them). A read whose answer holds a ticket not asked for (the tenant ignores
+        `ticketids`) stops at that page: paging on would read the whole tenant.
+
+        Raises:
+            HaloUnavailable, HaloRateLimited, ...: as any request; a retryable error loses
+                nothing, since nothing was written.
         """
-        ids = ",".join(str(i) for i in ticket_ids)
+        found: dict[int, Ticket] = {}
+        honoured = True
+        page_cap: int | None = None
+        ids = list(dict.fromkeys(ticket_ids))
+        for start in range(0, len(ids), IDS_PER_READ):
+            chunk = ids[start : start + IDS_PER_READ]
+            read = self._read_pages(chunk)
+            found.update(read.tickets)
+            honoured = honoured and read.honoured
+            page_cap = read.page_cap if page_cap is None else page_cap
+            if not read.honoured:
+                break  # single reads are cheaper than list reads of a tenant that ignores ids
+        return ListRead(found, honoured, page_cap)
+
+    def _read_pages(self, chunk: Sequence[int]) -> ListRead:
+        wanted = set(chunk)
+        found: dict[int, Ticket] = {}
+        page_cap: int | None = None
         what = "GET /api/Tickets?ticketids=..."
-        response = self._call(
-            "GET", "/Tickets", params={"ticketids": ids, "includedetails": "true"}
-        )
-        tickets = unwrap_records(_json(response, what), "tickets")
-        wanted = set(ticket_ids)
-        return {tid: ticket for ticket in tickets if (tid := _ticket_id(ticket)) in wanted and tid}
+        self._require_api()
+        # Each page holds at least one ticket, so `len(chunk)` pages cover every id asked for.
+        for page_no in range(1, len(chunk) + 1):
+            params = {
+                "ticketids": ",".join(str(i) for i in chunk),
+                "pageinate": "true",
+                "page_size": str(MAX_PAGE_SIZE),
+                "page_no": str(page_no),
+            }
+            response = self._call(
+                "GET",
+                "/Tickets",
+                params=params,
+                not_found=lambda: self._on_404(
+                    lambda: HaloUnexpectedResponse(
+                        f"Halo answered 404 to {what}, which this API never should",
+                        http_status=404,
+                    )
+                ),
+            )
+            answered = _json(response, what)
+            self._clients.routes.answered(self.connection)
+            tickets = unwrap_records(answered, "tickets")
+            count = as_int(answered.get("record_count")) if isinstance(answered, dict) else None
+            answered_ids = {_ticket_id(ticket) for ticket in tickets}
+            if not answered_ids <= wanted or (count is not None and count > len(chunk)):
+                # Unrelated tickets: this tenant does not filter on `ticketids`.
+                kept = {tid: t for t in tickets if (tid := _ticket_id(t)) in wanted and tid}
+                return ListRead({**found, **kept}, honoured=False, page_cap=None)
+            before = len(found)
+            found.update({tid: t for t in tickets if (tid := _ticket_id(t)) is not None})
+            total = count if count is not None else len(chunk)
+            # A page that adds nothing ends it too: a tenant that ignores `page_no` answers
+            # its first page again.
+            if len(found) == before or len(found) >= total or found.keys() >= wanted:
+                break
+            if len(tickets) < MAX_PAGE_SIZE:
+                # More are due but the page was cut short: the tenant's own page size.
+                page_cap = len(tickets) if page_cap is None else min(page_cap, len(tickets))
+        return ListRead(found, honoured=True, page_cap=page_cap)
 
     def update_tickets(self, updates: Sequence[Mapping[str, Any]]) -> dict[int, Ticket]:
         """POST updates of existing tickets; returns the saved tickets by id.
@@ -231,58 +372,174 @@ class HaloClient:
             ValueError: an element has no positive integer id (a bug, never sent).
             HaloUnexpectedResponse: the answer is for other ticket ids than those sent.
         """
+        ids, posted = self._post(updates)
+        if posted is None:
+            # Some Halo builds answer 201 with no body: read back what was saved.
+            return {tid: self.get_ticket(tid) for tid in ids}
+        by_id, status = posted
+        if set(by_id) != set(ids):
+            raise HaloUnexpectedResponse(
+                f"POST /api/Tickets for ticket(s) {sorted(ids)} was answered for "
+                f"ticket(s) {sorted(str(i) for i in by_id)}: the update may have gone elsewhere",
+                http_status=status,
+            )
+        return {tid: ticket for tid, ticket in by_id.items() if tid is not None}
+
+    def post_updates(self, updates: Sequence[Mapping[str, Any]]) -> Posted:
+        """POST updates of existing tickets and say which of them Halo's answer confirms.
+
+        Unlike `update_tickets` an answer that lists fewer tickets than were sent (the first
+        alone, none, or others) is not an error: the caller reads the unconfirmed tickets back
+        and decides from what Halo holds. Never sends anything twice.
+
+        Raises:
+            ValueError: an element has no positive integer id (a bug, never sent).
+            HaloRejected, HaloUnavailable, ...: as any request.
+        """
+        ids, posted = self._post(updates)
+        if posted is None:
+            return Posted({}, every=False)
+        by_id, _ = posted
+        saved = {tid: ticket for tid, ticket in by_id.items() if tid in ids and tid is not None}
+        return Posted(saved, every=set(by_id) == set(ids))
+
+    def _post(
+        self, updates: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[int], tuple[dict[int | None, Ticket], int] | None]:
+        """Send the POST; the ids sent, and the answered tickets by id with the status (None
+        when the answer had no body)."""
         ids = [_ticket_id(update) for update in updates]
         if not ids or any(tid is None or tid <= 0 for tid in ids):
             raise ValueError("every update must carry the positive id of an existing ticket")
-        what = "POST /api/Tickets"
         response = self._call("POST", "/Tickets", body=list(updates))
+        sent = [tid for tid in ids if tid is not None]
         if not response.content.strip():
-            # Some Halo builds answer 201 with no body: read back what was saved.
-            return {tid: self.get_ticket(tid) for tid in ids if tid is not None}
-        answered = _json(response, what)
+            return sent, None
+        answered = _json(response, "POST /api/Tickets")
         saved = [answered] if isinstance(answered, dict) and "id" in answered else None
         by_id = {_ticket_id(t): t for t in (saved or unwrap_records(answered, "tickets"))}
-        if set(by_id) != set(ids):
-            raise HaloUnexpectedResponse(
-                f"{what} for ticket(s) {sorted(i for i in ids if i)} was answered for "
-                f"ticket(s) {sorted(str(i) for i in by_id)}: the update may have gone elsewhere",
-                http_status=response.status_code,
-            )
-        return {tid: ticket for tid, ticket in by_id.items() if tid is not None}
+        return sent, (by_id, response.status_code)
 
     # -- lookups -----------------------------------------------------------------------------
 
     def lookup(
-        self, kind: LookupKind, *, sla_id: int | None = None, fresh: bool = False
+        self,
+        kind: LookupKind,
+        *,
+        sla_id: int | None = None,
+        tickettype_id: int | None = None,
+        fresh: bool = False,
     ) -> tuple[list[dict[str, Any]], bool]:
         """A lookup list (statuses, priorities of an SLA, agents, teams), cached per connection.
 
         Args:
             kind: which list.
-            sla_id: the SLA whose priorities to list; required for priorities.
+            sla_id: the SLA whose priorities to list; None or 0 (a ticket with no SLA) lists
+                every SLA's priorities.
+            tickettype_id: for statuses, list only those this ticket type allows.
             fresh: skip the cache (after a name missed, before failing it).
 
         Returns:
             The records, and whether they came from the cache.
         """
-        key = f"halo:lookup:{self.connection.name}:{kind}"
+        sla_id = sla_id or None  # 0: the ticket has no SLA, so every SLA's priorities
+        key = lookup_key(self.connection.name, kind, sla_id, tickettype_id)
         params: dict[str, str] = {}
         if kind == "priority":
-            key += f":{sla_id}"
-            # A ticket without an SLA lists every SLA's priorities; never send "slaid=None".
-            params = {"slaid": str(sla_id)} if sla_id is not None else {}
+            # A ticket without an SLA lists every SLA's priorities; never send "slaid=None"
+            # nor "slaid=0", which lists none.
+            params = {"slaid": str(sla_id)} if sla_id else {}
+        elif kind == "status" and tickettype_id is not None:
+            params = {"tickettype_id": str(tickettype_id)}
+        elif kind == "agent":
+            params = dict(_AGENT_PARAMS)
         local = self._clients.local
-        if not fresh and (cached := local.get(key) or self._clients.cache.get(key)) is not None:
+        if not fresh and (cached := local.get(key) or self._clients.shared(self.connection, key)):
             local.set(key, cached, _LOCAL_LOOKUP_S)
             records: list[dict[str, Any]] = json.loads(cached)
             return records, True
-        path = _LOOKUP_PATHS[kind]
-        response = self._call("GET", path, params=params)
-        records = unwrap_records(_json(response, f"GET /api{path}"), kind)
+        records = self._read_list(kind, params)
+        self._clients.routes.answered(self.connection)
         encoded = json.dumps(records)
-        self._clients.cache.set(key, encoded, self._clients.timeouts.lookup_ttl_s)
+        ttl_s = self._clients.timeouts.lookup_ttl_s
+        signer = self._clients.signer(self.connection)
+        signed = signer.sign(key, encoded, expires_at_s=time.time() + ttl_s)
+        self._clients.cache.set(key, signed, ttl_s)
         self._clients.local.set(key, encoded, _LOCAL_LOOKUP_S)
         return records, False
+
+    # -- the route to Halo's API -------------------------------------------------------------
+
+    def check_api_route(self) -> bool:
+        """Whether Halo's API answers at the connection's url: `GET /api/Status`, which every
+        tenant has, answers anything but 404 (a 403 too: the endpoint is there). The verdict is
+        kept for the fleet.
+
+        Raises:
+            What any request raises (HaloUnavailable, HaloRateLimited, BudgetExhausted,
+            HaloAuthFailed), and the error of any other answer that is not a success.
+        """
+        try:
+            self._call("GET", "/Status", not_found=_NotThere)
+            answers = True
+        except _NotThere:
+            answers = False
+        except HaloForbidden:
+            answers = True
+        self._clients.routes.record(self.connection, answers=answers)
+        return answers
+
+    def _require_api(self) -> None:
+        """Fail at once, without a request, while the url is known not to lead to the API."""
+        if self._clients.routes.verdict(self.connection) is False:
+            raise no_api_error(self.connection)
+
+    def _on_404(self, otherwise: Callable[[], JobError]) -> JobError:
+        """What a 404 on one of Halo's own endpoints means: `otherwise` where the API is known
+        to answer at the url (checking it once if that is not known), else a wrong url."""
+        routes = self._clients.routes
+        with routes.checking(self.connection):
+            answers = routes.verdict(self.connection)
+            if answers is None:
+                answers = self.check_api_route()
+        return otherwise() if answers else no_api_error(self.connection)
+
+    def cached_lookup(self, kind: LookupKind) -> list[dict[str, Any]] | None:
+        """The whole list of a kind (every status, every SLA's priorities) if a cache holds it,
+        without any request; None otherwise."""
+        key = lookup_key(self.connection.name, kind)  # priorities: every SLA's (sla_id None)
+        cached = self._clients.local.get(key) or self._clients.shared(self.connection, key)
+        if cached is None:
+            return None
+        records: list[dict[str, Any]] = json.loads(cached)
+        return records
+
+    def _read_list(self, kind: LookupKind, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Read a whole lookup list; agents page by page (the only lookup Halo's document
+        gives paging parameters), stopping safely when the tenant does not page."""
+        path = _LOOKUP_PATHS[kind]
+        what = f"GET /api{path}"
+        if kind != "agent":
+            return unwrap_records(_json(self._call("GET", path, params=params), what), kind)
+        records: dict[Any, dict[str, Any]] = {}
+        previous: list[Any] | None = None
+        for page_no in range(1, _MAX_PAGES + 1):
+            paging = {"pageinate": "true", "page_size": str(_PAGE_SIZE), "page_no": str(page_no)}
+            answer = _json(self._call("GET", path, params={**params, **paging}), what)
+            page = unwrap_records(answer, kind)
+            ids = [record.get("id") for record in page]
+            if ids == previous:
+                break  # the same page again: the tenant ignores page_no
+            previous = ids
+            for record in page:
+                records.setdefault(record.get("id"), record)
+            count = answer.get("record_count") if isinstance(answer, dict) else None
+            if isinstance(count, int) and not isinstance(count, bool):
+                if not page or len(records) >= count:
+                    break
+            elif len(page) != _PAGE_SIZE:
+                break  # a short page is the last; a longer one is the whole list, unpaged
+        return list(records.values())
 
     # -- the choke point ---------------------------------------------------------------------
 
@@ -297,20 +554,28 @@ class HaloClient:
     ) -> httpx.Response:
         """An authenticated API call; refreshes the token once when Halo says it expired."""
         what = f"{method} /api{path}"
+        url = self.connection.api_url + path
         token = self._tokens.get(self._fetch_token)
-        response = self._send(method, self.connection.api_url + path, token, params, body)
+        response = self._send(method, url, token, params, body)
         if is_expired_token_answer(response.status_code, response.text):
-            token = self._tokens.refresh(self._fetch_token, stale=token)
-            response = self._send(method, self.connection.api_url + path, token, params, body)
+            refused = self._clients.refused_tokens
+            if refused.get(self.connection.name) != token:
+                token = self._tokens.refresh(self._fetch_token, stale=token)
+                response = self._send(method, url, token, params, body)
             if is_expired_token_answer(response.status_code, response.text):
+                refused[self.connection.name] = token
                 raise HaloAuthFailed(
                     f"connection {self.connection.name!r}: Halo refused a freshly issued token "
-                    f"on {what} ({response.status_code}): check that the API application's "
-                    "agent is active and "
-                    f"that scope {self.connection.scope!r} covers tickets",
+                    f"on {what} ({response.status_code}), so this is a permission, not an "
+                    f"expired token: the connection's scope {self.connection.scope!r} must "
+                    f"include {_needed_scope(method, path)!r} (or 'all'), and the API "
+                    "application's agent must be active and allowed to do this",
                     http_status=response.status_code,
                 )
         if response.is_success:
+            if self._clients.refused_tokens.get(self.connection.name) == token:
+                # The permission was granted meanwhile: this token works after all.
+                self._clients.refused_tokens.pop(self.connection.name, None)
             return response
         if response.status_code == 404 and not_found is not None:
             raise not_found()
@@ -396,6 +661,10 @@ class HaloClient:
             hook(SentRequest(self.connection.name, method, endpoint, status, duration_s))
 
 
+class _NotThere(Exception):
+    """`GET /api/Status` answered 404 (internal to `check_api_route`)."""
+
+
 def _json(response: httpx.Response, what: str) -> Any:
     try:
         return response.json()
@@ -407,6 +676,12 @@ def _json(response: httpx.Response, what: str) -> Any:
             f"(truncated?): {summarize_body(response.text)}",
             http_status=response.status_code,
         ) from None
+
+
+def _needed_scope(method: str, path: str) -> str:
+    # Halo's API scopes (FACTS, Authentication): writing tickets needs edit:tickets; the reads
+    # this worker makes (tickets and the lookup lists tickets use) need read:tickets.
+    return "edit:tickets" if method == "POST" and path.startswith("/Tickets") else "read:tickets"
 
 
 def _ticket_id(ticket: Mapping[str, Any]) -> int | None:

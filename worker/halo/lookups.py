@@ -123,20 +123,51 @@ def resolve_refreshing(
     load: Callable[[bool], tuple[Records, bool]],
     *,
     sla_id: int | None = None,
+    scope: str | None = None,
+    known: Callable[[], Records | None] | None = None,
 ) -> Resolved:
     """`resolve` against a cached list, reloading it once on a miss before failing.
 
     Args:
-        load: ``load(fresh)`` returns ``(records, came_from_cache)``.
+        load: ``load(fresh)`` returns ``(records, came_from_cache)``: the records valid for
+            the ticket at hand.
+        scope: what narrows `load`'s records to this ticket (e.g. "tickets of type Incident"),
+            or None when nothing does. A name that misses then fails listing every name valid
+            for this ticket.
+        known: every record of the kind, if already at hand without a request (None if not):
+            a name found there is said to exist in Halo but not for this ticket.
+
+    Raises:
+        LookupNotFound, LookupAmbiguous: as `resolve`.
     """
     records, cached = load(False)
     try:
         return resolve(kind, value, records, sla_id=sla_id)
     except LookupNotFound:
-        if not cached:
+        if cached:
+            records, _ = load(True)
+    try:
+        return resolve(kind, value, records, sla_id=sla_id)
+    except LookupNotFound:
+        if scope is None or value.strip().isdigit():
+            # An id's message already lists the valid ids of this ticket's records.
             raise
-    records, _ = load(True)
-    return resolve(kind, value, records, sla_id=sla_id)
+    elsewhere = ""
+    others = known() if known is not None else None
+    if others:
+        try:
+            found = resolve(kind, value, others)
+        except (LookupNotFound, LookupAmbiguous):
+            pass
+        else:
+            elsewhere = f"{found.name!r} exists in Halo, but not for this ticket; "
+    close = _closest(value.strip(), records, kind)
+    close = f"{close}; " if close.startswith("closest:") else ""
+    raise LookupNotFound(
+        f"{kind} {value.strip()!r} matches no {kind} valid for this ticket ({scope}); "
+        f"{close}{elsewhere}valid for this ticket: {_names(records)}",
+        field=kind,
+    )
 
 
 def name_of(records: Records, kind: LookupKind, record_id: Any) -> str | None:
@@ -167,6 +198,13 @@ def _closest(text: str, records: Records, kind: LookupKind) -> str:
     shown = ", ".join(repr(n) for n in names[:_MAX_LISTED_NAMES])
     more = f" and {len(names) - _MAX_LISTED_NAMES} more" if len(names) > _MAX_LISTED_NAMES else ""
     return f"valid names: {shown}{more}" if names else "Halo returned no records"
+
+
+def _names(records: Records) -> str:
+    names = [str(r["name"]).strip() for r in records if isinstance(r.get("name"), str)]
+    shown = ", ".join(repr(n) for n in names[: _MAX_LISTED_NAMES * 3])
+    more = len(names) - _MAX_LISTED_NAMES * 3
+    return (shown + (f" and {more} more" if more > 0 else "")) or "none"
 
 
 def _listing(records: Records, id_key: str) -> str:

@@ -8,12 +8,16 @@ Three ways to use it, all on the same `FakeHalo`:
     with serve_in_thread(fake) as server:                            # real sockets
         httpx.get(f"{server.url}/api/authinfo")
 
-    $ halo-fake --port 8080 --seed demo                              # another process
+    $ halo-fake --port 8080 --seed demo --profile legacy             # another process
 
-Modules: `app` (FakeHalo), `config` (options), `state` and `seeds` (data and ticket rules),
-`routes` (Halo's endpoints), `auth`, `ratelimit`, `faults`, `requestlog`, `answers` (body
-shapes), `control` (`/_fake/...` endpoints for other processes), `server` (HTTP and the CLI),
-`schema` / `schema_extract` (Halo's `Faults` schema, validated against on every ticket POST).
+`profile` (`FakeHalo(profile=...)`, `--profile`) picks the tenant it plays: `current`, `legacy`
+or `strict` (see `profiles`).
+
+Modules: `app` (FakeHalo), `config` (options), `profiles` (tenants), `state` and `seeds` (data
+and ticket rules), `rules` (ticket-type settings), `routes` (Halo's endpoints), `auth`,
+`ratelimit`, `faults`, `requestlog`, `answers` (body shapes), `control` (`/_fake/...` endpoints
+for other processes), `server` (HTTP and the CLI), `schema` / `schema_extract` (Halo's `Faults`
+schema and query parameters, validated against on every request).
 
 Demo credentials: client id "demo-client", secret "demo-secret".
 """

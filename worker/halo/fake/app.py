@@ -27,6 +27,7 @@ from worker.halo.fake import answers, control
 from worker.halo.fake.auth import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, TokenStore
 from worker.halo.fake.config import FakeConfig
 from worker.halo.fake.faults import FaultKind, FaultPlan, make_fault
+from worker.halo.fake.profiles import DEFAULT_PROFILE, profile_options
 from worker.halo.fake.ratelimit import RateLimit, RollingWindow
 from worker.halo.fake.requestlog import (
     CreatedTicket,
@@ -67,6 +68,7 @@ class FakeHalo:
         self,
         *,
         seed: str = "demo",
+        profile: str = DEFAULT_PROFILE,
         clients: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] | None = None,
@@ -76,6 +78,7 @@ class FakeHalo:
 
         Args:
             seed: "demo" or "empty" (see `seeds`).
+            profile: the tenant to play (`profiles.PROFILES`); `options` override its options.
             clients: valid `client_id -> client_secret` pairs; default the demo pair
                 ("demo-client", "demo-secret").
             clock: monotonic seconds, for token expiry, the rate limit and the request log.
@@ -92,7 +95,7 @@ class FakeHalo:
         self._clients = dict(clients or {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET})
         self._clock = clock
         self._wall_clock = wall_clock or (lambda: datetime.now(UTC))
-        self._initial = FakeConfig().updated(**options)
+        self._initial = FakeConfig().updated(**{**profile_options(profile), **options})
         self._faults = FaultPlan()
         self._tokens = TokenStore(self._clients, clock=self._clock)
         self._load()
@@ -102,8 +105,13 @@ class FakeHalo:
         # reset between tests does not change how many token requests a test sees.
         self.config = self._initial
         self._state = HaloState(
-            self._seed, tickets_have_team_id=self.config.tickets_have_team_id, now=self._wall_clock
+            self._seed,
+            tickets_have_team_id=self.config.tickets_have_team_id,
+            now=self._wall_clock,
+            type_rules=self.config.ticket_type_rules,
+            large_tenant=self.config.large_tenant,
         )
+        self._state.forcereassign_required = self.config.forcereassign_required
         self._api = HaloApi(self._state, self._tokens, self._faults)
         self._faults.clear()
         self._window = self._new_window()
@@ -119,6 +127,18 @@ class FakeHalo:
         with self._lock:
             self._load()
 
+    def use_profile(self, profile: str, **options: Any) -> None:
+        """Play another tenant from now on, as if constructed with `profile` and `options`:
+        seed data, configuration, faults and log are reset; `reset` keeps this profile.
+
+        Raises:
+            ValueError, TypeError: an unknown profile or option, or a value out of range.
+        """
+        initial = FakeConfig().updated(**{**profile_options(profile), **options})
+        with self._lock:
+            self._initial = initial
+            self._load()
+
     def configure(self, **options: Any) -> None:
         """Change options (any `FakeConfig` field) from now on; `reset` restores them.
 
@@ -128,6 +148,7 @@ class FakeHalo:
         with self._lock:
             self.config = self.config.updated(**options)
             self._state.tickets_have_team_id = self.config.tickets_have_team_id
+            self._state.forcereassign_required = self.config.forcereassign_required
             if "rate_limit" in options:
                 self._window = self._new_window()
 

@@ -14,6 +14,7 @@ Answers are JSON; a bad control request answers 400 `{"error": ...}`.
 | POST /_fake/expire-tokens     | expire every issued token: `{"expired": N}`                 |
 | GET  /_fake/config            | current options                                             |
 | POST /_fake/config            | change options, e.g. `{"rate_limit": "60/10s"}`             |
+| POST /_fake/profile           | play another tenant: `{"profile": "legacy", ...options}`    |
 | GET  /_fake/tickets/{id}      | the raw stored ticket, 404 if none                          |
 | POST /_fake/tickets           | add a ticket (body: its fields), 201 with the stored ticket |
 | GET  /_fake/lookups           | every lookup list, keyed by kind                            |
@@ -96,6 +97,12 @@ def _config(fake: FakeHalo, body: dict[str, Any]) -> httpx.Response:
     return answers.json_answer(200, config_json(fake.config))
 
 
+def _profile(fake: FakeHalo, body: dict[str, Any]) -> httpx.Response:
+    options = {k: v for k, v in body.items() if k != "profile"}
+    fake.use_profile(str(body.get("profile", "")), **options)
+    return answers.json_answer(200, config_json(fake.config))
+
+
 def _add_ticket(fake: FakeHalo, body: dict[str, Any]) -> httpx.Response:
     return answers.json_answer(201, fake.add_ticket(**body))
 
@@ -111,6 +118,7 @@ _POSTS: dict[str, Callable[[FakeHalo, dict[str, Any]], httpx.Response]] = {
     "/_fake/expire-tokens": _expire_tokens,
     "/_fake/faults": _faults,
     "/_fake/config": _config,
+    "/_fake/profile": _profile,
     "/_fake/tickets": _add_ticket,
     "/_fake/lookups": _lookups,
 }

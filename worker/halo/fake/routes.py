@@ -1,8 +1,10 @@
 """Halo's REST endpoints, as the fake answers them: auth, tickets, lookups.
 
-Paths are matched case-insensitively and query parameter names too; unknown query parameters
-are ignored, as Halo ignores them. Every `/api/...` endpoint but `authinfo` needs a bearer
-token.
+Paths are matched case-insensitively and query parameter names too. Halo ignores a query
+parameter it does not know; the fake instead answers 400 to one that Halo's OpenAPI document does
+not list for the operation, so that a client sending a misspelt or invented parameter (which
+real Halo would silently ignore) fails its tests. Every `/api/...` endpoint but `authinfo` needs
+a bearer token; a path with no endpoint is 404 before any token is looked at.
 
 Not thread-safe on its own: `FakeHalo` holds its lock around every call.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from worker.halo.fake import answers, schema
+from worker.halo.fake import answers, schema, seeds
 from worker.halo.fake.auth import Refusal, Token, TokenStore
 from worker.halo.fake.config import FakeConfig
 from worker.halo.fake.faults import FaultKind, FaultPlan
@@ -56,9 +58,8 @@ class HaloApi:
         self.faults = faults
         self._expired_answers = 0
         self._lookups: dict[str, Callable[[Mapping[str, str]], list[Any]]] = {
-            "/api/status": lambda _: self.state.lookups["status"],
+            "/api/status": lambda q: self.state.statuses(_int(q.get("tickettype_id"))),
             "/api/priority": lambda q: self.state.priorities(_int(q.get("slaid"))),
-            "/api/agent": self._agents,
             "/api/team": lambda _: self.state.lookups["team"],
             "/api/sla": lambda _: self.state.lookups["sla"],
             "/api/tickettype": lambda _: self.state.lookups["tickettype"],
@@ -70,18 +71,50 @@ class HaloApi:
         """Route one request (path already normalised) to its endpoint. Never raises."""
         method = request.method.upper()
         query = {key.lower(): value for key, value in request.url.params.multi_items()}
-        unauthenticated = self._unauthenticated(request, path, body, config)
-        if unauthenticated is not None:
-            return Routed(unauthenticated)
-        token = self.tokens.check(request.headers.get("authorization"))
-        if isinstance(token, Refusal):
-            return Routed(self._refuse(token, config))
+        token = self._checks(request, path, query=query, body=body, config=config)
+        if isinstance(token, httpx.Response):
+            return Routed(token)
+        if path == "/api/agent":
+            if method != "GET":
+                return Routed(answers.html_answer(405))
+            return Routed(self._agents(query, config))
         if path in self._lookups:
             if method != "GET":
                 return Routed(answers.html_answer(405))
             records = self._lookups[path](query)
             return Routed(self._lookup(path.rsplit("/", 1)[1], records, config))
         return self._tickets(method, path, query, body=body, token=token, config=config)
+
+    def _checks(
+        self,
+        request: httpx.Request,
+        path: str,
+        *,
+        query: Mapping[str, str],
+        body: DecodedBody,
+        config: FakeConfig,
+    ) -> httpx.Response | Token:
+        """The answer to a request that does not reach an endpoint (unknown query parameter,
+        token request or authinfo, missing or refused token), or the token to route it with."""
+        method = request.method.upper()
+        unknown = schema.unknown_query_params(method, path, list(query))
+        if unknown:
+            return answers.validation_problem(
+                unknown[0],
+                f"Query parameter(s) {', '.join(unknown)} are not in Halo's OpenAPI document "
+                f"for {method} {path}.",
+            )
+        unauthenticated = self._unauthenticated(request, path, body, config)
+        if unauthenticated is not None:
+            return unauthenticated
+        token = self.tokens.check(request.headers.get("authorization"))
+        if isinstance(token, Refusal):
+            return self._refuse(token, config)
+        if config.resource_401:
+            return answers.text_answer(
+                401, "", content_type="", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return token
 
     def _unauthenticated(
         self, request: httpx.Request, path: str, body: DecodedBody, config: FakeConfig
@@ -98,9 +131,20 @@ class HaloApi:
             return answers.json_answer(
                 200, {"auth_url": f"{origin}/auth", "tenant_id": config.tenant}
             )
-        if not path.startswith("/api/"):
+        if not self._routed(path):
+            # Routing comes before authentication, as on a real tenant: a path Halo has no
+            # endpoint for (`/api/api/Tickets/1`, `/api/auth/token` from a url ending in /api)
+            # is 404 with or without a token.
             return answers.html_answer(404)
         return None
+
+    def _routed(self, path: str) -> bool:
+        """Whether Halo has an endpoint at this (normalised) path."""
+        return (
+            path in self._lookups
+            or path in {"/api/agent", "/api/tickets"}
+            or bool(_TICKET_PATH.match(path))
+        )
 
     def _tickets(
         self,
@@ -122,7 +166,7 @@ class HaloApi:
         if method == "GET":
             if single is not None:
                 return Routed(self._single(single.group(1)))
-            return Routed(self._list(query))
+            return Routed(self._list(query, config))
         if method == "POST" and single is None:
             return self._post(path, body, config)
         return Routed(answers.html_answer(405))
@@ -165,16 +209,37 @@ class HaloApi:
             200, {"record_count": len(records), _LOOKUP_WRAPPERS[name]: records}
         )
 
-    def _agents(self, query: Mapping[str, str]) -> list[Any]:
-        agents = self.state.lookups["agent"]
+    def _agents(self, query: Mapping[str, str], config: FakeConfig) -> httpx.Response:
+        # Halo leaves out the Unassigned agent and agents restricted to other organisations
+        # unless asked (`includeunassigned`, `showall`), and pages only when asked to.
+        hidden = set()
+        if not _flag(query.get("includeunassigned")):
+            hidden.add("unassigned")
+        if not _flag(query.get("showall")):
+            hidden.add("restricted")
         search = query.get("search", "").strip().lower()
-        if not search:
-            return agents
-        return [
-            a
-            for a in agents
-            if search in str(a["name"]).lower() or search in str(a["email"]).lower()
+        agents = [
+            {k: v for k, v in a.items() if k != seeds.VISIBILITY_KEY}
+            for a in self.state.lookups["agent"]
+            if a.get(seeds.VISIBILITY_KEY) not in hidden
+            and (
+                not search or search in str(a["name"]).lower() or search in str(a["email"]).lower()
+            )
         ]
+        if not _flag(query.get("pageinate")) and config.large_tenant:
+            # A large tenant's unpaged list stops at one page: a client that does not page
+            # never sees the rest (the safe assumption; docs/halo.md, "Lookups").
+            return self._lookup("agent", agents[: config.max_page_size], config)
+        if not _flag(query.get("pageinate")) or config.agent_paging == "ignored":
+            return self._lookup("agent", agents, config)
+        size = min(_int(query.get("page_size")) or 50, config.max_page_size)
+        if config.agent_paging == "first_page_only":
+            return answers.json_answer(200, agents[:size])
+        page = max(_int(query.get("page_no")) or 1, 1)
+        return answers.json_answer(
+            200,
+            {"record_count": len(agents), "agents": agents[(page - 1) * size : page * size]},
+        )
 
     def _single(self, raw_id: str) -> httpx.Response:
         ticket_id = _int(raw_id)
@@ -184,16 +249,19 @@ class HaloApi:
             return answers.html_answer(404, f"No ticket found with id {raw_id}.")
         return answers.json_answer(200, ticket)
 
-    def _list(self, query: Mapping[str, str]) -> httpx.Response:
+    def _list(self, query: Mapping[str, str], config: FakeConfig) -> httpx.Response:
         ids = None
-        if "ticketids" in query:
+        if "ticketids" in query and not config.ticketids_ignored:
             ids = [i for i in map(_int, query["ticketids"].split(",")) if i is not None]
         tickets = self.state.listed(ids, include_details=_flag(query.get("includedetails")))
         count = len(tickets)
+        cap = min(config.list_page_cap or _MAX_PAGE_SIZE, _MAX_PAGE_SIZE)
         if _flag(query.get("pageinate")):
-            size = min(_int(query.get("page_size")) or 50, _MAX_PAGE_SIZE)
+            size = min(_int(query.get("page_size")) or 50, cap)
             page = max(_int(query.get("page_no")) or 1, 1)
             tickets = tickets[(page - 1) * size : page * size]
+        elif config.list_page_cap is not None:
+            tickets = tickets[:cap]
         return answers.json_answer(200, {"record_count": count, "tickets": tickets})
 
     def _post(self, path: str, body: DecodedBody, config: FakeConfig) -> Routed:
@@ -226,12 +294,18 @@ class HaloApi:
         if self.faults.take(FaultKind.OTHER_ID, "POST", path) is not None:
             saved[0] = self._other_ticket(saved[0])
             fault = FaultKind.OTHER_ID.value
+        if config.update_answer_id_only:
+            saved = [{"id": ticket["id"]} if ticket else ticket for ticket in saved]
         response = answers.json_answer(201, _shape(saved, config.update_answer_shape))
         return Routed(response, created, fault)
 
     def _schema_problem(self, elements: list[Any], config: FakeConfig) -> httpx.Response | None:
         properties = schema.load_faults_schema()["properties"]
-        extra = {"team_id": {"type": "integer", "format": "int32", "nullable": True}}
+        # The shipped extract follows the newest document; an older build lacks its additions,
+        # and a build whose tickets carry no team_id does not take one either.
+        absent = set(schema.NOT_IN_2024_09) if config.schema_version == "2024-09" else set()
+        if not config.tickets_have_team_id:
+            absent.add("team_id")
         for index, element in enumerate(elements):
             where = f"$[{index}]"
             if not isinstance(element, dict):
@@ -240,9 +314,7 @@ class HaloApi:
                     f"The JSON value could not be converted to Halo.Models.Faults. Path: {where}",
                 )
             for key, value in element.items():
-                prop = properties.get(key)
-                if prop is None and config.tickets_have_team_id:
-                    prop = extra.get(key)
+                prop = None if key in absent else properties.get(key)
                 if prop is None:
                     return answers.validation_problem(
                         f"{where}.{key}",
@@ -268,7 +340,7 @@ class HaloApi:
 def _shape(saved: list[Any], shape: str) -> Any:
     if shape == "wrapped":
         return {"tickets": saved}
-    if shape == "object" and len(saved) == 1:
+    if shape == "first" or (shape == "object" and len(saved) == 1):
         return saved[0]
     return saved
 

@@ -16,9 +16,13 @@ import functools
 import json
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 SCHEMA_FILE = "faults_schema.json"
+QUERY_FILE = "query_params.json"
+# What the shipped extracts (cut from the newest document the fixture follows) hold that Halo API
+# v2 of September 2024 did not: a fake playing that build refuses these `Faults` members.
+NOT_IN_2024_09: Final = frozenset({"team_id"})
 
 # .NET's int32 and int64 bounds: a larger number does not deserialise into the field.
 _INT_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
@@ -34,6 +38,46 @@ def load_faults_schema() -> dict[str, Any]:
     text = resources.files("worker.halo.fake").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
+
+
+@functools.cache
+def load_query_params() -> dict[str, frozenset[str]]:
+    """The query parameter names of each operation (`"GET /api/agent"`), from the shipped
+    extract, parsed once per process."""
+    text = resources.files("worker.halo.fake").joinpath(QUERY_FILE).read_text(encoding="utf-8")
+    operations = json.loads(text)["operations"]
+    return {name: frozenset(names) for name, names in operations.items()}
+
+
+def unknown_query_params(method: str, path: str, names: list[str]) -> list[str] | None:
+    """The query parameter names Halo's document does not list for this operation.
+
+    Args:
+        method: the HTTP method.
+        path: the request path, normalised (lower case, e.g. `/api/tickets/4711`).
+        names: the query parameter names sent.
+
+    Returns:
+        The unknown names (empty when all are known), or None when the document has no such
+        operation (the route answers that itself).
+    """
+    operations = load_query_params()
+    segments = path.split("/")
+    for operation, known in operations.items():
+        op_method, _, template = operation.partition(" ")
+        parts = template.split("/")
+        if op_method != method or len(parts) != len(segments):
+            continue
+        if all(
+            p == s or (p.startswith("{") and p.endswith("}"))
+            for p, s in zip(parts, segments, strict=True)
+        ):
+            # A literal path (`/api/agent/me`) wins over a template (`/api/agent/{id}`).
+            exact = f"{method} {path}" in operations
+            if exact and template != path:
+                continue
+            return sorted({name.lower() for name in names} - known)
+    return None
 
 
 def type_error(value: Any, prop: Mapping[str, Any]) -> str | None:

@@ -1,9 +1,11 @@
-"""Regenerate `faults_schema.json` from Halo's OpenAPI document (a build step, not run time).
+"""Regenerate `faults_schema.json` and `query_params.json` from Halo's OpenAPI document (a
+build step, not run time).
 
     python -m worker.halo.fake.schema_extract tests/fixtures/halo/openapi-subset.json
 
-The extract keeps, for each property of `components.schemas.Faults`, what validation needs: the
-JSON type (a `$ref` is an object), the format, nullability and, for arrays, the item type.
+The `Faults` extract keeps, for each property of `components.schemas.Faults`, what validation
+needs: the JSON type (a `$ref` is an object), the format, nullability and, for arrays, the item
+type. The query extract keeps, for each operation, the names of its query parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from worker.halo.fake.schema import SCHEMA_FILE
+from worker.halo.fake.schema import QUERY_FILE, SCHEMA_FILE
 
 
 def extract_faults_schema(openapi: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,6 +53,40 @@ def extract_faults_schema(openapi: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def extract_query_params(openapi: Mapping[str, Any]) -> dict[str, Any]:
+    """The query parameter names of every operation of Halo's OpenAPI document.
+
+    Returns:
+        A JSON-ready dict: `{"source", "info", "operations": {"GET /api/agent": [names]}}`, the
+        path as the server sees it (`/api` + the document's path, lower case, `{id}` kept) and
+        the names lower case and sorted (Halo matches both without regard to case).
+    """
+    operations: dict[str, list[str]] = {}
+    for path, item in openapi["paths"].items():
+        for method, operation in item.items():
+            names = {
+                str(param["name"]).lower()
+                for param in operation.get("parameters", [])
+                if param.get("in") == "query"
+            }
+            operations[f"{method.upper()} /api{path.lower()}"] = sorted(names)
+    return {
+        "source": "openapi-subset.json#/paths",
+        "info": openapi.get("info", {}).get("x-subset-of", ""),
+        "operations": dict(sorted(operations.items())),
+    }
+
+
+def dump_query_params(extract: Mapping[str, Any]) -> str:
+    """Serialise a query extract as the shipped file is written: one operation per line."""
+    lines = [
+        f"  {json.dumps(name)}: {json.dumps(names)}"
+        for name, names in extract["operations"].items()
+    ]
+    head = {k: v for k, v in extract.items() if k != "operations"}
+    return json.dumps(head)[:-1] + ', "operations": {\n' + ",\n".join(lines) + "\n}}\n"
+
+
 def _json_type(spec: Mapping[str, Any]) -> str:
     # A $ref in Halo's document always points at an object schema (DateTimeZone, AddressStore...).
     if "$ref" in spec:
@@ -81,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate the fake Halo's Faults extract.")
     parser.add_argument("openapi", type=Path, help="Halo's OpenAPI document (JSON)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name(SCHEMA_FILE))
+    parser.add_argument("--query-out", type=Path, default=Path(__file__).with_name(QUERY_FILE))
     args = parser.parse_args(argv)
     openapi = json.loads(args.openapi.read_text(encoding="utf-8"))
     extract = extract_faults_schema(openapi)
     args.out.write_text(dump_extract(extract), encoding="utf-8")
     sys.stdout.write(f"wrote {len(extract['properties'])} properties to {args.out}\n")
+    queries = extract_query_params(openapi)
+    args.query_out.write_text(dump_query_params(queries), encoding="utf-8")
+    sys.stdout.write(f"wrote {len(queries['operations'])} operations to {args.query_out}\n")
     return 0
 
 

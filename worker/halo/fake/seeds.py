@@ -19,6 +19,12 @@ code that assumes `id == position + 1` must fail here.
                999999 does not exist.
 `empty`:
     the same lookups, no tickets.
+
+Every seed also has two agents a default `GET /api/Agent` leaves out: 0 "Unassigned" (listed
+with `includeunassigned=true`) and 8 Morgan Blake <morgan.blake@msp.example>, restricted to
+another organisation (listed with `showall=true`). The `strict` profile adds (`strict_extras`)
+ticket type rules' tickets 4720 (type Problem) and 4721 (no SLA), priority 9 "Urgent" in the
+Premium SLA only, and with `large_tenant` 250 more agents and 180 more teams.
 """
 
 from __future__ import annotations
@@ -167,6 +173,67 @@ def agents() -> list[dict[str, Any]]:
     return records
 
 
+# Private marks on agent records (never answered): why a default agent list leaves one out.
+VISIBILITY_KEY = "_visibility"
+_HIDDEN_AGENTS: list[dict[str, Any]] = [
+    {"id": 0, "name": "Unassigned", "email": "", "firstname": "Unassigned", "surname": "",
+     "initials": "", "team": "", "isdisabled": False, "is_agent": True, "use": "agent",
+     VISIBILITY_KEY: "unassigned"},
+    {"id": 8, "name": "Morgan Blake", "email": "morgan.blake@msp.example", "firstname": "Morgan",
+     "surname": "Blake", "initials": "MB", "team": "Escalations", "isdisabled": False,
+     "is_agent": True, "use": "agent", VISIBILITY_KEY: "restricted"},
+]  # fmt: skip
+# How many agents and teams a large tenant adds; more than two pages of either.
+LARGE_TENANT_AGENTS = 250
+LARGE_TENANT_TEAMS = 180
+
+
+def strict_extras(*, large_tenant: bool) -> dict[str, list[dict[str, Any]]]:
+    """What the `strict` profile adds to the lookups: an SLA-only priority and, for a large
+    tenant, generated agents (ids from 1000) and teams (ids from 100)."""
+    guid = uuid.uuid5(_PRIORITY_NAMESPACE, "sla-2/priority-9")
+    extras: dict[str, list[dict[str, Any]]] = {
+        "priority": [
+            {"id": str(guid), "slaid": 2, "priorityid": 9, "name": "Urgent", "fixtime": 1.0,
+             "fixunits": "h", "responsetime": 0.25, "responseunits": "h", "ishidden": False}
+        ],
+        "agent": [],
+        "team": [],
+    }  # fmt: skip
+    if large_tenant:
+        for n in range(LARGE_TENANT_AGENTS):
+            agent_id = 1000 + n
+            extras["agent"].append(
+                {"id": agent_id, "name": f"Agent {agent_id}", "email": f"a{agent_id}@msp.example",
+                 "firstname": "Agent", "surname": str(agent_id), "initials": "A",
+                 "team": "Service Desk", "isdisabled": False, "is_agent": True, "use": "agent"}
+            )  # fmt: skip
+        for n in range(LARGE_TENANT_TEAMS):
+            team_id = 100 + n
+            extras["team"].append(
+                {"id": team_id, "name": f"Team {team_id}", "department_id": 1,
+                 "department_name": "Support", "forrequests": True, "inactive": False,
+                 "sequence": team_id}
+            )  # fmt: skip
+    return extras
+
+
+def strict_tickets() -> list[dict[str, Any]]:
+    """The `strict` profile's extra tickets: 4720 of type Problem (whose settings set the status
+    after an update and clear the agent on a team change), 4721 with no SLA (`sla_id` 0)."""
+    base = {"details": "<p>Raised by monitoring.</p>", "client_id": 15, "site_id": 41,
+            "user_id": 201, "dateoccurred": "2026-11-27T08:00:00.000",
+            "datecreated": "2026-11-27T08:00:00.000", "last_update": "2026-11-27T08:00:00.000",
+            "lastactiondate": "2026-11-27T08:00:00.000"}  # fmt: skip
+    return [
+        {**base, "id": 4720, "summary": "Recurring disk alerts on FS01", "sla_id": 1,
+         "status_id": 1, "priority_id": 3, "agent_id": 2, "team": "Escalations",
+         "tickettype_id": 4},
+        {**base, "id": 4721, "summary": "Loan laptop request", "sla_id": 0, "status_id": 1,
+         "priority_id": 3, "agent_id": 0, "team": "", "tickettype_id": 1},
+    ]  # fmt: skip
+
+
 def lookups() -> dict[str, list[dict[str, Any]]]:
     """Fresh copies of every lookup list, keyed by lookup kind."""
     return copy.deepcopy(
@@ -174,7 +241,7 @@ def lookups() -> dict[str, list[dict[str, Any]]]:
             "status": _STATUSES,
             "sla": _SLAS,
             "priority": priorities(),
-            "agent": agents(),
+            "agent": agents() + _HIDDEN_AGENTS,
             "team": _TEAMS,
             "tickettype": _TICKET_TYPES,
             "client": _CLIENTS,

@@ -6,7 +6,7 @@ same `FakeHalo.handle` the MockTransport uses, and the answer written back. Late
 are slept in the connection's thread, outside the fake's lock, so hundreds of delayed requests
 are in flight at once.
 
-    halo-fake --port 8080 --seed demo --rate-limit 300/300s \\
+    halo-fake --port 8080 --seed demo --profile legacy --rate-limit 300/300s \\
               --client-id my-client --client-secret-env HALO_FAKE_SECRET
 
 prints `halo-fake listening on http://HOST:PORT` and serves until SIGTERM or SIGINT.
@@ -30,6 +30,7 @@ import httpx
 
 from worker.halo.fake.app import FakeHalo
 from worker.halo.fake.auth import DEFAULT_TOKEN_TTL_S, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+from worker.halo.fake.profiles import DEFAULT_PROFILE, PROFILES
 from worker.halo.fake.seeds import SEEDS
 
 # Headers the server writes itself; copying the fake's would duplicate or contradict them.
@@ -190,17 +191,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--seed", choices=SEEDS, default="demo")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=DEFAULT_PROFILE,
+        help="the tenant to play (options below override it)",
+    )
     parser.add_argument("--rate-limit", default=None, help="N/Ms, e.g. 300/300s (default: none)")
     parser.add_argument(
         "--no-retry-after", action="store_true", help="rate-limit 429s carry no Retry-After"
     )
     parser.add_argument("--token-ttl-s", type=int, default=DEFAULT_TOKEN_TTL_S)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--expired-token-status", choices=["401", "400", "alternate"], default=None)
     parser.add_argument(
-        "--expired-token-status", choices=["401", "400", "alternate"], default="401"
-    )
-    parser.add_argument(
-        "--update-answer-shape", choices=["object", "array", "wrapped"], default="object"
+        "--update-answer-shape", choices=["object", "array", "wrapped", "first"], default=None
     )
     parser.add_argument("--no-team-id", action="store_true", help="tickets carry no team_id")
     parser.add_argument("--wrapped-lookups", action="store_true")
@@ -232,21 +237,25 @@ def main(argv: list[str] | None = None) -> int:
             "halo-fake: --client-id needs --client-secret-env naming a set environment variable\n"
         )
         return 2
+    options: dict[str, Any] = {
+        "rate_limit": args.rate_limit,
+        "rate_limit_retry_after": not args.no_retry_after,
+        "token_ttl_s": args.token_ttl_s,
+        "latency_s": args.latency_ms / 1000,
+        "tenant": args.tenant,
+    }
+    # Options not given keep the profile's values.
     status = args.expired_token_status
+    if status is not None:
+        options["expired_token_status"] = status if status == "alternate" else int(status)
+    if args.update_answer_shape is not None:
+        options["update_answer_shape"] = args.update_answer_shape
+    if args.no_team_id:
+        options["tickets_have_team_id"] = False
+    if args.wrapped_lookups:
+        options["wrapped_lookups"] = True
     try:
-        fake = FakeHalo(
-            seed=args.seed,
-            clients=clients,
-            rate_limit=args.rate_limit,
-            rate_limit_retry_after=not args.no_retry_after,
-            token_ttl_s=args.token_ttl_s,
-            latency_s=args.latency_ms / 1000,
-            expired_token_status=status if status == "alternate" else int(status),
-            update_answer_shape=args.update_answer_shape,
-            tickets_have_team_id=not args.no_team_id,
-            wrapped_lookups=args.wrapped_lookups,
-            tenant=args.tenant,
-        )
+        fake = FakeHalo(seed=args.seed, profile=args.profile, clients=clients, **options)
     except (TypeError, ValueError) as error:
         sys.stderr.write(f"halo-fake: {error}\n")
         return 2

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.halo.fake import seeds
+from worker.halo.fake.rules import allowed_statuses, apply_type_rules, forbidden_status
 
 LOOKUP_KINDS = (
     "status",
@@ -95,18 +96,30 @@ class HaloState:
     """Lookup lists and tickets of one fake tenant."""
 
     def __init__(
-        self, seed: str, *, tickets_have_team_id: bool, now: Callable[[], datetime]
+        self,
+        seed: str,
+        *,
+        tickets_have_team_id: bool,
+        now: Callable[[], datetime],
+        type_rules: bool = False,
+        large_tenant: bool = False,
     ) -> None:
-        """Load a seed (see `seeds`).
+        """Load a seed (see `seeds`); `type_rules` adds the `strict` profile's data and rules.
 
         Raises:
             ValueError: unknown seed.
         """
         self.tickets_have_team_id = tickets_have_team_id
+        self.type_rules = type_rules
+        self.forcereassign_required = False
         self._now = now
         self.lookups = seeds.lookups()
+        if type_rules or large_tenant:
+            for kind, records in seeds.strict_extras(large_tenant=large_tenant).items():
+                self.lookups[kind].extend(records)
         self.tickets: dict[int, dict[str, Any]] = {}
-        for ticket in seeds.tickets(seed):
+        extra = seeds.strict_tickets() if type_rules and seed != "empty" else []
+        for ticket in [*seeds.tickets(seed), *extra]:
             ticket["team_id"] = self._team_id(ticket["team"])
             self.tickets[ticket["id"]] = ticket
         self.next_id = max(self.tickets, default=1000) + 1
@@ -128,8 +141,15 @@ class HaloState:
         self.lookups[kind] = new
 
     def priorities(self, sla_id: int | None) -> list[dict[str, Any]]:
-        """The priority records of one SLA, or of every SLA when `sla_id` is None."""
-        return [p for p in self.lookups["priority"] if sla_id is None or p["slaid"] == sla_id]
+        """The priority records of one SLA, or of every SLA when `sla_id` is None or 0 (a
+        ticket with no SLA)."""
+        return [p for p in self.lookups["priority"] if not sla_id or p["slaid"] == sla_id]
+
+    def statuses(self, tickettype_id: int | None) -> list[dict[str, Any]]:
+        """The statuses, only those a ticket type allows when `tickettype_id` is given and the
+        type rules apply."""
+        allowed = allowed_statuses(tickettype_id) if self.type_rules else frozenset()
+        return [s for s in self.lookups["status"] if not allowed or s["id"] in allowed]
 
     def _record(self, kind: str, record_id: Any) -> dict[str, Any] | None:
         return next((r for r in self.lookups[kind] if r["id"] == record_id), None)
@@ -152,7 +172,7 @@ class HaloState:
         priority = next(
             (
                 p
-                for p in self.priorities(stored.get("sla_id"))
+                for p in self.priorities(stored.get("sla_id") or None)
                 if p["priorityid"] == stored.get("priority_id")
             ),
             None,
@@ -234,14 +254,26 @@ class HaloState:
         """
         requested_id = element.get("id")
         target = self.tickets.get(requested_id) if isinstance(requested_id, int) else None
+        # `_forcereassign`, `_agent01_ok` and the like are instructions for this save, not fields.
         changes = {
             key: copy.deepcopy(value)
             for key, value in element.items()
-            if value is not None and key not in READ_ONLY_LABELS and key not in _SERVER_FIELDS
+            if value is not None
+            and key not in READ_ONLY_LABELS
+            and key not in _SERVER_FIELDS
+            and not key.startswith("_")
         }
         ticket = {**copy.deepcopy(target or _CREATE_DEFAULTS), **changes}
         self._check_refs(ticket, changes)
         self._check_team(ticket, changes)
+        self._check_agent(ticket, target, element)
+        if self.type_rules:
+            if forbidden_status(ticket, changes):
+                raise TicketRejected(
+                    f"Status '{self._name('status', ticket['status_id'])}' cannot be used for "
+                    f"tickets of type '{self._name('tickettype', ticket.get('tickettype_id'))}'."
+                )
+            apply_type_rules(ticket, target)
         return PendingSave(
             ticket_id=None if target is None else requested_id,
             requested_id=requested_id,
@@ -283,6 +315,29 @@ class HaloState:
                     f"(sla_id {sla_id} '{self._name('sla', sla_id)}'): "
                     f"allowed priorityid values are {sorted(allowed)}."
                 )
+
+    def _check_agent(
+        self,
+        ticket: Mapping[str, Any],
+        target: Mapping[str, Any] | None,
+        element: Mapping[str, Any],
+    ) -> None:
+        agent_id = ticket.get("agent_id")
+        if target is None or agent_id == target.get("agent_id") or not agent_id:
+            return
+        agent = self._record("agent", agent_id) or {}
+        if agent.get(seeds.VISIBILITY_KEY) == "restricted" and ticket.get("client_id") != 15:
+            # Morgan Blake works for Globex only (seeds): Halo refuses, whatever the flags say.
+            raise TicketRejected(
+                f"Agent '{agent['name']}' cannot be assigned to this ticket: the agent does not "
+                f"have access to client '{self._name('client', ticket.get('client_id'))}'."
+            )
+        if self.forcereassign_required and element.get("_forcereassign") is not True:
+            raise TicketRejected(
+                f"The ticket cannot be reassigned to '{agent.get('name', agent_id)}' without "
+                "confirmation: the agent is unavailable at this time. Set _forcereassign to "
+                "reassign anyway."
+            )
 
     def _check_team(self, ticket: dict[str, Any], changes: Mapping[str, Any]) -> None:
         # Team names match exactly: Halo stores the string as sent, so a near miss would leave
