@@ -60,7 +60,7 @@ from worker.errors import JobError
 from worker.halo.client import HaloClient
 from worker.halo.errors import halo_could_not_answer, route_answers, summarize_body
 from worker.halo.lookups import LookupKind
-from worker.operations import halo_clients, rate_limit
+from worker.operations import halo_clients, rate_limit, result_redis
 from worker.settings import Settings, get_settings
 
 # Scopes that allow a ticket update (FACTS, Authentication).
@@ -161,11 +161,8 @@ class _Doctor:
     def _redis(self) -> redis.Redis | None:
         url = self.settings.results_redis_url
         shown = _without_password(url)
-        options: dict[str, Any] = {"ssl_cert_reqs": "required"} if url.startswith("rediss") else {}
         try:
-            client = redis.Redis.from_url(
-                url, decode_responses=True, socket_timeout=5, socket_connect_timeout=3, **options
-            )
+            client = result_redis(self.settings)
             client.ping()
         except (redis.RedisError, OSError, ValueError) as exc:
             detail = (

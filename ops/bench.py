@@ -1,6 +1,6 @@
 """`make bench`: the worker's figures against its targets, in one run of a few minutes.
 
-Four scenarios, each with a fresh private Redis, its own fake Halo processes (over HTTP) and
+Five scenarios, each with a fresh private Redis, its own fake Halo processes (over HTTP) and
 real worker processes, all on loopback, all stopped at the end whatever happens:
 
     costs     one worker: Halo requests per job (cold, warm, nothing to change), overhead
@@ -10,6 +10,8 @@ real worker processes, all on loopback, all stopped at the end whatever happens:
               429s, and Halo requests per job when batched (figures 2, 3)
     tenants   tenant A with a 2,000-job backlog on a small budget; latency of tenant B (4)
     inflight  one worker at 300 ms Halo latency: requests in flight and peak RSS (6)
+    replicas  a primary and its replica: what waiting for the replica's ack adds to the writes
+              that must survive a failover (7)
 
 Prints the JSON report and a table, and writes the report to bench-report.json. Exits 0 when
 every scenario ran, whatever the figures (a missed target is a finding, not a crash); 1 when a
@@ -32,6 +34,7 @@ from typing import Any
 
 from ops.bench_budget import budget, tenants
 from ops.bench_costs import costs, inflight
+from ops.bench_replicas import replicas
 from ops.bench_report import REPORT_PATH, evaluate, print_table
 
 SCENARIOS: list[tuple[str, Callable[[Path, str], dict[str, Any]]]] = [
@@ -39,6 +42,7 @@ SCENARIOS: list[tuple[str, Callable[[Path, str], dict[str, Any]]]] = [
     ("budget", budget),
     ("tenants", tenants),
     ("inflight", inflight),
+    ("replicas", replicas),
 ]
 
 

@@ -33,6 +33,9 @@ _ROWS: list[tuple[str, str, str, str | None, float, str]] = [
     ("5", "overhead p99", "overhead_latency.p99_ms", "<=", 50, "ms"),
     ("6", "in flight, 1 process", "inflight.peak_in_flight", ">=", 200, ""),
     ("6", "peak RSS, 1 process", "inflight.peak_rss_mb", "<=", 300, "MB"),
+    ("7", "durable writes/job, no replica ack", "replica_acks.none.per_job_ms_p50", None, 0, "ms"),
+    ("7", "durable writes/job, 1 replica ack", "replica_acks.one.per_job_ms_p50", None, 0, "ms"),
+    ("7", "added by the replica ack, p50", "replica_acks.added_ms_p50", None, 0, "ms"),
 ]
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {

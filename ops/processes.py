@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Self
 
@@ -150,12 +150,19 @@ class RedisServer(_Process):
     """A private `redis-server` on a free loopback port, optionally with an AOF."""
 
     def __init__(
-        self, directory: Path, *, appendonly: bool = False, port: int | None = None
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = False,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__("redis-server", directory / "redis.log")
         self.directory = directory
         self.port = port or free_port()
         self.appendonly = appendonly
+        # More redis-server options (`--replicaof`, `--tls-port`, `--aclfile`, ...).
+        self.extra_args = list(extra_args)
 
     @property
     def url(self) -> str:
@@ -174,14 +181,19 @@ class RedisServer(_Process):
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec",
                 "--maxmemory-policy", "noeviction",
+                *self.extra_args,
             ]
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
-        while not redis_reachable(self.url):
+        while not self.answers():
             if not self.running or time.monotonic() > deadline:
                 raise self._fail("did not answer PING")
             time.sleep(0.05)
         return self
+
+    def answers(self) -> bool:
+        """Whether the server answers PING (a TLS or ACL server overrides how to ask)."""
+        return redis_reachable(self.url)
 
 
 class WorkerProcess(_Process):

@@ -14,7 +14,6 @@ worker's Celery tasks nor its HTTP client.
 from __future__ import annotations
 
 import logging
-import ssl
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
@@ -27,6 +26,14 @@ from producers.waiting import Progress, Waited, wait_for_records
 from worker import handoff
 from worker.models import QUEUE, Job, parse_job, utc_now_iso
 from worker.publishing import send_job
+from worker.redisconn import (
+    RedisOptions,
+    broker_transport_options,
+    broker_use_ssl,
+    connect,
+    warn_if_insecure,
+)
+from worker.replication import NotReplicated, ReplicaAcks
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger("halo.producer")
@@ -44,7 +51,25 @@ class SubmitError(Exception):
 class Producer:
     """Enqueues jobs on the broker and reads records from the result store."""
 
-    def __init__(self, *, broker_url: str, result_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        result_url: str | None = None,
+        options: RedisOptions | None = None,
+        acks: ReplicaAcks | None = None,
+    ) -> None:
+        """Connect to the broker and the result store (lazily: nothing is dialled yet).
+
+        Args:
+            broker_url: the broker (any form `worker.redisconn` takes).
+            result_url: the result store (default: the broker).
+            options: Sentinel and TLS options (default: none, and TLS that verifies).
+            acks: the replicas an accepted job must reach before `submit` returns.
+        """
+        options = options or RedisOptions()
+        url = result_url or broker_url
+        warn_if_insecure(options, broker_url, url)
         self._celery = Celery("halo-producer", broker=broker_url, set_as_current=False)
         self._celery.conf.update(
             task_serializer="json",
@@ -58,21 +83,24 @@ class Producer:
                 "interval_step": 0.5,
                 "interval_max": 1.0,
             },
-            broker_use_ssl=(
-                {"ssl_cert_reqs": ssl.CERT_REQUIRED} if broker_url.startswith("rediss") else None
-            ),
+            broker_use_ssl=broker_use_ssl(broker_url, options),
+            broker_transport_options=broker_transport_options(broker_url, options),
         )
-        url = result_url or broker_url
-        options: dict[str, Any] = {"ssl_cert_reqs": "required"} if url.startswith("rediss") else {}
-        self.redis = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, **options
-        )
+        self.redis = connect(url, options, socket_timeout_s=10, connect_timeout_s=5)
+        self._acks = acks or ReplicaAcks()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
         """A producer for `HALO_BROKER_URL` and `HALO_RESULT_URL`."""
         settings = settings or get_settings()
-        return cls(broker_url=settings.broker_url, result_url=settings.results_redis_url)
+        return cls(
+            broker_url=settings.broker_url,
+            result_url=settings.results_redis_url,
+            options=RedisOptions.from_settings(settings),
+            acks=ReplicaAcks(
+                settings.redis_min_replicas_acked, settings.redis_replica_ack_timeout_s
+            ),
+        )
 
     def validate(self, job: Job | Mapping[str, Any] | str | bytes) -> Job:
         """Validate a job and give it a job_id (a UUID4) when it has none.
@@ -93,7 +121,9 @@ class Producer:
 
         Raises:
             InvalidJob: the job does not validate; nothing was enqueued.
-            SubmitError: the broker could not be reached (retryable); nothing was enqueued.
+            SubmitError: the broker could not be reached, or (with
+                HALO_REDIS_MIN_REPLICAS_ACKED) the job did not reach the replicas in time;
+                retryable, and submitting the same job again never runs it twice.
         """
         parsed = self.validate(job)
         job_id = str(parsed.job_id)
@@ -109,7 +139,16 @@ class Producer:
             ) from None
         try:
             # The safety net for a message the broker loses (see `worker.handoff`).
-            handoff.track(self.redis, job_id, {"job": payload, "submitted_at": submitted_at})
+            handoff.track(
+                self.redis, job_id, {"job": payload, "submitted_at": submitted_at}, self._acks
+            )
+        except NotReplicated as exc:
+            # On the primary, but a failover could lose it: not "accepted" yet.
+            raise SubmitError(
+                f"job {job_id} reached the primary but not its replicas ({exc}); submit it "
+                "again (the same job_id is never run twice)",
+                retryable=True,
+            ) from None
         except redis.RedisError as exc:
             # Accepted all the same: the job is on the queue, only without the net.
             log.warning(

@@ -38,6 +38,7 @@ from worker.keys import BACKLOG_JOBS, TICKET_WAITING
 from worker.learned import Learned
 from worker.models import QUEUE
 from worker.publishing import send_batch, send_job
+from worker.redisconn import RedisOptions, warn_if_insecure
 from worker.runtime import redis_client, runtime
 from worker.settings import get_settings
 
@@ -53,6 +54,10 @@ transport.install()
 # Every task takes its messages through a guard against malformed ones (worker.strategy).
 app = Celery("halo", include=["worker.tasks"], task_cls="worker.strategy:GuardedTask")
 app.conf.update(celery_config(settings))
+# Workers and Flower both import this module: each says so when Redis TLS is not verified.
+warn_if_insecure(
+    RedisOptions.from_settings(settings), settings.broker_url, settings.result_url or ""
+)
 
 
 @signals.setup_logging.connect
@@ -113,7 +118,7 @@ def _start_background(**_: Any) -> None:
     broker = (
         current.redis
         if current.settings.broker_url == current.settings.results_redis_url
-        else redis_client(current.settings.broker_url)
+        else redis_client(current.settings.broker_url, current.settings)
     )
     retired = every(_LOST_SCAN_S, partial(fleet.drain_retired_queue, broker))
     start_mover(

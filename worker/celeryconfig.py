@@ -6,12 +6,12 @@ configuration without wiring the worker's signal hooks.
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 from kombu import Queue
 
 from worker.models import MAX_MESSAGE_BYTES_PER_JOB, QUEUE, TASK_NAME
+from worker.redisconn import RedisOptions, broker_transport_options, broker_use_ssl
 from worker.settings import Settings
 
 BATCH_TASK_NAME = "halo.update_batch"
@@ -22,10 +22,23 @@ BATCH_TASK_NAME = "halo.update_batch"
 RETIRED_BATCH_QUEUE = "halo.batch"
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings for a worker or Flower (see `worker.app` for why each is chosen)."""
+def broker_connection(settings: Settings) -> dict[str, Any]:
+    """How Celery reaches the broker (`worker.redisconn`): TLS that verifies, and for a
+    Sentinel URL the primary's name and the sentinels' options. Workers, Flower and producers
+    share it; the transport options merge into the worker's own."""
+    options = RedisOptions.from_settings(settings)
     return {
         "broker_url": settings.broker_url,
+        "broker_use_ssl": broker_use_ssl(settings.broker_url, options),
+        "broker_transport_options": broker_transport_options(settings.broker_url, options),
+    }
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for a worker or Flower (see `worker.app` for why each is chosen)."""
+    broker = broker_connection(settings)
+    return {
+        "broker_url": broker["broker_url"],
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "broker_transport_options": {
@@ -39,13 +52,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # A batch of HALO_BATCH_MAX jobs, each at most a one-job message's size, and one
             # more for framing: a longer item is dead-lettered before it is decoded.
             "max_message_bytes": (settings.batch_max + 1) * MAX_MESSAGE_BYTES_PER_JOB,
+            **broker["broker_transport_options"],
         },
         # kombu turns certificate checks off for a rediss:// broker given no SSL options.
-        "broker_use_ssl": (
-            {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-            if settings.broker_url.startswith("rediss")
-            else None
-        ),
+        "broker_use_ssl": broker["broker_use_ssl"],
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

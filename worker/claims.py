@@ -10,6 +10,10 @@ Keys (`worker.keys`):
 Every run is counted when it starts and every clean end (a deferral, a park, a wait) is counted
 when it ends, so a run that was counted and never ended is a run whose worker died: that is how
 crashes are counted (`RunState.crashes`) without anyone watching the workers.
+
+The claim and the write journal are the writes here a failover must not lose (a lost claim
+lets a second worker run the job alongside; a lost journal lets a rerun POST again): with
+replica acks (`worker.replication`) neither is relied on until the replicas required have it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, cast
 import redis
 
 from worker.keys import claim_key, job_state_key
+from worker.replication import NotReplicated, ReplicaAcks
 
 # KEYS: state. ARGV: submitted_at, now_s, ttl_s
 _BEGIN_RUN = """
@@ -73,10 +78,12 @@ class RunState:
 class Claims:
     """Claims and run state in the result Redis."""
 
-    def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
-        """Keep run state in `client`, for `ttl_s` (the record's lifetime) after a run."""
+    def __init__(self, client: redis.Redis, *, ttl_s: int, acks: ReplicaAcks | None = None) -> None:
+        """Keep run state in `client`, for `ttl_s` (the record's lifetime) after a run; claims
+        and journal notes wait for the replicas `acks` asks for."""
         self.redis = client
         self.ttl_s = ttl_s
+        self.acks = acks or ReplicaAcks()
         self._begin = client.register_script(_BEGIN_RUN)
         self._end_run = client.register_script(_END_RUN)
         self._release_claim = client.register_script(_RELEASE_CLAIM)
@@ -87,9 +94,26 @@ class Claims:
 
         Yields whether the claim was taken. The lease outlives the longest run, so a worker
         that dies holding a claim blocks its job only until the lease ends.
+
+        Raises:
+            NotReplicated: the replicas required did not confirm the claim in time; it is
+                released again, and nothing ran.
         """
         token = uuid.uuid4().hex
-        taken = bool(self.redis.set(claim_key(job_id), token, nx=True, px=int(lease_s * 1000)))
+        try:
+            taken = bool(
+                self.acks.write(
+                    self.redis,
+                    f"the claim of job {job_id}",
+                    lambda pipe: pipe.set(
+                        claim_key(job_id), token, nx=True, px=int(lease_s * 1000)
+                    ),
+                )
+            )
+        except NotReplicated:
+            # Not relied on, so not held either: the redelivery may take it.
+            self._release_claim(keys=[claim_key(job_id)], args=[token])
+            raise
         try:
             yield taken
         finally:
@@ -120,19 +144,30 @@ class Claims:
 
     def journal(self, job_id: str) -> RedisJournal:
         """The write journal of one job (see `worker.update.WriteJournal`)."""
-        return RedisJournal(self.redis, job_state_key(job_id))
+        return RedisJournal(self.redis, job_state_key(job_id), self.acks)
 
 
 class RedisJournal:
     """Remembers, in the job's state hash, the fields a run was about to POST."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
+    def __init__(self, client: redis.Redis, key: str, acks: ReplicaAcks | None = None) -> None:
         self._redis = client
         self._key = key
+        self._acks = acks or ReplicaAcks()
 
     def recall(self) -> list[str] | None:
         raw = self._redis.hget(self._key, "journal")
         return list(json.loads(raw)) if raw else None
 
     def note(self, changed_fields: list[str]) -> None:
-        self._redis.hset(self._key, "journal", json.dumps(changed_fields))
+        """Note the fields before the POST; returns only once the replicas required have the
+        note, so the POST is never sent on a note a failover could lose.
+
+        Raises:
+            NotReplicated: too few replicas confirmed; the POST must not be sent.
+        """
+        self._acks.write(
+            self._redis,
+            f"the write journal of {self._key}",
+            lambda pipe: pipe.hset(self._key, "journal", json.dumps(changed_fields)),
+        )

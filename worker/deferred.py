@@ -32,6 +32,7 @@ from worker.keys import (
     UNFINISHED_JOBS,
     job_state_key,
 )
+from worker.replication import ReplicaAcks
 
 # KEYS: state, deferred, deferred jobs. ARGV: job_id, due_ms, payload, requests
 _DEFER = """
@@ -121,8 +122,11 @@ class DueJob:
 class DeferredJobs:
     """The deferred and unfinished sets in the result Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, acks: ReplicaAcks | None = None) -> None:
+        """Keep the sets in `client`; a tracking entry (`track`) returns once the replicas
+        `acks` asks for have it."""
         self.redis = client
+        self.acks = acks or ReplicaAcks()
         self._defer = client.register_script(_DEFER)
         self._take_due = client.register_script(_TAKE_DUE)
         self._release_moved = client.register_script(_RELEASE_MOVED)

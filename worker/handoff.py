@@ -26,20 +26,25 @@ from typing import Any
 import redis
 
 from worker.keys import UNFINISHED, UNFINISHED_JOBS, notify_key, result_key
+from worker.replication import ReplicaAcks
 
-# KEYS: result, unfinished, unfinished jobs. ARGV: job_id, payload
-# Redis's clock, not the producer's: the worker compares the score with Redis's clock too.
+# KEYS: unfinished, unfinished jobs. ARGV: job_id, payload, result key
+# Redis's clock, not the producer's: the worker compares the score with Redis's clock too. The
+# record is only read, so its key is an argument: Redis ACLs count a script's declared keys as
+# written, and a producer (who runs this) may read records but never write one.
 _TRACK = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', ARGV[3]) == 1 then return 0 end
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+redis.call('ZADD', KEYS[1], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
            ARGV[1])
-redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
 
-def track(client: redis.Redis, job_id: str, payload: dict[str, Any]) -> None:
+def track(
+    client: redis.Redis, job_id: str, payload: dict[str, Any], acks: ReplicaAcks | None = None
+) -> None:
     """Remember an accepted job until it has a record (a no-op once it has one).
 
     Kombu's Redis transport pops a message (BRPOP) before it records it as unacked, so a worker
@@ -53,12 +58,22 @@ def track(client: redis.Redis, job_id: str, payload: dict[str, Any]) -> None:
         payload: ``{"job": <the job as submitted>, "submitted_at": <ISO 8601>}``, what a
             worker publishes again.
 
+        acks: the replicas the entry must reach (`worker.replication`; default none).
+
     Raises:
         redis.RedisError: the result store is unreachable.
+        NotReplicated: the replicas required did not confirm the entry (nor, since they apply
+            writes in order, the job's earlier push on the queue).
     """
     script = client.register_script(_TRACK)
-    script(
-        keys=[result_key(job_id), UNFINISHED, UNFINISHED_JOBS], args=[job_id, json.dumps(payload)]
+    (acks or ReplicaAcks()).write(
+        client,
+        f"the tracking entry of job {job_id}",
+        lambda pipe: script(
+            keys=[UNFINISHED, UNFINISHED_JOBS],
+            args=[job_id, json.dumps(payload), result_key(job_id)],
+            client=pipe,
+        ),
     )
 
 

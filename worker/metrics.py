@@ -71,6 +71,7 @@ from worker.keys import (
 )
 from worker.models import QUEUE, ResultRecord
 from worker.probes import QueueHead, memory_of
+from worker.redisconn import RedisOptions, connect
 from worker.runtime import Runtime
 
 log = logging.getLogger("halo.metrics")
@@ -432,16 +433,14 @@ def _seconds_between(start: str, end: str) -> float | None:
     return None if first is None or last is None else max(0.0, last - first)
 
 
-def redis_for_scrapes(url: str) -> redis.Redis:
-    """A Redis client with short timeouts, so a scrape answers even when Redis is gone.
-    ``rediss://`` verifies certificates."""
-    options: dict[str, Any] = {"ssl_cert_reqs": "required"} if url.startswith("rediss") else {}
-    return redis.Redis.from_url(
+def redis_for_scrapes(url: str, options: RedisOptions | None = None) -> redis.Redis:
+    """A Redis client with short timeouts, so a scrape answers even when Redis is gone
+    (`worker.redisconn`: Sentinel, TLS that verifies)."""
+    return connect(
         url,
-        decode_responses=True,
-        socket_timeout=_REDIS_TIMEOUT_S,
-        socket_connect_timeout=_REDIS_TIMEOUT_S,
-        **options,
+        options or RedisOptions(),
+        socket_timeout_s=_REDIS_TIMEOUT_S,
+        connect_timeout_s=_REDIS_TIMEOUT_S,
     )
 
 
@@ -459,11 +458,12 @@ def install(current: Runtime) -> WorkerMetrics | None:
     metrics = WorkerMetrics(names)
     current.runner.observers.append(metrics)
     current.clients.on_request = metrics.request_sent
-    results = redis_for_scrapes(settings.results_redis_url)
+    options = RedisOptions.from_settings(settings)
+    results = redis_for_scrapes(settings.results_redis_url, options)
     broker = (
         results
         if settings.broker_url == settings.results_redis_url
-        else redis_for_scrapes(settings.broker_url)
+        else redis_for_scrapes(settings.broker_url, options)
     )
     metrics.registry.register(
         RedisStateCollector(

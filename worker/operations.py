@@ -76,13 +76,13 @@ return {redis.call('HINCRBY', KEYS[1], 'replays', 1), job}
 
 def result_redis(settings: Settings) -> redis.Redis:
     """A client of the result store (`HALO_RESULT_URL`), connected as the workers connect."""
-    return redis_client(settings.results_redis_url)
+    return redis_client(settings.results_redis_url, settings)
 
 
 def broker_redis(settings: Settings) -> redis.Redis:
     """A client of the broker's Redis (`HALO_BROKER_URL`), where the queues and dead letters
     are."""
-    return redis_client(settings.broker_url)
+    return redis_client(settings.broker_url, settings)
 
 
 # -- Halo --------------------------------------------------------------------------------------

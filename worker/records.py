@@ -15,7 +15,9 @@ A record and its feed entry are written by one Lua script, so a worker dying bet
 cannot leave one without the other, and a second write for the same job_id is a no-op. The
 same call ends everything else the job held while it had no record: its state across runs
 (`worker.claims`), its place in the deferred and unfinished sets (`worker.deferred`); and it
-keeps a failed job's payload for replay: only failed jobs, only for the record's lifetime. A
+keeps a failed job's payload for replay: only failed jobs, only for the record's lifetime.
+With replica acks (`worker.replication`) the call returns only once the replicas required have
+the record, so nothing (an ack, a woken producer) rests on a record a failover could lose. A
 payload holds no credential (jobs never do) but does hold email-derived `variables`, `summary`
 and `details`, so it is kept no longer than the record it explains.
 """
@@ -41,6 +43,7 @@ from worker.keys import (
     result_key,
 )
 from worker.models import Outcome, ResultRecord
+from worker.replication import ReplicaAcks
 from worker.writable import record_json
 
 # A producer that waits for a record finds the wake-up for this long after the write.
@@ -81,10 +84,12 @@ _WRITE_RECORD = WRITE_RECORD_LUA + "return write_record(KEYS, ARGV)\n"
 class Records:
     """Records and the feed in the result Redis (`HALO_RESULT_URL`)."""
 
-    def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
-        """Keep records in `client` for `ttl_s` (HALO_RESULT_TTL_S)."""
+    def __init__(self, client: redis.Redis, *, ttl_s: int, acks: ReplicaAcks | None = None) -> None:
+        """Keep records in `client` for `ttl_s` (HALO_RESULT_TTL_S); a write returns once the
+        replicas `acks` asks for have it."""
         self.redis = client
         self.ttl_s = ttl_s
+        self.acks = acks or ReplicaAcks()
         self._write = client.register_script(_WRITE_RECORD)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -102,9 +107,18 @@ class Records:
 
         Returns:
             False when the job already had a record (then nothing was written).
+
+        Raises:
+            NotReplicated: the replicas required did not confirm the record in time; it may
+                not survive a failover, so the delivery must not be acked on it.
         """
         keys, args = self.write_call(record, job)
-        return bool(self._write(keys=keys, args=args))
+        written = self.acks.write(
+            self.redis,
+            f"the record of job {record.job_id}",
+            lambda pipe: self._write(keys=keys, args=args, client=pipe),
+        )
+        return bool(written)
 
     def write_call(self, record: ResultRecord, job: Any = None) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of `WRITE_RECORD_LUA`'s `write_record` for `write(record, job)`."""

@@ -8,7 +8,9 @@
 
 Each part's atomic steps are one script call each, as before the split: the record write, in
 particular, also ends the job's run state and its deferred and unfinished entries in that one
-call. Every key is named in `worker.keys`.
+call. Every key is named in `worker.keys`. The writes a failover must not lose (claims, the
+write journal, records, tracking entries) wait for replicas as `acks` says
+(`worker.replication`).
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import redis
 from worker.claims import Claims
 from worker.deferred import DeferredJobs
 from worker.records import Records
+from worker.replication import ReplicaAcks
 
 
 class ResultStore:
     """The parts of the result store, on one client: what a runner, a task or the mover holds."""
 
-    def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
-        """Keep records and run state for `ttl_s` (HALO_RESULT_TTL_S) in `client`."""
+    def __init__(self, client: redis.Redis, *, ttl_s: int, acks: ReplicaAcks | None = None) -> None:
+        """Keep records and run state for `ttl_s` (HALO_RESULT_TTL_S) in `client`; claims,
+        journals, records and tracking entries wait for the replicas `acks` asks for."""
         self.redis = client
-        self.records = Records(client, ttl_s=ttl_s)
-        self.claims = Claims(client, ttl_s=ttl_s)
-        self.deferred = DeferredJobs(client)
+        self.acks = acks or ReplicaAcks()
+        self.records = Records(client, ttl_s=ttl_s, acks=self.acks)
+        self.claims = Claims(client, ttl_s=ttl_s, acks=self.acks)
+        self.deferred = DeferredJobs(client, acks=self.acks)

@@ -17,6 +17,8 @@ from worker.backlog import Backlogs
 from worker.connections import Connection, load_connections
 from worker.governor import Governor
 from worker.halo.client import HaloClients, Timeouts
+from worker.redisconn import RedisOptions, connect
+from worker.replication import ReplicaAcks
 from worker.results import ResultStore
 from worker.retry import RetryPolicy
 from worker.runner import JobRunner, RunnerConfig, claim_lease_s
@@ -39,19 +41,23 @@ class Runtime:
     tickets: TicketLines
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A Redis client for the result store. ``rediss://`` verifies certificates (redis-py's
-    default, kept explicit here since kombu's is the opposite)."""
-    options: dict[str, object] = {}
-    if url.startswith("rediss://"):
-        options["ssl_cert_reqs"] = "required"
-    return redis.Redis.from_url(
+def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
+    """A Redis client for the result store (`worker.redisconn`: Sentinel, TLS that verifies),
+    configured by `settings` (default: the process's)."""
+    return connect(
         url,
-        decode_responses=True,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-        **options,
+        RedisOptions.from_settings(settings or get_settings()),
+        socket_timeout_s=10,
+        connect_timeout_s=5,
+        health_check_interval_s=30,
+    )
+
+
+def replica_acks(settings: Settings) -> ReplicaAcks:
+    """The replicas that claims, journals and records wait for (`worker.replication`)."""
+    return ReplicaAcks(
+        min_replicas=settings.redis_min_replicas_acked,
+        timeout_s=settings.redis_replica_ack_timeout_s,
     )
 
 
@@ -64,8 +70,8 @@ def build_runtime(settings: Settings, *, transport: httpx.BaseTransport | None =
             connection and key to fix.
     """
     connections = load_connections(settings.connections_file)
-    client = redis_client(settings.results_redis_url)
-    store = ResultStore(client, ttl_s=settings.result_ttl_s)
+    client = redis_client(settings.results_redis_url, settings)
+    store = ResultStore(client, ttl_s=settings.result_ttl_s, acks=replica_acks(settings))
     governor = Governor(client)
     backlogs = Backlogs(client)
     clients = halo_clients(

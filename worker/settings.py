@@ -21,7 +21,13 @@ MASKED: Final = "***"
 
 
 def masked_url(url: str) -> str:
-    """`url` with its password (if any) replaced by ``***``: ``redis://:***@host:6379/0``."""
+    """`url` with its password (if any) replaced by ``***``: ``redis://:***@host:6379/0``.
+
+    A Sentinel URL (``sentinel://a:1;sentinel://u:pw@b:2``) is masked part by part: any part
+    may carry the primary's password (`worker.redisconn`).
+    """
+    if ";" in url:
+        return ";".join(masked_url(part) for part in url.split(";"))
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -58,6 +64,23 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SENTRY_DSN", "HALO_SENTRY_DSN")
     )
     sentry_environment: str | None = None
+
+    # Redis as operators run it (CONTRACT §5; worker.redisconn builds every client from these).
+    redis_sentinel_master: str = Field(default="mymaster", min_length=1)
+    redis_ca_file: Path | None = None
+    redis_cert_file: Path | None = None
+    redis_key_file: Path | None = None
+    # Sentinel URLs have no TLS scheme of their own: this says the sentinels and the primary
+    # speak TLS (verified with HALO_REDIS_CA_FILE, like rediss://).
+    redis_sentinel_tls: bool = False
+    # Verification off: only for a lab, logged as a WARNING at every start.
+    redis_tls_insecure: bool = False
+    # Replication is asynchronous: a write the primary acknowledged can vanish in a failover.
+    # With N > 0, claims, the write journal, records and accepted jobs are not relied on until
+    # N replicas have them (Redis WAIT). 0 suits a single Redis, which has no replica to wait for.
+    redis_min_replicas_acked: int = Field(default=0, ge=0)
+    # A replica on the same network confirms in about a millisecond; longer means it is gone.
+    redis_replica_ack_timeout_s: float = Field(default=2.0, gt=0)
 
     # Delivery. A message is redelivered when its worker died only after this long, so it must
     # exceed the longest a job can hold its message: `job_deadline_s` plus one request timeout.
@@ -106,6 +129,15 @@ class Settings(BaseSettings):
                 f"HALO_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be larger than "
                 f"HALO_JOB_DEADLINE_S + HALO_HTTP_READ_TIMEOUT_S ({needed:g}), or a slow job "
                 "would be delivered to a second worker while the first still runs it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _client_certificate_is_whole(self) -> Settings:
+        if (self.redis_cert_file is None) != (self.redis_key_file is None):
+            raise ValueError(
+                "HALO_REDIS_CERT_FILE and HALO_REDIS_KEY_FILE go together: set both (a client "
+                "certificate and its key) or neither"
             )
         return self
 

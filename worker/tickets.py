@@ -344,11 +344,23 @@ class TicketLines:
 
         Returns:
             False when the job already had a record (nothing was written; its turn ended).
+
+        Raises:
+            NotReplicated: as `records.write`: the record and the turn's end are on the
+                primary, but the replicas required did not confirm them in time.
         """
         write_keys, write_args = records.write_call(record, job)
         keys, args = self._leave_call(connection, ticket_id, record.job_id, finished=True)
         counts = [len(write_keys), len(write_args)]
-        return bool(self._write_and_leave(keys=write_keys + keys, args=write_args + args + counts))
+        # The record waits for replicas as `records.write` does (worker.replication).
+        written = records.acks.write(
+            self._redis,
+            f"the record of job {record.job_id}",
+            lambda pipe: self._write_and_leave(
+                keys=write_keys + keys, args=write_args + args + counts, client=pipe
+            ),
+        )
+        return bool(written)
 
     def _leave_call(
         self, connection: str, ticket_id: int, job_id: str, *, finished: bool

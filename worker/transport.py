@@ -12,7 +12,8 @@ consumer reconnects and the item, already popped, is gone without a trace).
 Celery would crash on is moved to the dead-letter list (`worker.deadletters`) with its reason,
 and the worker goes on with the next one.
 
-`install` makes `Transport` the one kombu uses for ``redis://`` and ``rediss://`` URLs;
+`install` makes `Transport` the one kombu uses for ``redis://`` and ``rediss://`` URLs, and
+`SentinelTransport` (the same checks on kombu's Sentinel channel) for ``sentinel://`` ones;
 `worker.app` calls it, so ``celery -A worker.app worker`` (and Flower) use it with the URL as
 configured. Celery's `broker_transport` setting would do the same for the worker, but kombu
 then writes the class path as the URL's scheme (``worker.transport:Transport://host``) in the
@@ -146,24 +147,47 @@ class Channel(kombu_redis.Channel):
         log.error("queue item moved to the dead-letter list", extra=fields)
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (the primary found through the sentinels, `worker.redisconn`)
+    with the same dead-lettering reads: `Channel`'s `_brpop_read` and `_get` come first in the
+    method order, kombu's Sentinel connection pool after them."""
+
+    from_transport_options = (
+        *kombu_redis.SentinelChannel.from_transport_options,
+        "dead_letter_ttl_s",
+    )
+
+
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with the dead-lettering `Channel`."""
 
     Channel = Channel
 
 
-_SCHEMES: Final = ("redis", "rediss")
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with the dead-lettering `SentinelChannel`."""
+
+    Channel = SentinelChannel
+
+
+# Each URL scheme kombu serves from Redis, and this module's transport for it.
+_TRANSPORTS: Final = {
+    "redis": "Transport",
+    "rediss": "Transport",
+    "sentinel": "SentinelTransport",
+}
 
 
 def install() -> None:
-    """Make kombu use `Transport` for ``redis://`` and ``rediss://`` URLs in this process.
+    """Make kombu use this module's transports for ``redis://``, ``rediss://`` and
+    ``sentinel://`` URLs in this process.
 
     Idempotent. Call it before the first broker connection (kombu caches the class it
     resolves for a scheme; the cache entry is dropped here in case one was made).
     """
     resolved: dict[str, Any] = vars(kombu.transport).get("_transport_cache", {})
-    for scheme in _SCHEMES:
-        kombu.transport.TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
+    for scheme, transport in _TRANSPORTS.items():
+        kombu.transport.TRANSPORT_ALIASES[scheme] = f"{__name__}:{transport}"
         resolved.pop(scheme, None)
 
 

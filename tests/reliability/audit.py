@@ -60,9 +60,7 @@ class AgentEdits(threading.Thread):
         super().__init__(name="agent-edits", daemon=True)
         self._fake = fleet.fake
         self._tickets = dict(fleet.tickets)
-        self._redis = redis.Redis.from_url(
-            fleet.redis_server.url, decode_responses=True, socket_timeout=5
-        )
+        self._redis = fleet.client()
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._edited_at: dict[str, float] = {}

@@ -68,8 +68,7 @@ class Fleet(contextlib.ExitStack):
     def __enter__(self) -> Self:
         super().__enter__()
         try:
-            self.redis_server.start()
-            self.callback(self.redis_server.stop)
+            self.start_redis()
             server = serve_in_thread(self.fake)
             self.callback(server.stop)
             self.connections_file.write_text(
@@ -80,16 +79,34 @@ class Fleet(contextlib.ExitStack):
                 f'client_secret_env = "{SECRET_ENV}"\n'
                 f'rate_limit = "{UNLIMITED}"\n'
             )
-            self.redis = redis.Redis.from_url(
-                self.redis_server.url, decode_responses=True, socket_timeout=10
-            )
+            self.redis = self.client()
             self.callback(self.redis.close)
-            self.producer = Producer(broker_url=self.redis_server.url)
+            self.producer = self.make_producer()
             self.callback(self.producer.close)
         except BaseException:
             self.close()
             raise
         return self
+
+    # -- where Redis is: one server here; a subclass may run another topology ---------------
+
+    def start_redis(self) -> None:
+        """Start the fleet's Redis, stopped when the fleet is."""
+        self.redis_server.start()
+        self.callback(self.redis_server.stop)
+
+    @property
+    def redis_url(self) -> str:
+        """The URL the workers and producers are given for Redis."""
+        return self.redis_server.url
+
+    def client(self) -> redis.Redis:
+        """A new client of the fleet's Redis, for the test's own reads and writes."""
+        return redis.Redis.from_url(self.redis_url, decode_responses=True, socket_timeout=10)
+
+    def make_producer(self) -> Producer:
+        """A new producer for the fleet's Redis."""
+        return Producer(broker_url=self.redis_url)
 
     @property
     def lease_s(self) -> float:
@@ -108,7 +125,7 @@ class Fleet(contextlib.ExitStack):
     def env(self, *, broker_url: str | None = None, **overrides: str) -> dict[str, str]:
         """A worker's environment: the fleet's settings, `overrides` on top."""
         return service_env(
-            broker_url=broker_url or self.redis_server.url,
+            broker_url=broker_url or self.redis_url,
             connections_file=self.connections_file,
             secrets={SECRET_ENV: DEMO_CLIENT_SECRET},
             **{**self.settings, **overrides},

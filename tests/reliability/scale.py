@@ -24,6 +24,7 @@ class Scale:
         term_jobs: jobs in the SIGTERM run.
         stops: SIGTERMs in that run, each followed by a restart.
         outage_jobs: jobs submitted around the Redis restart.
+        failover_jobs: jobs submitted around the Sentinel failover.
     """
 
     name: str
@@ -32,11 +33,22 @@ class Scale:
     term_jobs: int
     stops: int
     outage_jobs: int
+    failover_jobs: int
 
 
 SCALES = {
-    "ci": Scale("ci", kill_jobs=120, kills=10, term_jobs=120, stops=10, outage_jobs=120),
-    "full": Scale("full", kill_jobs=240, kills=20, term_jobs=240, stops=20, outage_jobs=400),
+    "ci": Scale(
+        "ci", kill_jobs=120, kills=10, term_jobs=120, stops=10, outage_jobs=120, failover_jobs=300
+    ),
+    "full": Scale(
+        "full",
+        kill_jobs=240,
+        kills=20,
+        term_jobs=240,
+        stops=20,
+        outage_jobs=400,
+        failover_jobs=1000,
+    ),
 }
 
 

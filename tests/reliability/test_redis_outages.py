@@ -6,7 +6,6 @@ retryably, while Redis is down; the workers resume on their own.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -15,37 +14,11 @@ import pytest
 from ops.processes import ProcessError, RedisServer, free_port
 from producers.jobs import Producer, SubmitError
 from reliability.audit import AgentEdits, audit, wait_for_records
-from reliability.fleet import Fleet, Job
+from reliability.fleet import Fleet
 from reliability.scale import SCALE
+from reliability.submitter import Submitter
 
-# A submission every this often: the outage falls in the middle of a steady stream.
-SUBMIT_EVERY_S = 0.05
 OUTAGE_S = 4.0
-
-
-class Submitter(threading.Thread):
-    """A producer that submits `jobs` one by one and, as SubmitError says to, submits a
-    refused job again later. Remembers when each job was accepted."""
-
-    def __init__(self, producer: Producer, jobs: list[Job]) -> None:
-        super().__init__(name="submitter", daemon=True)
-        self.producer = producer
-        self.jobs = jobs
-        self.accepted_at: dict[str, float] = {}
-        self.refusals: list[SubmitError] = []
-
-    def run(self) -> None:
-        for job in self.jobs:
-            while True:
-                try:
-                    job_id = self.producer.submit(job)
-                except SubmitError as refused:
-                    self.refusals.append(refused)
-                    time.sleep(0.5)
-                    continue
-                self.accepted_at[job_id] = time.monotonic()
-                break
-            time.sleep(SUBMIT_EVERY_S)
 
 
 @pytest.mark.slow

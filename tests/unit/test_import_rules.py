@@ -35,6 +35,10 @@ PRODUCER_MAY_LOAD: Final = frozenset(
         "worker.keys",
         "worker.models",
         "worker.publishing",
+        # How to connect (contract §5: Sentinel and TLS) and how an accepted job's tracking
+        # entry reaches the replicas before `submit` returns.
+        "worker.redisconn",
+        "worker.replication",
         "worker.settings",
     }
 )

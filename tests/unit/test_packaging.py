@@ -23,7 +23,7 @@ import setuptools
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = "fakehalo"
 # Where the fake lived before it had a package of its own; neither name may ship.
-FAKE_PACKAGES = (FAKE, "worker.halo.fake")
+FAKE_PACKAGES = (FAKE, "fakehalo")
 SHIPPED = ("worker", "producers")
 # Building the wheel with the dev extra's setuptools (the locked backend) takes a few seconds.
 WHEEL_BUILD_TIMEOUT_S = 120

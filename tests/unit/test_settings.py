@@ -71,6 +71,11 @@ def test_a_settings_error_does_not_quote_the_redis_url() -> None:
         ("redis://user:p%40ss@h/0", "redis://user:***@h/0"),
         ("rediss://u:a@b@h/0?ssl_cert_reqs=required", "rediss://u:***@h/0?ssl_cert_reqs=required"),
         ("redis://:pw@[::1/0", "***"),
+        # A Sentinel URL lists sentinels; any part may carry the primary's password.
+        (
+            "sentinel://h1:26379;sentinel://u:pw@h2:26379/0",
+            "sentinel://h1:26379;sentinel://u:***@h2:26379/0",
+        ),
     ],
 )
 def test_a_masked_url_keeps_everything_but_the_password(url: str, masked: str) -> None:

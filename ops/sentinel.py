@@ -1,0 +1,180 @@
+"""Redis with failover, natively: a primary, a replica and three sentinels on loopback.
+
+The failover test (and anyone trying Sentinel without containers) runs the same commands as
+the Compose Sentinel variant: `redis-server` for the data nodes and `redis-server --sentinel`
+for the sentinels, each on a free loopback port, with configuration files written here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Self
+
+import redis
+
+from ops.processes import RedisServer, _Process, free_port
+
+MASTER_NAME = "mymaster"
+# Two of three sentinels must agree the primary is down: one sentinel alone, partitioned from
+# the others, cannot start a failover.
+QUORUM = 2
+
+
+class SentinelServer(_Process):
+    """`redis-server <config> --sentinel` watching the primary on `primary_port`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        primary_port: int,
+        down_after_ms: int,
+        failover_timeout_ms: int,
+        port: int | None = None,
+    ) -> None:
+        super().__init__("redis-sentinel", directory / "sentinel.log")
+        self.directory = directory
+        self.port = port or free_port()
+        self.primary_port = primary_port
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    @property
+    def address(self) -> str:
+        return f"sentinel://127.0.0.1:{self.port}"
+
+    def client(self) -> redis.Redis:
+        """A client for this sentinel's own commands (``SENTINEL ...``)."""
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=2
+        )
+
+    def start(self, timeout_s: float = 10.0) -> Self:
+        """Write the configuration (Sentinel rewrites it as it learns) and start."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.directory}\n"
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.primary_port} {QUORUM}\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {MASTER_NAME} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+        )
+        self._spawn(["redis-server", str(config), "--sentinel"])
+        self._wait_for("Sentinel ID is", timeout_s)
+        return self
+
+
+class ReplicationGroup(contextlib.ExitStack):
+    """A primary with one replica, watched by three sentinels. Leaving the block stops all.
+
+    `down_after_ms` is how long the primary must be silent before a sentinel calls it down;
+    `failover_timeout_ms` bounds a failover (and spaces retries of a failed one).
+    """
+
+    def __init__(
+        self, root: Path, *, down_after_ms: int = 1000, failover_timeout_ms: int = 5000
+    ) -> None:
+        super().__init__()
+        self.primary = RedisServer(root / "primary")
+        self.replica = RedisServer(
+            root / "replica", extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)]
+        )
+        self.sentinels = [
+            SentinelServer(
+                root / f"sentinel{n}",
+                primary_port=self.primary.port,
+                down_after_ms=down_after_ms,
+                failover_timeout_ms=failover_timeout_ms,
+            )
+            for n in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        """The service's URL for this group: kombu's Sentinel form, every sentinel."""
+        return ";".join(f"{s.address}/0" for s in self.sentinels)
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        try:
+            for data_node in (self.primary, self.replica):
+                data_node.start()
+                self.callback(data_node.stop)
+            for sentinel in self.sentinels:
+                sentinel.start()
+                self.callback(sentinel.stop)
+            self.wait_until_watched(timeout_s=30)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def primary_port(self) -> int | None:
+        """The primary's port as the first sentinel that answers reports it."""
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                continue
+            with contextlib.suppress(redis.RedisError), sentinel.client() as client:
+                address = client.sentinel_get_master_addr_by_name(MASTER_NAME)
+                if address:
+                    return int(address[1])
+        return None
+
+    def wait_until_watched(self, timeout_s: float) -> None:
+        """Wait until a failover could happen: the data node that is not the primary is its
+        replica, in sync, and every sentinel knows it and the two other sentinels.
+
+        Raises:
+            TimeoutError: the group did not get there in time.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._watched():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the sentinels never saw the replica and each other")
+            time.sleep(0.1)
+
+    def _watched(self) -> bool:
+        primary_port = self.primary_port()
+        replicas = [s for s in (self.primary, self.replica) if s.port != primary_port]
+        try:
+            for server in replicas:
+                with redis.Redis.from_url(server.url, decode_responses=True) as replica:
+                    if replica.info("replication").get("master_link_status") != "up":
+                        return False
+            for sentinel in self.sentinels:
+                with sentinel.client() as client:
+                    state = client.sentinel_master(MASTER_NAME)
+                    if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < 2:
+                        return False
+        except redis.RedisError:
+            return False
+        return True
+
+    def wait_for_promotion(self, old_port: int, timeout_s: float) -> int:
+        """Wait until the sentinels name a primary other than `old_port` and it accepts
+        writes; returns its port.
+
+        Raises:
+            TimeoutError: no failover within `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            port = self.primary_port()
+            if port is not None and port != old_port and _is_writable_primary(port):
+                return port
+            time.sleep(0.05)
+        raise TimeoutError(f"Sentinel did not promote a replica within {timeout_s:g} s")
+
+
+def _is_writable_primary(port: int) -> bool:
+    try:
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as client:
+            role: object = client.info("replication").get("role")
+            return role == "master"
+    except redis.RedisError:
+        return False

@@ -1,0 +1,86 @@
+"""Writes that must outlive a failover: wait until a replica has them (Redis ``WAIT``).
+
+Redis replicates asynchronously. A write the primary acknowledged may not have reached the
+replica when the primary dies, and Sentinel then promotes a replica without it. For most of
+the service's keys that is harmless (a lookup cache refills, the governor's window is
+approximate), but four writes carry the exactly-once promise:
+
+- the claim (``halo:claim:<job_id>``): lost, a second worker could run the same job at the
+  same time, and both could write to Halo;
+- the write journal (``halo:job:<job_id>`` field ``journal``), written before a Halo POST:
+  lost, a rerun after a crash would not know the POST was sent;
+- the record and its feed entry (``halo:result:<job_id>``), written before the message is
+  acked and before a producer waiting for it is woken: lost, the job would have no record
+  (the lost-job scan would run it again, minutes later), and a producer may already have
+  acted on one that then disappears. (A replica applies writes in order, so an ack that
+  survived implies the record did, on a single Redis; with the broker on another Redis
+  than the records, only the wait protects it.)
+- an accepted job's tracking entry (``halo:unfinished``), written by the producer after the
+  queue push: the producer says "accepted" only once a replica has both.
+
+With ``HALO_REDIS_MIN_REPLICAS_ACKED=N`` (N > 0) each of these is sent in one pipeline with
+``WAIT N timeout`` on the same connection, and the step that depends on it (the Halo POST,
+the ack, telling the producer "accepted") happens only when N replicas confirmed. Fewer
+confirmations raise `NotReplicated`, a `redis.RedisError`: the delivery goes back to the broker
+and runs again, like any other Redis failure. N = 0 (the default, for a single Redis) sends no
+WAIT and costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+
+class NotReplicated(redis.RedisError):
+    """Raised when fewer replicas than required confirmed a write within the timeout."""
+
+
+@dataclass(frozen=True)
+class ReplicaAcks:
+    """How many replicas must confirm a write, and how long to wait for them.
+
+    Attributes:
+        min_replicas: replicas that must confirm; 0 sends no WAIT at all.
+        timeout_s: the longest a write waits for them.
+    """
+
+    min_replicas: int = 0
+    timeout_s: float = 2.0
+
+    def write(self, client: redis.Redis, what: str, commands: Callable[[Pipeline], Any]) -> Any:
+        """Run `commands` (queued on a pipeline) and, when required, wait for the replicas.
+
+        Args:
+            client: the Redis the write goes to.
+            what: the write, named for the error message ("the claim of job j").
+            commands: queues the write's commands on the pipeline it is given.
+
+        Returns:
+            The reply of the last command `commands` queued.
+
+        Raises:
+            NotReplicated: fewer than `min_replicas` replicas confirmed in time; the write may
+                or may not survive a failover, so nothing may depend on it yet.
+        """
+        # transaction=False: scripts and WAIT must share one connection (WAIT counts the
+        # replicas that have this connection's writes), not one MULTI block.
+        with client.pipeline(transaction=False) as pipe:
+            commands(pipe)
+            if self.min_replicas:
+                pipe.wait(self.min_replicas, max(1, round(self.timeout_s * 1000)))
+            replies = pipe.execute()
+        if not self.min_replicas:
+            return replies[-1]
+        acked = int(replies[-1])
+        if acked < self.min_replicas:
+            raise NotReplicated(
+                f"{what} reached {acked} of the {self.min_replicas} replica(s) required "
+                f"(HALO_REDIS_MIN_REPLICAS_ACKED) within {self.timeout_s:g} s; it is not "
+                "relied on, and the delivery will run again"
+            )
+        return replies[-2]
