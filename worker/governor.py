@@ -8,7 +8,13 @@ clock, so hosts whose clocks disagree still share one timeline.
 
 The window is padded a little: Halo counts a request when it arrives, the governor when it
 is granted, a few milliseconds earlier, and a request granted at the very edge of our window
-must not land inside Halo's.
+must not land inside Halo's. On a loaded host the gap can outgrow the pad (a thread stalled
+between grant and send, a full connection pool, a batch that reads and renders twenty jobs
+before its POST): a request whose grant-to-answer time exceeded half the pad has its entry
+moved to the moment its answer came (`Governor.settle`), which is after Halo counted it, so
+the log never runs ahead of Halo's window whatever the load. It costs one round trip, only
+for such late requests. A released batch's prepaid entries are stamped as each of its
+requests is sent (`Governor.spend_prepaid`), not when the batch starts.
 
 It learns from Halo: a 429 whose text states ``N Requests per rolling M minute window`` lowers
 the connection's limit for every worker, and a 429 pauses the connection for every worker until
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -115,6 +122,18 @@ end
 return kept
 """
 
+# KEYS: log. ARGV: member, span ms. Moves one entry to now, or adds it again if it already left
+# the log (counting a request twice for a while is safe; missing one is not).
+_STAMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return now
+"""
+
 _OBSERVE_429 = """
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) end
 local strikes = redis.call('INCR', KEYS[1] .. ':strikes')
@@ -155,6 +174,10 @@ class Governor:
         self._acquire = client.register_script(_ACQUIRE)
         self._observe = client.register_script(_OBSERVE_429)
         self._restamp = client.register_script(_RESTAMP)
+        self._stamp = client.register_script(_STAMP)
+        # The reservation a released batch spends, per thread: Celery's thread pool runs one
+        # task per thread, and the batch's requests are sent from the thread that took it.
+        self._spending = threading.local()
 
     def try_acquire(self, connection: Connection, n: int = 1) -> Grant:
         """Take room for `n` requests if there is room for all of them now."""
@@ -190,11 +213,41 @@ class Governor:
         """
         longest_s = max(limit.window_s for limit in self.limits(connection))
         span_ms = int(longest_s * 1000 * (1 + _PAD_FRACTION)) + _MIN_PAD_MS
-        kept = self._restamp(keys=_keys(connection.name)[:1], args=[reservation, n, span_ms])
-        return int(kept)
+        kept = int(self._restamp(keys=_keys(connection.name)[:1], args=[reservation, n, span_ms]))
+        self._spending.reservation = (connection.name, reservation, 0)
+        return kept
 
-    def acquire(self, connection: Connection) -> None:
+    def spend_prepaid(self, connection: Connection) -> str | None:
+        """One request paid by the reservation this thread took last (`use_reservation`) is
+        being sent now: its entry is stamped now, so the log holds it from the moment it
+        goes, however long the batch took to get there.
+
+        Returns:
+            The entry's member (for `settle`), or None when this thread holds no
+            reservation of `connection`.
+        """
+        held = getattr(self._spending, "reservation", None)
+        if held is None or held[0] != connection.name:
+            return None
+        name, reservation, used = held
+        self._spending.reservation = (name, reservation, used + 1)
+        member = f"{reservation}:{used + 1}"
+        self._stamp(keys=_keys(name)[:1], args=[member, _span_ms(connection.rate_limit)])
+        return member
+
+    def settle(self, connection: Connection, member: str | None, elapsed_s: float) -> None:
+        """A request granted as `member` got its answer (or gave up) `elapsed_s` after the
+        grant was asked for. If that is more than half the window's pad, Halo may have counted
+        it later than the log says: its entry moves to now, which is after Halo counted it."""
+        if member is None or elapsed_s <= late_after_s(connection.rate_limit):
+            return
+        self._stamp(keys=_keys(connection.name)[:1], args=[member, _span_ms(connection.rate_limit)])
+
+    def acquire(self, connection: Connection) -> str | None:
         """Take room for one request.
+
+        Returns:
+            The grant's entry in the log, for `settle` once the request has its answer.
 
         Raises:
             BudgetExhausted: no room now; `retry_after_s` says when there will be.
@@ -207,6 +260,7 @@ class Governor:
                 f"{grant.wait_s:.1f} s",
                 retry_after_s=grant.wait_s,
             )
+        return None if grant.reservation is None else f"{grant.reservation}:1"
 
     def observe_rate_limited(self, connection: Connection, error: HaloRateLimited) -> None:
         """Share a 429 with the fleet: pause the connection, and learn Halo's stated limit."""
@@ -244,6 +298,20 @@ class Governor:
     def effective_limit(self, connection: Connection) -> RateLimit:
         """The binding limit for reports: the enforced one with the lowest average rate."""
         return min(self.limits(connection), key=lambda limit: limit.requests / limit.window_s)
+
+
+def late_after_s(limit: RateLimit) -> float:
+    """How long a request may take from asking for its grant to its answer before its entry
+    must move (`Governor.settle`): half the window's pad, so that a request Halo counted
+    anywhere inside that time is inside the padded window the log keeps."""
+    window_ms = int(limit.window_s * 1000)
+    return max(math.floor(window_ms * _PAD_FRACTION), _MIN_PAD_MS) / 2 / 1000
+
+
+def _span_ms(limit: RateLimit) -> int:
+    """The padded window of `limit` in ms: how long an entry must stay in the log."""
+    window_ms = int(limit.window_s * 1000)
+    return window_ms + max(math.floor(window_ms * _PAD_FRACTION), _MIN_PAD_MS)
 
 
 def _keys(name: str) -> list[str]:
