@@ -10,7 +10,8 @@ and without `Retry-After`, answers slower than usual, answers slower than the re
 - every job has a record: counted by outcome and error code (a job whose faults outlast its
   retry budget fails with a clear code; it is not lost);
 - POSTs that saved a job's values again (duplicates: harmless for an update, but counted);
-- each worker's peak RSS over the first and the last minute of the run (memory stable);
+- each worker's peak RSS over the first and the last minute of the run, and its growth from
+  the minute after warm-up to the last minute (target: at most 1 MiB over 10,000 jobs);
 - what is left waiting in Redis.
 
 Prints progress every 10 s and a JSON summary; exits 0 when every job has a record and one
@@ -24,6 +25,7 @@ import contextlib
 import json
 import random
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -67,6 +69,12 @@ SETTINGS = {
 FAULT_EVERY_S = 2.0
 # RSS windows: the peak over the first and over the last this many seconds of the run.
 RSS_WINDOW_S = 60.0
+# Warm-up: imports, pools, caches and the first lookups fill a worker's memory in its first
+# minute or so. Growth is counted from the median RSS of the window after it to the median
+# of the run's last window: medians, so that a moment of many answers in flight is not
+# taken for growth. Target (issue 14): at most 1 MiB over 10,000 jobs.
+WARMUP_S = 60.0
+GROWTH_TARGET_MIB_PER_10K = 1.0
 
 
 # Each kind of fault, with its weight in the mix and how to build its `/_fake/faults` body
@@ -162,7 +170,8 @@ class RssWatch(threading.Thread):
                     self.samples[name].append((time.monotonic() - started, rss))
 
     def stop(self) -> dict[str, dict[str, float]]:
-        """Each worker's peak RSS (MiB) over the first and the last window, and overall."""
+        """Each worker's RSS (MiB): peak over the first and the last window and overall, the
+        median of the window after warm-up and of the last window, and the growth between."""
         self._halt.set()
         self.join(5)
         peaks = {}
@@ -170,12 +179,30 @@ class RssWatch(threading.Thread):
             end = samples[-1][0] if samples else 0.0
             first = [rss for t, rss in samples if t <= RSS_WINDOW_S] or [0.0]
             last = [rss for t, rss in samples if t >= end - RSS_WINDOW_S] or [0.0]
+            warm = [rss for t, rss in samples if WARMUP_S <= t < WARMUP_S + RSS_WINDOW_S]
+            after_warmup = statistics.median(warm or last)
             peaks[name] = {
                 "start_peak_mib": round(max(first), 1),
                 "end_peak_mib": round(max(last), 1),
                 "overall_peak_mib": round(max(rss for _, rss in samples), 1) if samples else 0.0,
+                "after_warmup_mib": round(after_warmup, 2),
+                "end_mib": round(statistics.median(last), 2),
+                "growth_mib": round(statistics.median(last) - after_warmup, 2),
             }
         return peaks
+
+
+def rss_growth(peaks: dict[str, dict[str, float]], jobs: int) -> dict[str, Any]:
+    """The fleet's memory verdict: the largest growth of one worker after warm-up, scaled to
+    10,000 jobs of the fleet, against the target."""
+    worst = max((p["growth_mib"] for p in peaks.values()), default=0.0)
+    per_10k = worst * 10_000 / jobs if jobs else 0.0
+    return {
+        "worst_worker_growth_mib": round(worst, 2),
+        "per_10k_jobs_mib": round(per_10k, 2),
+        "target_mib_per_10k_jobs": GROWTH_TARGET_MIB_PER_10K,
+        "verdict": "PASS" if per_10k <= GROWTH_TARGET_MIB_PER_10K else "MISS",
+    }
 
 
 def soak(root: Path, *, jobs: int, workers: int, rate: float, max_s: float) -> dict[str, Any]:
@@ -260,6 +287,7 @@ def soak(root: Path, *, jobs: int, workers: int, rate: float, max_s: float) -> d
             "republished_as_lost": sum(w.log_text().count("published again") for w in fleet),
             "worker_error_lines": sum(w.log_text().count('"level": "error"') for w in fleet),
             "rss_mib": peaks,
+            "rss_growth_after_warmup": rss_growth(peaks, jobs),
             "logs": str(root),
         }
     raise AssertionError("unreachable")  # pragma: no cover
