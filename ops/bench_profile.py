@@ -99,6 +99,7 @@ def write_profile(collapsed: Path, table: Path, title: str) -> dict[str, object]
     total: Counter[str] = Counter()
     packages: Counter[str] = Counter()
     project: Counter[str] = Counter()
+    through: Counter[str] = Counter()
     samples = startup = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -116,6 +117,11 @@ def write_profile(collapsed: Path, table: Path, title: str) -> dict[str, object]
         samples += count
         own[frames[-1][0] or "?"] += count
         packages[frames[-1][1]] += count
+        callers = [name for name, package in frames if package in _PROJECT]
+        leaf = frames[-1][1]
+        if callers and leaf not in _PROJECT:
+            # Library time charged to the project's step that asked for it.
+            through[f"{leaf} <- {callers[-1]}"] += count
         for name, package in set(frames):
             if name is not None:
                 total[name] += count
@@ -146,6 +152,9 @@ def write_profile(collapsed: Path, table: Path, title: str) -> dict[str, object]
                 "",
                 "The project's functions, total samples (itself and what it called):",
                 *rows(project),
+                "",
+                "Library code by the project's function that called it (the nearest one):",
+                *rows(through),
                 "",
                 "By function, total samples (itself and what it called):",
                 *rows(total),
