@@ -10,7 +10,7 @@ The window is padded a little: Halo counts a request when it arrives, the govern
 is granted, a few milliseconds earlier, and a request granted at the very edge of our window
 must not land inside Halo's. On a loaded host the gap can outgrow the pad (a thread stalled
 between grant and send, a full connection pool, a batch that reads and renders twenty jobs
-before its POST): a request whose grant-to-answer time exceeded half the pad has its entry
+before its POST): a request whose grant-to-answer time exceeded most of the pad has its entry
 moved to the moment its answer came (`Governor.settle`), which is after Halo counted it, so
 the log never runs ahead of Halo's window whatever the load. It costs one round trip, only
 for such late requests. A released batch's prepaid entries are stamped as each of its
@@ -43,6 +43,11 @@ from worker.errors import BudgetExhausted, HaloRateLimited
 # Padding of the window: 5 % (at least 0.2 s) keeps 95 % of Halo's budget usable.
 _PAD_FRACTION: Final = 0.05
 _MIN_PAD_MS: Final = 200
+# A request answered later than this share of the pad after asking for its grant is re-dated
+# (`Governor.settle`). Halo counted it somewhere in that time, so while it is shorter than the
+# pad, the padded window the log keeps still holds it; a fifth of the pad is left for what the
+# measure cannot see (whole milliseconds in the log, where in the call Redis stamped it).
+_LATE_SHARE_OF_PAD: Final = 0.8
 # A 429 without Retry-After pauses the connection for 2, 4, 8 ... 60 s (jittered by half)
 # as they follow each other; two quiet minutes start the count again.
 _FIRST_PAUSE_MS: Final = 2_000
@@ -96,7 +101,9 @@ for i = 1, n do
 end
 redis.call('PEXPIRE', KEYS[1], longest)
 redis.call('PEXPIRE', KEYS[1] .. ':seq', longest)
-return {1, 0, tightest[1], tightest[2], in_window + n, ARGV[4] .. seq}
+local shortest_pad = longest
+for _, rule in ipairs(rules) do shortest_pad = math.min(shortest_pad, rule[3] - rule[2]) end
+return {1, 0, tightest[1], tightest[2], in_window + n, ARGV[4] .. seq, shortest_pad}
 """
 
 # KEYS: log, pause, learned. ARGV: pause_ms (-1: none given), learned "requests/window_ms" or "",
@@ -164,6 +171,8 @@ class Grant:
     window_s: float
     in_window: int
     reservation: str | None = None
+    # The shortest pad of the enforced windows (a learned limit's may be shorter).
+    pad_ms: int = _MIN_PAD_MS
 
 
 class Governor:
@@ -203,6 +212,7 @@ class Governor:
             window_s=int(raw[3]) / 1000,
             in_window=int(raw[4]),
             reservation=str(raw[5]) if len(raw) > 5 else None,
+            pad_ms=int(raw[6]) if len(raw) > 6 else _MIN_PAD_MS,
         )
 
     def use_reservation(self, connection: Connection, reservation: str, n: int) -> int:
@@ -233,15 +243,21 @@ class Governor:
         self._spending.reservation = (name, reservation, used + 1)
         member = f"{reservation}:{used + 1}"
         self._stamp(keys=_keys(name)[:1], args=[member, _span_ms(connection.rate_limit)])
-        return member
+        # The limits in force when the batch was granted are not known here: the shortest
+        # pad any window has.
+        return _handle(member, _MIN_PAD_MS)
 
     def settle(self, connection: Connection, member: str | None, elapsed_s: float) -> None:
-        """A request granted as `member` got its answer (or gave up) `elapsed_s` after the
-        grant was asked for. If that is more than half the window's pad, Halo may have counted
-        it later than the log says: its entry moves to now, which is after Halo counted it."""
-        if member is None or elapsed_s <= late_after_s(connection.rate_limit):
+        """A request granted as `member` (a handle from `acquire` or `spend_prepaid`) got its
+        answer, or gave up, `elapsed_s` after its grant was asked for. If that is more than
+        most of the shortest pad of the windows it was granted under, Halo may have counted it
+        later than the log says: its entry moves to now, which is after Halo counted it."""
+        if member is None:
             return
-        self._stamp(keys=_keys(connection.name)[:1], args=[member, _span_ms(connection.rate_limit)])
+        entry, _, pad_ms = member.rpartition("@")
+        if elapsed_s <= int(pad_ms) * _LATE_SHARE_OF_PAD / 1000:
+            return
+        self._stamp(keys=_keys(connection.name)[:1], args=[entry, _span_ms(connection.rate_limit)])
 
     def acquire(self, connection: Connection) -> str | None:
         """Take room for one request.
@@ -260,7 +276,9 @@ class Governor:
                 f"{grant.wait_s:.1f} s",
                 retry_after_s=grant.wait_s,
             )
-        return None if grant.reservation is None else f"{grant.reservation}:1"
+        if grant.reservation is None:
+            return None
+        return _handle(f"{grant.reservation}:1", grant.pad_ms)
 
     def observe_rate_limited(self, connection: Connection, error: HaloRateLimited) -> None:
         """Share a 429 with the fleet: pause the connection, and learn Halo's stated limit."""
@@ -300,18 +318,20 @@ class Governor:
         return min(self.limits(connection), key=lambda limit: limit.requests / limit.window_s)
 
 
-def late_after_s(limit: RateLimit) -> float:
-    """How long a request may take from asking for its grant to its answer before its entry
-    must move (`Governor.settle`): half the window's pad, so that a request Halo counted
-    anywhere inside that time is inside the padded window the log keeps."""
+def _handle(member: str, pad_ms: int) -> str:
+    """A grant's handle for `Governor.settle`: its entry in the log, and the shortest pad of
+    the windows it was granted under."""
+    return f"{member}@{pad_ms}"
+
+
+def _pad_ms(limit: RateLimit) -> int:
     window_ms = int(limit.window_s * 1000)
-    return max(math.floor(window_ms * _PAD_FRACTION), _MIN_PAD_MS) / 2 / 1000
+    return max(math.floor(window_ms * _PAD_FRACTION), _MIN_PAD_MS)
 
 
 def _span_ms(limit: RateLimit) -> int:
     """The padded window of `limit` in ms: how long an entry must stay in the log."""
-    window_ms = int(limit.window_s * 1000)
-    return window_ms + max(math.floor(window_ms * _PAD_FRACTION), _MIN_PAD_MS)
+    return int(limit.window_s * 1000) + _pad_ms(limit)
 
 
 def _keys(name: str) -> list[str]:
