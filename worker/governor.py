@@ -29,6 +29,7 @@ Keys, per connection:
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
@@ -39,6 +40,8 @@ import redis
 
 from worker.connections import Connection, RateLimit
 from worker.errors import BudgetExhausted, HaloRateLimited
+
+log = logging.getLogger("halo.governor")
 
 # Padding of the window: 5 % (at least 0.2 s) keeps 95 % of Halo's budget usable.
 _PAD_FRACTION: Final = 0.05
@@ -257,7 +260,17 @@ class Governor:
         entry, _, pad_ms = member.rpartition("@")
         if elapsed_s <= int(pad_ms) * _LATE_SHARE_OF_PAD / 1000:
             return
-        self._stamp(keys=_keys(connection.name)[:1], args=[entry, _span_ms(connection.rate_limit)])
+        try:
+            self._stamp(
+                keys=_keys(connection.name)[:1], args=[entry, _span_ms(connection.rate_limit)]
+            )
+        except redis.RedisError as exc:
+            # The request has been sent and answered: failing it now would send it again.
+            # Its entry keeps its grant time, as before this correction existed.
+            log.warning(
+                "could not re-date a late request in the rate log",
+                extra={"connection": connection.name, "error": type(exc).__name__},
+            )
 
     def acquire(self, connection: Connection) -> str | None:
         """Take room for one request.
