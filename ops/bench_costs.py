@@ -21,20 +21,28 @@ from ops.bench_measure import (
     requests_per_job,
     wait_until,
 )
-from ops.bench_rig import UNLIMITED, ConnectionSpec, Rig, job
+from ops.bench_profile import write_profile
+from ops.bench_redis import RedisMeter
+from ops.bench_report import REPORT_PATH
+from ops.bench_rig import UNLIMITED, ConnectionSpec, Rig, job, sized
 
 # Enough tickets that concurrent jobs rarely share one.
 TICKETS = 500
 # Both apps drain the same number of the same jobs at the same concurrency. 16 threads: more
 # gain nothing on two cores (the process is bound by the GIL), and the no-op task loses
 # throughput at 256.
-THROUGHPUT_JOBS = 1000
+THROUGHPUT_JOBS = sized(1000, 200)
 THROUGHPUT_CONCURRENCY = 16
+# The profiled drain is a run of its own, after the measured ones: the profiler's own CPU
+# must not be in the throughput figures.
+PROFILE_JOBS = sized(1000, 200)
+PROFILE_TABLE = REPORT_PATH.with_name("bench-profile.txt")
+PROFILE_STACKS = REPORT_PATH.with_name("bench-profile.collapsed")
 # Sequential single jobs for requests per job, and for overhead latency.
-SEQUENTIAL_JOBS = 20
-LATENCY_JOBS = 300
+SEQUENTIAL_JOBS = sized(20, 5)
+LATENCY_JOBS = sized(300, 30)
 INFLIGHT_LATENCY_MS = 300
-INFLIGHT_JOBS = 1000
+INFLIGHT_JOBS = sized(1000, 200)
 INFLIGHT_CONCURRENCY = 256
 
 
@@ -64,23 +72,29 @@ def costs(root: Path, run: str) -> dict[str, Any]:
         jobs = [job("bench", tickets[i % TICKETS], f"{run}-lat-{i}") for i in range(LATENCY_JOBS)]
         _, timings = rig.one_at_a_time(jobs, halo=fake)
 
-        def throughput(app: str, count: Callable[[], int]) -> dict[str, Any]:
+        def throughput(app: str, count: Callable[[], int], poll: str) -> dict[str, Any]:
             rig.stop_workers()
             jobs = [
                 job("bench", tickets[i % TICKETS], f"{run}-{app}-{i}")
                 for i in range(THROUGHPUT_JOBS)
             ]
-            return _drain(
+            seq = fake.last_seq()
+            drained = _drain(
                 rig,
                 jobs,
-                count,
+                Polled(count, meter, poll),
                 lambda: rig.start_workers(
                     1, [conn], noop=app == "noop", worker_concurrency=concurrency
                 ),
             )
+            drained["halo_requests_per_job"] = round(len(fake.requests(seq)) / THROUGHPUT_JOBS, 3)
+            return drained
 
-        halo = throughput("halo", rig.recorded)
-        noop = throughput("noop", rig.noop_done)
+        meter = RedisMeter(rig.redis)
+        halo = throughput("halo", rig.recorded, "xlen")
+        noop = throughput("noop", rig.noop_done, "get")
+        profile = _profile(rig, conn, [tickets[i % TICKETS] for i in range(PROFILE_JOBS)], run)
+    halo_redis, noop_redis = halo["redis"], noop["redis"]
     return {
         "throughput": {
             "jobs": THROUGHPUT_JOBS,
@@ -92,6 +106,24 @@ def costs(root: Path, run: str) -> dict[str, Any]:
             "ratio": round(halo["jobs_per_s"] / noop["jobs_per_s"], 3),
             "cpu_ratio": round(noop["cpu_ms_per_job"] / halo["cpu_ms_per_job"], 3),
         },
+        # A happy-path job (warm, one read and one POST, no budget wait) as the throughput
+        # run saw it; "own" is what the job costs beyond Celery's delivery of a message (the
+        # no-op task's figures, its one INCR taken out).
+        "per_job": {
+            "round_trips": halo_redis["round_trips_per_job"],
+            "round_trips_noop": noop_redis["round_trips_per_job"],
+            "round_trips_own": round(
+                halo_redis["round_trips_per_job"] - noop_redis["round_trips_per_job"] + 1, 2
+            ),
+            "redis_commands": halo_redis["commands_per_job"],
+            "redis_commands_noop": noop_redis["commands_per_job"],
+            "redis_commands_by_name": halo_redis["commands_per_job_by_name"],
+            "cpu_ms": halo["cpu_ms_per_job"],
+            "cpu_ms_noop": noop["cpu_ms_per_job"],
+            "halo_requests": halo["halo_requests_per_job"],
+            "redis_cpu_ms": halo_redis["redis_cpu_ms_per_job"],
+        },
+        "profile": profile,
         "halo_requests_per_job": requests,
         "overhead_latency": _overhead(timings),
     }
@@ -115,15 +147,27 @@ def _overhead(timings: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
+class Polled:
+    """A count the benchmark polls, each poll counted as its own Redis call (`RedisMeter`)."""
+
+    def __init__(self, count: Callable[[], int], meter: RedisMeter, command: str) -> None:
+        self._count, self.meter, self._command = count, meter, command
+
+    def __call__(self) -> int:
+        self.meter.own_call(self._command)
+        return self._count()
+
+
 def _drain(
     rig: Rig,
     jobs: list[dict[str, Any]],
-    count: Callable[[], int],
+    count: Polled,
     start_worker: Callable[[], object],
 ) -> dict[str, Any]:
     """Fill the queue with `jobs`, start a worker, and time it draining them: from its first
     poll after the worker is ready to the last completion, so that neither the producer's
-    speed nor the worker's start-up is in the figure."""
+    speed nor the worker's start-up is in the figure. Redis's counters over the same span
+    (`RedisMeter`) give its round trips, commands and CPU per job."""
     started = time.perf_counter()
     for body in jobs:
         rig.producer.submit(body)
@@ -131,6 +175,7 @@ def _drain(
     base = count()
     start_worker()
     first, cpu_first, at_first = count() - base, cpu_s(rig.workers), time.perf_counter()
+    redis_first = count.meter.sample()
     done = wait_until(lambda: count() - base, len(jobs), timeout_s=300)
     timed = len(jobs) - first
     cpu_used = cpu_s(rig.workers) - cpu_first
@@ -142,7 +187,29 @@ def _drain(
         # 1.0: the process used one core all along (a Python process's ceiling, the GIL).
         "worker_cores_busy": round(cpu_used / (done - at_first), 2),
         "producer_submits_per_s": round(len(jobs) / submit_s, 1),
+        "redis": count.meter.since(redis_first, timed),
     }
+
+
+def _profile(rig: Rig, conn: ConnectionSpec, tickets: list[int], run: str) -> dict[str, Any]:
+    """Drain `tickets` jobs with one worker under py-spy; writes the sorted table and the
+    collapsed stacks beside the report (`ops.bench_profile`)."""
+    rig.stop_workers()
+    for i, ticket in enumerate(tickets):
+        rig.producer.submit(job("bench", ticket, f"{run}-profile-{i}"))
+    base = rig.recorded()
+    PROFILE_STACKS.unlink(missing_ok=True)
+    worker = rig.start_profiled_worker(
+        [conn], PROFILE_STACKS.resolve(), worker_concurrency=str(THROUGHPUT_CONCURRENCY)
+    )
+    wait_until(lambda: rig.recorded() - base, len(tickets), timeout_s=300, poll_s=0.05)
+    worker.stop()
+    title = (
+        f"Worker profile: one process draining {len(tickets)} queued Halo jobs (concurrency "
+        f"{THROUGHPUT_CONCURRENCY}, fake Halo without latency), run {run}"
+    )
+    summary = write_profile(PROFILE_STACKS, PROFILE_TABLE, title)
+    return {"jobs": len(tickets), "table": str(PROFILE_TABLE), **summary}
 
 
 def inflight(root: Path, run: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""The benchmark's targets (issue 4) and how its report is judged and shown.
+"""The benchmark's targets (issues 4 and 14) and how its report is judged and shown.
 
 Each row names a figure of the report, the measured value, the target, and PASS or MISS.
-Rows without a target give context (the two throughputs, CPU per job, cold requests).
+Rows without a target give context (the two throughputs, CPU per job, cold requests). A row
+whose scenario did not run (`--only`) shows no value and no verdict.
 """
 
 from __future__ import annotations
@@ -33,9 +34,21 @@ _ROWS: list[tuple[str, str, str, str | None, float, str]] = [
     ("5", "overhead p99", "overhead_latency.p99_ms", "<=", 50, "ms"),
     ("6", "in flight, 1 process", "inflight.peak_in_flight", ">=", 200, ""),
     ("6", "peak RSS, 1 process", "inflight.peak_rss_mb", "<=", 300, "MB"),
-    ("7", "durable writes/job, no replica ack", "replica_acks.none.per_job_ms_p50", None, 0, "ms"),
-    ("7", "durable writes/job, 1 replica ack", "replica_acks.one.per_job_ms_p50", None, 0, "ms"),
-    ("7", "added by the replica ack, p50", "replica_acks.added_ms_p50", None, 0, "ms"),
+    ("7", "Redis round trips/job, own", "per_job.round_trips_own", "<=", 4, ""),
+    ("7", "Redis round trips/job, all", "per_job.round_trips", None, 0, ""),
+    ("7", "Redis round trips/job, no-op", "per_job.round_trips_noop", None, 0, ""),
+    ("7", "Redis commands/job", "per_job.redis_commands", None, 0, ""),
+    ("7", "Redis CPU per job", "per_job.redis_cpu_ms", None, 0, "ms"),
+    ("7", "Halo requests/job", "per_job.halo_requests", None, 0, ""),
+    ("8", "burst: last record after", "burst.seconds_to_last_record", "<=", 20, "s"),
+    ("8", "burst: Halo requests", "burst.halo_requests", "<=", 60, ""),
+    ("9", "1 process", "scaleout.steps.1.jobs_per_s", None, 0, "jobs/s"),
+    ("9", "2 processes", "scaleout.steps.2.jobs_per_s", None, 0, "jobs/s"),
+    ("9", "4 processes", "scaleout.steps.4.jobs_per_s", None, 0, "jobs/s"),
+    ("9", "4 processes, Redis cores busy", "scaleout.steps.4.redis_cores_busy", None, 0, ""),
+    ("10", "durable writes/job, no replica ack", "replica_acks.none.per_job_ms_p50", None, 0, "ms"),
+    ("10", "durable writes/job, 1 replica ack", "replica_acks.one.per_job_ms_p50", None, 0, "ms"),
+    ("10", "added by the replica ack, p50", "replica_acks.added_ms_p50", None, 0, "ms"),
 ]
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -58,7 +71,7 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
     for figure, label, path, comparison, target, unit in _ROWS:
         value = _lookup(report, path)
         verdict = None
-        if comparison is not None:
+        if comparison is not None and value is not None:
             ok = isinstance(value, int | float) and _COMPARE[comparison](value, target)
             verdict = "PASS" if ok else "MISS"
         rows.append(
@@ -95,8 +108,31 @@ def print_table(report: dict[str, Any]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
         if index == 0:
             print("  ".join("-" * width for width in widths))
+    for note in _notes(report):
+        print(note)
     missed = sum(1 for row in report["targets"] if row["verdict"] == "MISS")
     print(
         f"\n{missed} target(s) missed; run took {report['run']['duration_s']:g} s; "
         f"report in {REPORT_PATH}"
     )
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    """What the table cannot show in a cell: what bounds each scale-out step, where the
+    worker's CPU goes, and the files written beside the report."""
+    notes = [""]
+    steps = _lookup(report, "scaleout.steps") or {}
+    for count, step in steps.items():
+        notes.append(
+            f"scale-out, {count} process(es): {step['jobs_per_s']:g} jobs/s, workers "
+            f"{step['worker_cores_busy']:g} cores, Redis {step['redis_cores_busy']:g}, fake "
+            f"{step['fake_halo_cores_busy']:g}: bound by {step['bound_by']}"
+        )
+    by_package = _lookup(report, "profile.own_by_package_pct")
+    if by_package:
+        shares = ", ".join(f"{name} {pct:g} %" for name, pct in by_package.items())
+        notes.append(f"worker CPU by package (profile): {shares}")
+    for label, path in (("profile", "profile.table"), ("picture", "rate_budget.picture")):
+        if (where := _lookup(report, path)) is not None:
+            notes.append(f"{label}: {where}")
+    return notes if len(notes) > 1 else []

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ import redis
 
 from fakehalo.seeds import plain_ticket
 from ops.bench_noop import DONE_KEY
+from ops.bench_profile import ProfiledWorkerProcess
 from ops.processes import BIN, FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
 from worker.keys import RESULTS_STREAM, backlog_key, backlog_taken_key, rate_key, result_key
@@ -32,9 +35,38 @@ FIRST_TICKET = 100_001
 # Updated only by the reference client that times the fake's own answers.
 REFERENCE_TICKET = 99_999
 # Fast enough that the governor never throttles: for scenarios that must not be rate limited.
-UNLIMITED = "100000/1s"
+# A minute's window, as real Halo budgets have (minutes): its pad (3 s) is far above the fake's
+# latencies, so the governor never moves a request's entry for being late (`worker.governor`).
+UNLIMITED = "1000000/60s"
 # A single warm job takes milliseconds; this only bounds a run that went wrong.
 RECORD_WAIT_S = 30.0
+# `python -m ops.bench --quick` (or HALO_BENCH_QUICK=1): every scenario at a fraction of its
+# size, to try a change to the benchmark in a minute or two. Its figures are not comparable.
+QUICK_ENV = "HALO_BENCH_QUICK"
+
+
+def sized(full: int, quick: int) -> int:
+    """`full`, or `quick` in a quick run."""
+    return quick if os.environ.get(QUICK_ENV) == "1" else full
+
+
+def _start_together(workers: Sequence[WorkerProcess]) -> None:
+    """Start `workers` in parallel; raises the first start's error, if any."""
+    errors: list[BaseException] = []
+
+    def start(worker: WorkerProcess) -> None:
+        try:
+            worker.start()
+        except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread.
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def job(
@@ -177,7 +209,38 @@ class Rig(contextlib.ExitStack):
     def start_workers(
         self, count: int, connections: Iterable[ConnectionSpec], *, noop: bool = False, **env: str
     ) -> list[WorkerProcess]:
-        """Start `count` worker processes (the no-op baseline when `noop`), HALO_* `env`."""
+        """Start `count` worker processes (the no-op baseline when `noop`), HALO_* `env`, all
+        at once: they are ready within moments of each other."""
+        settings = self._settings(connections, env)
+        kind = NoopWorkerProcess if noop else WorkerProcess
+        made = []
+        for _ in range(count):
+            index = len(self.workers) + 1
+            worker = kind(settings, self.dir / f"worker{index}.log", name=f"bench{index}")
+            self.workers.append(worker)
+            self.callback(worker.stop)
+            made.append(worker)
+        _start_together(made)
+        return made
+
+    def start_profiled_worker(
+        self, connections: Iterable[ConnectionSpec], output: Path, **env: str
+    ) -> ProfiledWorkerProcess:
+        """Start one worker under py-spy (`ops.bench_profile`); its stacks go to `output`."""
+        index = len(self.workers) + 1
+        worker = ProfiledWorkerProcess(
+            self._settings(connections, env),
+            self.dir / f"worker{index}.log",
+            name=f"bench{index}",
+            output=output,
+        )
+        self.workers.append(worker)
+        self.callback(worker.stop)
+        return worker.start()
+
+    def _settings(
+        self, connections: Iterable[ConnectionSpec], env: dict[str, str]
+    ) -> dict[str, str]:
         path = self.dir / "connections.toml"
         path.write_text(
             "".join(
@@ -190,21 +253,12 @@ class Rig(contextlib.ExitStack):
                 for c in connections
             )
         )
-        settings = service_env(
+        return service_env(
             broker_url=self.redis_server.url,
             connections_file=path,
             secrets={SECRET_ENV: CLIENT_SECRET},
             **env,
         )
-        kind = NoopWorkerProcess if noop else WorkerProcess
-        started = []
-        for _ in range(count):
-            index = len(self.workers) + 1
-            worker = kind(settings, self.dir / f"worker{index}.log", name=f"bench{index}")
-            self.workers.append(worker)
-            self.callback(worker.stop)
-            started.append(worker.start())
-        return started
 
     def stop_workers(self) -> None:
         """Stop every worker started so far (warm shutdown; their queue stays)."""

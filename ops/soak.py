@@ -10,7 +10,8 @@ and without `Retry-After`, answers slower than usual, answers slower than the re
 - every job has a record: counted by outcome and error code (a job whose faults outlast its
   retry budget fails with a clear code; it is not lost);
 - POSTs that saved a job's values again (duplicates: harmless for an update, but counted);
-- each worker's peak RSS over the first and the last minute of the run (memory stable);
+- each worker's peak RSS over the first and the last minute of the run, and its growth from
+  the minute after warm-up to the last minute (target: at most 1 MiB over 10,000 jobs);
 - what is left waiting in Redis.
 
 Prints progress every 10 s and a JSON summary; exits 0 when every job has a record and one
@@ -22,8 +23,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import random
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -67,6 +70,16 @@ SETTINGS = {
 FAULT_EVERY_S = 2.0
 # RSS windows: the peak over the first and over the last this many seconds of the run.
 RSS_WINDOW_S = 60.0
+# Warm-up: imports, pools, caches and the first lookups fill a worker's memory in its first
+# minute; Celery's set of recent successful task ids (1,000 per worker, its
+# CELERY_WORKER_SUCCESSFUL_MAX) fills over each worker's first 1,000 jobs, then stays at that
+# size (`python -m ops.soak_memory` shows it as the largest growth before that). Warm-up ends
+# when both are done. Growth is counted from the median RSS of the minute after it to the
+# median of the run's last minute: medians, so that a moment of many answers in flight is not
+# taken for growth. Target (issue 14): at most 1 MiB over 10,000 jobs.
+WARMUP_S = 60.0
+WARMUP_JOBS_PER_WORKER = 1000
+GROWTH_TARGET_MIB_PER_10K = 1.0
 
 
 # Each kind of fault, with its weight in the mix and how to build its `/_fake/faults` body
@@ -161,8 +174,10 @@ class RssWatch(threading.Thread):
                     rss = psutil.Process(pid).memory_info().rss / 2**20
                     self.samples[name].append((time.monotonic() - started, rss))
 
-    def stop(self) -> dict[str, dict[str, float]]:
-        """Each worker's peak RSS (MiB) over the first and the last window, and overall."""
+    def stop(self, warm_s: float = WARMUP_S) -> dict[str, dict[str, float]]:
+        """Each worker's RSS (MiB): peak over the first and the last window and overall, the
+        median of the window after warm-up (which ended `warm_s` into the run) and of the last
+        window, and the growth between."""
         self._halt.set()
         self.join(5)
         peaks = {}
@@ -170,12 +185,32 @@ class RssWatch(threading.Thread):
             end = samples[-1][0] if samples else 0.0
             first = [rss for t, rss in samples if t <= RSS_WINDOW_S] or [0.0]
             last = [rss for t, rss in samples if t >= end - RSS_WINDOW_S] or [0.0]
+            warm = [rss for t, rss in samples if warm_s <= t < warm_s + RSS_WINDOW_S]
+            after_warmup = statistics.median(warm or last)
             peaks[name] = {
                 "start_peak_mib": round(max(first), 1),
                 "end_peak_mib": round(max(last), 1),
                 "overall_peak_mib": round(max(rss for _, rss in samples), 1) if samples else 0.0,
+                "after_warmup_mib": round(after_warmup, 2),
+                "end_mib": round(statistics.median(last), 2),
+                "growth_mib": round(statistics.median(last) - after_warmup, 2),
             }
         return peaks
+
+
+def rss_growth(peaks: dict[str, dict[str, float]], jobs: int, warm_jobs: int) -> dict[str, Any]:
+    """The fleet's memory verdict: the largest growth of one worker over the `jobs` the fleet
+    ran after warm-up, scaled to 10,000 jobs, against the target."""
+    worst = max((p["growth_mib"] for p in peaks.values()), default=0.0)
+    per_10k = worst * 10_000 / jobs if jobs > 0 else math.inf
+    return {
+        "jobs_after_warmup": jobs,
+        "warmup_jobs": warm_jobs,
+        "worst_worker_growth_mib": round(worst, 2),
+        "per_10k_jobs_mib": round(per_10k, 2),
+        "target_mib_per_10k_jobs": GROWTH_TARGET_MIB_PER_10K,
+        "verdict": "PASS" if per_10k <= GROWTH_TARGET_MIB_PER_10K else "MISS",
+    }
 
 
 def soak(root: Path, *, jobs: int, workers: int, rate: float, max_s: float) -> dict[str, Any]:
@@ -223,8 +258,12 @@ def soak(root: Path, *, jobs: int, workers: int, rate: float, max_s: float) -> d
         started = time.monotonic()
         job_ids: list[str] = []
         next_report = 0.0
+        warm_jobs = WARMUP_JOBS_PER_WORKER * workers
+        warm_s: float | None = None
         while (done := int(client.xlen(RESULTS_STREAM))) < jobs:
             elapsed = time.monotonic() - started
+            if warm_s is None and done >= warm_jobs:
+                warm_s = max(elapsed, WARMUP_S)
             if elapsed > max_s:
                 print(f"[{elapsed:6.1f} s] time is up: {done}/{jobs} recorded", flush=True)
                 break
@@ -248,7 +287,9 @@ def soak(root: Path, *, jobs: int, workers: int, rate: float, max_s: float) -> d
             time.sleep(0.05)
         run_s = time.monotonic() - started
         faults.stop()
-        peaks = rss_watch.stop()
+        if warm_s is None:  # a short run: warm-up is its first minute only
+            warm_s, warm_jobs = WARMUP_S, 0
+        peaks = rss_watch.stop(warm_s)
         return {
             "seed": seed,
             "jobs": jobs,
@@ -260,6 +301,7 @@ def soak(root: Path, *, jobs: int, workers: int, rate: float, max_s: float) -> d
             "republished_as_lost": sum(w.log_text().count("published again") for w in fleet),
             "worker_error_lines": sum(w.log_text().count('"level": "error"') for w in fleet),
             "rss_mib": peaks,
+            "rss_growth_after_warmup": rss_growth(peaks, jobs - warm_jobs, warm_jobs),
             "logs": str(root),
         }
     raise AssertionError("unreachable")  # pragma: no cover

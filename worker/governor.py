@@ -8,7 +8,13 @@ clock, so hosts whose clocks disagree still share one timeline.
 
 The window is padded a little: Halo counts a request when it arrives, the governor when it
 is granted, a few milliseconds earlier, and a request granted at the very edge of our window
-must not land inside Halo's.
+must not land inside Halo's. On a loaded host the gap can outgrow the pad (a thread stalled
+between grant and send, a full connection pool, a batch that reads and renders twenty jobs
+before its POST): a request whose grant-to-answer time exceeded most of the pad has its entry
+moved to the moment its answer came (`Governor.settle`), which is after Halo counted it, so
+the log never runs ahead of Halo's window whatever the load. It costs one round trip, only
+for such late requests. A released batch's prepaid entries are stamped as each of its
+requests is sent (`Governor.spend_prepaid`), not when the batch starts.
 
 It learns from Halo: a 429 whose text states ``N Requests per rolling M minute window`` lowers
 the connection's limit for every worker, and a 429 pauses the connection for every worker until
@@ -23,8 +29,10 @@ Keys, per connection:
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -35,9 +43,16 @@ from worker.errors import BudgetExhausted, HaloRateLimited
 from worker.keys import rate_key, rate_learned_key, rate_pause_key, rate_seq_key, rate_strikes_key
 from worker.ratelimit import RateLimit
 
+log = logging.getLogger("halo.governor")
+
 # Padding of the window: 5 % (at least 0.2 s) keeps 95 % of Halo's budget usable.
 _PAD_FRACTION: Final = 0.05
 _MIN_PAD_MS: Final = 200
+# A request answered later than this share of the pad after asking for its grant is re-dated
+# (`Governor.settle`). Halo counted it somewhere in that time, so while it is shorter than the
+# pad, the padded window the log keeps still holds it; a fifth of the pad is left for what the
+# measure cannot see (whole milliseconds in the log, where in the call Redis stamped it).
+_LATE_SHARE_OF_PAD: Final = 0.8
 # A 429 without Retry-After pauses the connection for 2, 4, 8 ... 60 s (jittered by half)
 # as they follow each other; two quiet minutes start the count again.
 _FIRST_PAUSE_MS: Final = 2_000
@@ -91,7 +106,9 @@ for i = 1, n do
 end
 redis.call('PEXPIRE', KEYS[1], longest)
 redis.call('PEXPIRE', KEYS[4], longest)
-return {1, 0, tightest[1], tightest[2], in_window + n, ARGV[4] .. seq}
+local shortest_pad = longest
+for _, rule in ipairs(rules) do shortest_pad = math.min(shortest_pad, rule[3] - rule[2]) end
+return {1, 0, tightest[1], tightest[2], in_window + n, ARGV[4] .. seq, shortest_pad}
 """
 
 # KEYS: log, pause, learned, seq, strikes. ARGV: pause_ms (-1: none given), learned
@@ -116,6 +133,18 @@ if kept > 0 and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return kept
+"""
+
+# KEYS: log. ARGV: member, span ms. Moves one entry to now, or adds it again if it already left
+# the log (counting a request twice for a while is safe; missing one is not).
+_STAMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return now
 """
 
 _OBSERVE_429 = """
@@ -148,6 +177,8 @@ class Grant:
     window_s: float
     in_window: int
     reservation: str | None = None
+    # The shortest pad of the enforced windows (a learned limit's may be shorter).
+    pad_ms: int = _MIN_PAD_MS
 
 
 class Governor:
@@ -158,6 +189,10 @@ class Governor:
         self._acquire = client.register_script(_ACQUIRE)
         self._observe = client.register_script(_OBSERVE_429)
         self._restamp = client.register_script(_RESTAMP)
+        self._stamp = client.register_script(_STAMP)
+        # The reservation a released batch spends, per thread: Celery's thread pool runs one
+        # task per thread, and the batch's requests are sent from the thread that took it.
+        self._spending = threading.local()
 
     def try_acquire(self, connection: Connection, n: int = 1) -> Grant:
         """Take room for `n` requests if there is room for all of them now."""
@@ -183,6 +218,7 @@ class Governor:
             window_s=int(raw[3]) / 1000,
             in_window=int(raw[4]),
             reservation=str(raw[5]) if len(raw) > 5 else None,
+            pad_ms=int(raw[6]) if len(raw) > 6 else _MIN_PAD_MS,
         )
 
     def use_reservation(self, connection: Connection, reservation: str, n: int) -> int:
@@ -193,11 +229,57 @@ class Governor:
         """
         longest_s = max(limit.window_s for limit in self.limits(connection))
         span_ms = int(longest_s * 1000 * (1 + _PAD_FRACTION)) + _MIN_PAD_MS
-        kept = self._restamp(keys=[rate_key(connection.name)], args=[reservation, n, span_ms])
-        return int(kept)
+        kept = int(self._restamp(keys=[rate_key(connection.name)], args=[reservation, n, span_ms]))
+        self._spending.reservation = (connection.name, reservation, 0)
+        return kept
 
-    def acquire(self, connection: Connection) -> None:
+    def spend_prepaid(self, connection: Connection) -> str | None:
+        """One request paid by the reservation this thread took last (`use_reservation`) is
+        being sent now: its entry is stamped now, so the log holds it from the moment it
+        goes, however long the batch took to get there.
+
+        Returns:
+            The entry's member (for `settle`), or None when this thread holds no
+            reservation of `connection`.
+        """
+        held = getattr(self._spending, "reservation", None)
+        if held is None or held[0] != connection.name:
+            return None
+        name, reservation, used = held
+        self._spending.reservation = (name, reservation, used + 1)
+        member = f"{reservation}:{used + 1}"
+        self._stamp(keys=_keys(name)[:1], args=[member, _span_ms(connection.rate_limit)])
+        # The limits in force when the batch was granted are not known here: the shortest
+        # pad any window has.
+        return _handle(member, _MIN_PAD_MS)
+
+    def settle(self, connection: Connection, member: str | None, elapsed_s: float) -> None:
+        """A request granted as `member` (a handle from `acquire` or `spend_prepaid`) got its
+        answer, or gave up, `elapsed_s` after its grant was asked for. If that is more than
+        most of the shortest pad of the windows it was granted under, Halo may have counted it
+        later than the log says: its entry moves to now, which is after Halo counted it."""
+        if member is None:
+            return
+        entry, _, pad_ms = member.rpartition("@")
+        if elapsed_s <= int(pad_ms) * _LATE_SHARE_OF_PAD / 1000:
+            return
+        try:
+            self._stamp(
+                keys=_keys(connection.name)[:1], args=[entry, _span_ms(connection.rate_limit)]
+            )
+        except redis.RedisError as exc:
+            # The request has been sent and answered: failing it now would send it again.
+            # Its entry keeps its grant time, as before this correction existed.
+            log.warning(
+                "could not re-date a late request in the rate log",
+                extra={"connection": connection.name, "error": type(exc).__name__},
+            )
+
+    def acquire(self, connection: Connection) -> str | None:
         """Take room for one request.
+
+        Returns:
+            The grant's entry in the log, for `settle` once the request has its answer.
 
         Raises:
             BudgetExhausted: no room now; `retry_after_s` says when there will be.
@@ -210,6 +292,9 @@ class Governor:
                 f"{grant.wait_s:.1f} s",
                 retry_after_s=grant.wait_s,
             )
+        if grant.reservation is None:
+            return None
+        return _handle(f"{grant.reservation}:1", grant.pad_ms)
 
     def observe_rate_limited(self, connection: Connection, error: HaloRateLimited) -> None:
         """Share a 429 with the fleet: pause the connection, and learn Halo's stated limit."""
@@ -247,6 +332,22 @@ class Governor:
     def effective_limit(self, connection: Connection) -> RateLimit:
         """The binding limit for reports: the enforced one with the lowest average rate."""
         return min(self.limits(connection), key=lambda limit: limit.requests / limit.window_s)
+
+
+def _handle(member: str, pad_ms: int) -> str:
+    """A grant's handle for `Governor.settle`: its entry in the log, and the shortest pad of
+    the windows it was granted under."""
+    return f"{member}@{pad_ms}"
+
+
+def _pad_ms(limit: RateLimit) -> int:
+    window_ms = int(limit.window_s * 1000)
+    return max(math.floor(window_ms * _PAD_FRACTION), _MIN_PAD_MS)
+
+
+def _span_ms(limit: RateLimit) -> int:
+    """The padded window of `limit` in ms: how long an entry must stay in the log."""
+    return int(limit.window_s * 1000) + _pad_ms(limit)
 
 
 def _keys(name: str) -> list[str]:

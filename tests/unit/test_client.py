@@ -36,10 +36,18 @@ class RecordingBudget:
         self.acquired = 0
         self.observed: list[HaloRateLimited] = []
 
-    def acquire(self, connection: Connection) -> None:
+    def acquire(self, connection: Connection) -> str | None:
         if self.refuse:
             raise HaloRateLimited(f"no budget for {connection.name}", retry_after_s=3.0)
         self.acquired += 1
+        return None
+
+    def spend_prepaid(self, connection: Connection) -> str | None:
+        del connection
+        return None
+
+    def settle(self, connection: Connection, grant: str | None, elapsed_s: float) -> None:
+        del connection, grant, elapsed_s
 
     def observe_rate_limited(self, connection: Connection, error: HaloRateLimited) -> None:
         del connection

@@ -74,12 +74,20 @@ _MAX_PAGES: Final = 50
 class Budget(Protocol):
     """The shared rate governor's face towards the client."""
 
-    def acquire(self, connection: Connection) -> None:
-        """Take budget for one request.
+    def acquire(self, connection: Connection) -> str | None:
+        """Take budget for one request; returns the grant's handle for `settle`.
 
         Raises:
             HaloRateLimited: no budget now; `retry_after_s` says when there will be.
         """
+        ...
+
+    def spend_prepaid(self, connection: Connection) -> str | None:
+        """A request already paid for (a released batch's) is sent now; returns its handle."""
+        ...
+
+    def settle(self, connection: Connection, grant: str | None, elapsed_s: float) -> None:
+        """The request of `grant` ended `elapsed_s` after its budget was asked for."""
         ...
 
     def observe_rate_limited(self, connection: Connection, error: HaloRateLimited) -> None:
@@ -90,8 +98,16 @@ class Budget(Protocol):
 class Unmetered:
     """A `Budget` that never refuses: for tools and tests that run one job at a time."""
 
-    def acquire(self, connection: Connection) -> None:
+    def acquire(self, connection: Connection) -> str | None:
         del connection
+        return None
+
+    def spend_prepaid(self, connection: Connection) -> str | None:
+        del connection
+        return None
+
+    def settle(self, connection: Connection, grant: str | None, elapsed_s: float) -> None:
+        del connection, grant, elapsed_s
 
     def observe_rate_limited(self, connection: Connection, error: HaloRateLimited) -> None:
         del connection, error
@@ -631,10 +647,13 @@ class HaloClient:
                 raise HaloUnavailable(
                     f"the job's deadline passed before {method} {_path(url)} could be sent"
                 )
+        budget = self._clients.budget
+        asked_s = time.monotonic()
         if self._prepaid > 0:
             self._prepaid -= 1
+            grant = budget.spend_prepaid(self.connection)
         else:
-            self._clients.budget.acquire(self.connection)
+            grant = budget.acquire(self.connection)
         self.requests_made += 1
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         sent_s = time.monotonic()
@@ -650,15 +669,20 @@ class HaloClient:
             )
         except httpx.TimeoutException as exc:
             self._observe(method, token, "timeout", sent_s)
+            budget.settle(self.connection, grant, time.monotonic() - asked_s)
             raise HaloUnavailable(
                 f"Halo did not answer {method} {_path(url)} in time ({type(exc).__name__})"
             ) from None
         except httpx.TransportError as exc:
             self._observe(method, token, "error", sent_s)
+            budget.settle(self.connection, grant, time.monotonic() - asked_s)
             raise HaloUnavailable(
                 f"could not reach Halo for {method} {_path(url)} ({type(exc).__name__}: {exc})"
             ) from None
         self._observe(method, token, str(response.status_code), sent_s)
+        # Halo counted the request somewhere between the grant and now: a late one must not
+        # leave the governor's log before it leaves Halo's window (`worker.governor`).
+        budget.settle(self.connection, grant, time.monotonic() - asked_s)
         return response
 
     def _observe(self, method: str, token: str | None, status: str, sent_s: float) -> None:

@@ -1,0 +1,181 @@
+"""`python -m ops.soak_memory`: where a worker's memory grows over many jobs, by tracemalloc.
+
+The soak (`ops.soak`) shows whether RSS grows; this shows where. A private Redis, the fake
+Halo and one worker process whose Celery worker runs in-process under tracemalloc (this
+module's ``worker`` mode: a thread takes a snapshot when asked through a file). The driver
+submits `--warmup` jobs and waits for their records, takes a snapshot, submits `--jobs` more
+(each on a ticket of its own, as the soak's), takes another, and prints the allocation sites
+that grew between the two, by traceback, with the worker's RSS at both points. Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Self
+
+import httpx
+import psutil
+import redis
+
+from ops.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
+from producers.jobs import Producer
+from worker.keys import RESULTS_STREAM
+
+SECRET_ENV = "HALO_SOAK_SECRET"  # noqa: S105 - the name of a variable, not a secret.
+CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"  # the fake's demo pair
+FIRST_TICKET = 800_000
+# Frames kept per allocation: enough to see the caller in the project behind a library's;
+# each frame more slows the traced worker further (it runs a few jobs a second).
+FRAMES = 10
+TOP = 15
+
+
+class TracedWorker(WorkerProcess):
+    """`python -m ops.soak_memory worker DIR`: the worker, traced, snapshots on request."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, snapshots: Path) -> None:
+        super().__init__(env, log_path, name="traced")
+        self.snapshots = snapshots
+
+    def start(self, timeout_s: float = 180.0) -> Self:
+        self._spawn(
+            [sys.executable, "-m", "ops.soak_memory", "worker", str(self.snapshots)],
+            self.env,
+        )
+        self._wait_for(" ready.", timeout_s)
+        return self
+
+    def snapshot(self, name: str, timeout_s: float = 120.0) -> tracemalloc.Snapshot:
+        """Ask the worker for a snapshot (after a collection) and load it."""
+        (self.snapshots / f"{name}.request").touch()
+        done = self.snapshots / f"{name}.snap"
+        deadline = time.monotonic() + timeout_s
+        while not (self.snapshots / f"{name}.done").exists():
+            if time.monotonic() > deadline or not self.running:
+                raise TimeoutError(f"the worker took no snapshot {name!r}")
+            time.sleep(0.2)
+        return tracemalloc.Snapshot.load(str(done))
+
+
+def _serve_snapshots(directory: Path) -> None:
+    """In the worker: take a snapshot for each ``<name>.request`` file that appears."""
+    import gc  # noqa: PLC0415 - only the traced worker needs it
+
+    while True:
+        for request in directory.glob("*.request"):
+            name = request.stem
+            request.unlink()
+            gc.collect()
+            tracemalloc.take_snapshot().dump(str(directory / f"{name}.snap"))
+            (directory / f"{name}.done").touch()
+        time.sleep(0.2)
+
+
+def _run_worker(directory: Path) -> None:
+    from worker.app import app  # noqa: PLC0415 - only the traced worker imports the app
+
+    # Tracing starts after the imports (traced, they take minutes); the snapshots compare two
+    # moments long after both anyway.
+    tracemalloc.start(FRAMES)
+    threading.Thread(target=_serve_snapshots, args=(directory,), daemon=True).start()
+    app.worker_main(["worker", "-n", "traced@%h", "--loglevel", "INFO"])
+
+
+def probe(root: Path, *, warmup: int, jobs: int) -> dict[str, object]:
+    """Run the probe in `root`; returns the RSS figures and the top growth by traceback."""
+    server = RedisServer(root / "redis").start()
+    fake = FakeHaloProcess(root / "fake.log", args=["--seed", "empty"]).start()
+    snapshots = root / "snapshots"
+    snapshots.mkdir()
+    worker: TracedWorker | None = None
+    try:
+        with httpx.Client(base_url=fake.url, timeout=60.0) as control:
+            for index in range(warmup + jobs):
+                ticket = {"id": FIRST_TICKET + index, "summary": "probe", "status_id": 2}
+                control.post("/_fake/tickets", json=ticket).raise_for_status()
+        connections = root / "connections.toml"
+        connections.write_text(
+            f'[connections.acme]\nurl = "{fake.url}"\nallow_insecure_http = true\n'
+            f'client_id = "{CLIENT_ID}"\nclient_secret_env = "{SECRET_ENV}"\n'
+            'rate_limit = "100000/1s"\n'
+        )
+        env = service_env(
+            broker_url=server.url,
+            connections_file=connections,
+            secrets={SECRET_ENV: CLIENT_SECRET},
+            worker_concurrency="16",
+        )
+        # Assigned before it starts, so that a start that times out is stopped too.
+        worker = TracedWorker(env, root / "worker.log", snapshots)
+        worker.start()
+        assert worker.proc is not None
+        process = psutil.Process(worker.proc.pid)
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        with Producer(broker_url=server.url) as producer:
+
+            def run(first: int, count: int) -> None:
+                for index in range(first, first + count):
+                    producer.submit(
+                        {"job_id": f"probe-{index:06d}", "connection": "acme",
+                         "ticket_id": str(FIRST_TICKET + index), "summary": f"probe {index}"}
+                    )  # fmt: skip
+                while int(client.xlen(RESULTS_STREAM)) < first + count:
+                    time.sleep(0.2)
+
+            run(0, warmup)
+            warm = worker.snapshot("warm")
+            rss_warm = process.memory_info().rss
+            run(warmup, jobs)
+            end = worker.snapshot("end")
+            rss_end = process.memory_info().rss
+        client.close()
+    finally:
+        if worker is not None:
+            worker.stop()
+        fake.stop()
+        server.stop()
+    ignore = [tracemalloc.Filter(inclusive=False, filename_pattern=tracemalloc.__file__)]
+    growth = end.filter_traces(ignore).compare_to(warm.filter_traces(ignore), "traceback")
+    return {
+        "warmup_jobs": warmup,
+        "jobs": jobs,
+        "rss_after_warmup_mib": round(rss_warm / 2**20, 2),
+        "rss_end_mib": round(rss_end / 2**20, 2),
+        "rss_growth_mib": round((rss_end - rss_warm) / 2**20, 2),
+        "traced_growth_mib": round(sum(d.size_diff for d in growth) / 2**20, 3),
+        "top_growth": [
+            {
+                "kib": round(diff.size_diff / 1024, 1),
+                "blocks": diff.count_diff,
+                "traceback": [f"{f.filename}:{f.lineno}" for f in diff.traceback][-8:],
+            }
+            for diff in growth[:TOP]
+        ],
+        "logs": str(root),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["worker"]:
+        _run_worker(Path(args_in[1]))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m ops.soak_memory", description=__doc__)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=1000)
+    args = parser.parse_args(args_in)
+    root = Path(tempfile.mkdtemp(prefix="halo-memory-"))
+    print(f"memory probe: {args.warmup} + {args.jobs} jobs; logs in {root}", flush=True)
+    print(json.dumps(probe(root, warmup=args.warmup, jobs=args.jobs), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
