@@ -221,3 +221,83 @@ def test_a_connection_that_never_batches_runs_a_bursts_jobs_one_by_one(fleet: Fl
 
     assert result is RunResult.RECORDED, "parked, though its backlog is released job by job"
     assert record_of(runtime, crowding["job_id"])["outcome"] == "succeeded"
+
+
+class Kept:
+    """A dispatcher's `publish_batch` that keeps the batches, to run them when the test says."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.batches: list[tuple[str, list[Parked], int, str | None]] = []
+
+    def __call__(
+        self, connection: str, parked: list[Parked], prepaid: int, reservation: str | None
+    ) -> None:
+        self.batches.append((connection, list(parked), prepaid, reservation))
+
+    def sizes(self) -> list[int]:
+        return [len(parked) for _, parked, _, _ in self.batches]
+
+    def run(self) -> None:
+        for connection, parked, prepaid, reservation in self.batches:
+            assert reservation is not None
+            conn = self.runtime.clients.connections[connection]
+            covered = self.runtime.governor.use_reservation(conn, reservation, prepaid)
+            run_batch(self.runtime.runner, connection, parked, covered)
+
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(
+            self.runtime.backlogs,
+            self.runtime.governor,
+            self.runtime.clients.connections,
+            self,
+            batch_max=self.runtime.settings.batch_max,
+            learned=Learned(self.runtime.redis),
+        )
+
+
+def park(runtime: Runtime, *jobs: Job) -> None:
+    for parked in jobs:
+        runtime.backlogs.park(parked["connection"], parked["job_id"], parked, EARLY)
+
+
+def test_a_partial_batch_waits_while_a_burst_is_still_arriving(fleet: Fleet) -> None:
+    halo = tenant()
+    runtime = fleet(Tenants(acme=halo), rates={"acme": "300/300s"})
+    Learned(runtime.redis).saw_list_read("acme", honoured=True, page_cap=None)
+    kept = Kept(runtime)
+    dispatcher = kept.dispatcher()
+    storm = [job(ticket_id) for ticket_id in range(FIRST_TICKET, FIRST_TICKET + 30)]
+    park(runtime, storm[0])
+    assert dispatcher.dispatch() == 1, "a lone parked job was held back"
+
+    park(runtime, *storm[1:26])  # the burst goes on arriving between two looks
+    assert dispatcher.dispatch() == 20, "not one full batch, the partial rest held back"
+    assert runtime.backlogs.waiting("acme") == 5
+    park(runtime, *storm[26:])
+    assert dispatcher.dispatch() == 0, "a partial batch went while jobs still arrived"
+
+    # Nothing joined since the last look: the burst is over, what waits goes at once.
+    assert dispatcher.dispatch() == 9
+    assert kept.sizes() == [1, 20, 9]
+    kept.run()
+    assert all(record_of(runtime, j["job_id"])["outcome"] == "succeeded" for j in storm)
+
+
+def test_no_second_probe_is_released_while_the_first_is_on_its_way(fleet: Fleet) -> None:
+    halo = tenant()
+    runtime = fleet(Tenants(acme=halo), rates={"acme": "300/300s"})
+    kept = Kept(runtime)
+    dispatcher = kept.dispatcher()
+    storm = [job(ticket_id) for ticket_id in range(FIRST_TICKET, FIRST_TICKET + 5)]
+    park(runtime, *storm)
+
+    assert dispatcher.dispatch() == 1  # the probe: the tenant has shown nothing yet
+    assert dispatcher.dispatch() == 0, "another job was released alone before the probe ran"
+    kept.run()  # the probe shows the tenant honours `ticketids`
+    kept.batches.clear()
+
+    assert dispatcher.dispatch() == 4
+    assert kept.sizes() == [4]
+    kept.run()
+    assert all(record_of(runtime, j["job_id"])["outcome"] == "succeeded" for j in storm)
