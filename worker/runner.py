@@ -365,9 +365,9 @@ class JobRunner:
         """Take the job's ticket, or park it until its turn, ending this run (counted as an
         attempt only if it made `halo_requests`, as a park for budget is).
 
-        With `check_backlog`, a connection that has a backlog answers `Turn.BACKLOG` and
-        nothing is taken (the caller parks the job there). With `place_only`, the job only
-        takes its place in the ticket's line (`Turn.PLACED`).
+        With `check_backlog`, a connection that has a backlog answers `Turn.BACKLOG`: the
+        job has its place in the line but not the ticket (the caller parks it there). With
+        `place_only`, the job only takes its place in the ticket's line (`Turn.PLACED`).
         """
         job = claimed.job
         if self.tickets is None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
+import pytest
+
 from fakehalo import FakeHalo
 from integration.budget import Fleet, Job, Record, Tenants, job, new_fake, wait_until
 from worker.backlog import Dispatcher, Parked
@@ -162,40 +164,34 @@ def test_a_job_arriving_while_its_connection_crowds_the_worker_joins_the_backlog
     assert runtime.backlogs.size("acme") == 1
 
 
-def test_a_later_job_for_the_same_ticket_does_not_overtake_a_job_parked_in_a_burst(
-    fleet: Fleet,
+@pytest.mark.parametrize("parked_by", ["a burst", "a backlog"])
+def test_a_later_job_for_the_same_ticket_does_not_overtake_a_parked_job(
+    fleet: Fleet, parked_by: str
 ) -> None:
     halo = tenant()
     runtime = fleet(Tenants(acme=halo), rates={"acme": "300/300s"})
+    Learned(runtime.redis).saw_list_read("acme", honoured=True, page_cap=None)
     first = job(FIRST_TICKET, summary="First alert")
     second = job(FIRST_TICKET, summary="Second alert, submitted later")
-    with runtime.runner.bursts.running("acme", runtime.settings.burst_threshold):
-        assert runtime.runner.run(first, task_id=first["job_id"], submitted_at=EARLY) is (
-            RunResult.PARKED
-        )
+    if parked_by == "a burst":
+        with runtime.runner.bursts.running("acme", runtime.settings.burst_threshold):
+            parked = runtime.runner.run(first, task_id=first["job_id"], submitted_at=EARLY)
+    else:
+        park(runtime, job(FIRST_TICKET + 1, summary="Waits in the backlog already"))
+        parked = runtime.runner.run(first, task_id=first["job_id"], submitted_at=EARLY)
+    assert parked is RunResult.PARKED
     # The backlog is released: the first job's batch is on its way, not run yet.
-    batches: list[tuple[str, list[Parked], int, str | None]] = []
-    dispatcher = Dispatcher(
-        runtime.backlogs,
-        runtime.governor,
-        runtime.clients.connections,
-        lambda *batch: batches.append(batch),
-        batch_max=runtime.settings.batch_max,
-        learned=Learned(runtime.redis),
-    )
-    assert dispatcher.dispatch() == 1
+    kept = Kept(runtime)
+    assert kept.dispatcher().dispatch() > 0
     assert runtime.backlogs.size("acme") == 0
 
-    # The burst is over: the second job would run straight through, but the first comes first.
+    # Nothing crowds the worker now: the second job would run straight through, but the first
+    # comes first.
     assert runtime.runner.run(second, task_id=second["job_id"], submitted_at=LATER) is (
         RunResult.WAITING
     )
 
-    for connection, parked, prepaid, reservation in batches:
-        assert reservation is not None
-        conn = runtime.clients.connections[connection]
-        covered = runtime.governor.use_reservation(conn, reservation, prepaid)
-        run_batch(runtime.runner, connection, parked, covered)
+    kept.run()
     assert record_of(runtime, first["job_id"])["outcome"] == "succeeded"
     handed_on: list[str] = []
 
