@@ -13,10 +13,17 @@ that has shown it honours `ticketids` is batched (`worker.learned`), and no more
 batch than the tenant puts on one list page; any other backlog (and every backlog of a
 connection with ``batching = "off"``) is released one job per grant, still in order. While
 a tenant has shown nothing yet, such a release's read is the probe that can show the filter is
-honoured, and it is the only release of its dispatch round, so the budget is not spent job by
-job before the probe has run. Parked jobs
-are never re-published on a timer, so a deep backlog costs nothing while it waits, and nothing
-is delivered late enough to meet the visibility timeout.
+honoured, and it is the only release of its dispatch round (nor does the dispatcher release
+another for `_PROBE_WAIT_S` while it may be on its way), so the budget is not spent job by
+job before the probe has run. Parked jobs are never re-published on a timer, so a deep
+backlog costs nothing while it waits, and nothing is delivered late enough to meet the
+visibility timeout.
+
+A burst (`worker.burst`) parks its jobs while there is budget, one by one as workers take
+them: released as they come, they would go in batches of two or three, each costing a read and
+a POST. So a batch smaller than a full one is held back while jobs are still being parked (the
+backlog's park counter moved since this dispatcher last looked, a tenth of a second ago), for
+at most `_GATHER_MAX_S`; a full batch, or a backlog no job joined since, is released at once.
 
 Keys:
     halo:backlogs                 connections that have a backlog (set)
@@ -54,6 +61,16 @@ log = logging.getLogger("halo.backlog")
 BATCH_COST: Final = 2
 _TAKE_LEASE_MS: Final = 30_000
 _DISPATCH_LOCK_MS: Final = 5_000
+# The longest a partial batch waits for more of a burst's jobs. A storm's jobs reach the
+# backlog within a second or two; a second is little beside what batching saves (a read and a
+# POST per job, at Halo's latency and out of a 5-minute budget), and caps the wait of a job
+# that arrives in a steady trickle.
+_GATHER_MAX_S: Final = 1.0
+# While a probe released by this dispatcher may still be on its way (a batch task's read takes
+# one Halo answer, normally well under a second), no other is released: each would be a job
+# run alone. A probe whose answer is not in by then (a slow Halo, a retry) is followed by
+# another.
+_PROBE_WAIT_S: Final = 2.0
 
 
 # KEYS: backlog, backlogs, jobs, backlog's counter. ARGV: connection, job_id, payload
@@ -141,6 +158,11 @@ class Backlogs:
             args=[connection, job_id, payload],
         )
 
+    def parked_total(self, connection: str) -> int:
+        """How many times a job was parked in the connection's backlog (a counter that only
+        grows, while the backlog's keys live)."""
+        return int(self._redis.get(backlog_seq_key(connection)) or 0)
+
     def waiting(self, connection: str) -> int:
         """How many jobs of a connection wait to be taken (leased ones excluded)."""
         return int(self._redis.zcard(backlog_key(connection)))
@@ -216,6 +238,11 @@ class Dispatcher:
         self._publish = publish_batch
         self._batch_max = batch_max
         self._learned = learned
+        # Per connection: the park counter at this dispatcher's last look, and since when
+        # (time.monotonic()) it holds a partial batch back.
+        self._seen: dict[str, int] = {}
+        self._gathering_since: dict[str, float] = {}
+        self._probed: dict[str, float] = {}  # when this dispatcher last released a probe
 
     def dispatch(self) -> int:
         """Release what the budgets allow now; returns how many jobs were released."""
@@ -226,9 +253,11 @@ class Dispatcher:
         try:
             for name in locked:
                 self._backlogs.reap(name)
+            # Decided once a round: within it, the counter has not moved since the first look.
+            gathering = {name for name in locked if self._gathering(name)}
             while locked:
                 for name in list(locked):
-                    count, probe = self._release_one(name)
+                    count, probe = self._release_one(name, hold_partial=name in gathering)
                     # A probe's release is the only one of its round: once it has run, the
                     # next round may batch, instead of spending the budget job by job now.
                     if count == 0 or probe:
@@ -240,24 +269,49 @@ class Dispatcher:
                 self._backlogs.dispatch_unlock(name)
         return released
 
-    def _release_one(self, name: str) -> tuple[int, bool]:
-        """Release one batch; how many jobs it held, and whether its read is a probe."""
+    def _gathering(self, name: str) -> bool:
+        """Whether jobs are still being parked in this backlog (a burst arriving), and a
+        partial batch has waited for them less than `_GATHER_MAX_S`."""
+        parked = self._backlogs.parked_total(name)
+        seen, self._seen[name] = self._seen.get(name), parked
+        if seen is None or parked == seen:
+            # Nothing joined since the last look (or there was none): release what waits.
+            self._gathering_since.pop(name, None)
+            return False
+        since_s = self._gathering_since.setdefault(name, time.monotonic())
+        if time.monotonic() - since_s >= _GATHER_MAX_S:
+            self._gathering_since.pop(name, None)
+            return False
+        return True
+
+    def _release_one(self, name: str, *, hold_partial: bool = False) -> tuple[int, bool]:
+        """Release one batch; how many jobs it held, and whether its read is a probe. With
+        `hold_partial`, a batch smaller than a full one is not released (a burst arrives)."""
         # Jobs leased to another dispatcher are not ours to release: asking for budget for
         # them would spend it on nothing until their lease ends.
-        if self._backlogs.waiting(name) == 0:
+        waiting = self._backlogs.waiting(name)
+        if waiting == 0:
             self._backlogs.take(name, 0)  # clears the connection from halo:backlogs
             return 0, False
         connection = self._connections[name]
+        size, probe = self._batch_size(connection)
+        if hold_partial and waiting < size:
+            return 0, False
+        probed_s = self._probed.get(name)
+        if probe and probed_s is not None and time.monotonic() - probed_s < _PROBE_WAIT_S:
+            # Its probe is on its way: what it shows decides how the rest is released.
+            return 0, False
         # A limit below a batch's cost would never grant it: such a tiny budget pays one.
         cost = min(BATCH_COST, connection.rate_limit.requests)
         grant = self._governor.try_acquire(connection, cost)
         if not grant.granted:
             return 0, False
-        size, probe = self._batch_size(connection)
         parked = self._backlogs.take(name, size)
         if parked:
             self._publish(name, parked, cost, grant.reservation)
             self._backlogs.released(name, parked)
+            if probe:
+                self._probed[name] = time.monotonic()
         return len(parked), probe
 
     def _batch_size(self, connection: Connection) -> tuple[int, bool]:

@@ -92,6 +92,8 @@ def run_batch(runner: JobRunner, connection: str, parked: list[Parked], prepaid:
     started_s = time.monotonic()
     recorded = 0
     with ExitStack() as claims:
+        # Its jobs are a burst's: one of the connection's arriving meanwhile joins the backlog.
+        claims.enter_context(runner.bursts.running(connection, len(parked)))
         members: list[Member] = []
         for entry in parked:
             held = {m.rendered.ticket_id for m in members}

@@ -2,8 +2,12 @@
 
     admit: already recorded? → validate → claim → count the run → render → its ticket's turn
       → update Halo → record                       ├→ its connection has a backlog → park
-          ├→ no budget → park                      └→ another job's turn → wait for it
-          └→ retryable → defer
+          ├→ no budget → park                      ├→ a burst of its connection → park
+          └→ retryable → defer                     └→ another job's turn → wait for it
+
+A burst (`worker.burst`): more jobs of one connection than `Bursts.threshold` running in this
+process at once. The job then takes its place in its ticket's line and joins the backlog, to be
+batched at once; a lone job runs straight through.
 
 A job of a released batch (`worker.batch`) is admitted by the same steps (`JobRunner.admit`)
 and ends through the same ones (`success`/`failure`, `retry_or_fail`, `finish`); the batch only
@@ -31,6 +35,7 @@ from typing import Any, Final, Protocol
 import redis
 
 from worker.backlog import Backlogs
+from worker.burst import Bursts
 from worker.claims import RunState
 from worker.errors import (
     BudgetExhausted,
@@ -40,6 +45,7 @@ from worker.errors import (
     RetryableError,
 )
 from worker.halo.client import HaloClient, HaloClients
+from worker.learned import Learned
 from worker.logs import job_finished
 from worker.models import (
     Job,
@@ -143,14 +149,18 @@ class JobRunner:
         config: RunnerConfig,
         backlogs: Backlogs | None = None,
         tickets: TicketLines | None = None,
+        *,
+        bursts: Bursts | None = None,
     ) -> None:
         """`tickets` runs the jobs of one ticket one at a time, in submission order; without
-        it (tests of other parts) jobs of one ticket may interleave."""
+        it (tests of other parts) jobs of one ticket may interleave. `bursts` counts this
+        process's jobs per connection; without it (or `backlogs`) no job parks for a burst."""
         self.store = store
         self.clients = clients
         self.config = config
         self.backlogs = backlogs
         self.tickets = tickets
+        self.bursts = bursts or Bursts(threshold=0)
         self.lease_s = claim_lease_s(config)
         self.observers: list[JobObserver] = []
 
@@ -173,6 +183,7 @@ class JobRunner:
             return RunResult.DUPLICATE
         submitted_at = submitted_at or utc_now_iso()
         with ExitStack() as claims:
+            claims.enter_context(self.bursts.running(_connection_of(payload)))
             admitted = self.admit(job_id, payload, submitted_at, started_s, claims, task_id=task_id)
             if isinstance(admitted, RunResult):
                 return admitted
@@ -354,9 +365,9 @@ class JobRunner:
         """Take the job's ticket, or park it until its turn, ending this run (counted as an
         attempt only if it made `halo_requests`, as a park for budget is).
 
-        With `check_backlog`, a connection that has a backlog answers `Turn.BACKLOG` and
-        nothing is taken (the caller parks the job there). With `place_only`, the job only
-        takes its place in the ticket's line (`Turn.PLACED`).
+        With `check_backlog`, a connection that has a backlog answers `Turn.BACKLOG`: the
+        job has its place in the line but not the ticket (the caller parks it there). With
+        `place_only`, the job only takes its place in the ticket's line (`Turn.PLACED`).
         """
         job = claimed.job
         if self.tickets is None:
@@ -481,6 +492,15 @@ class JobRunner:
         except JobError as error:
             return self.finish(self.failure(claimed, error, 0), claimed.payload, started_s)
         placed = replace(claimed, ticket_id=rendered.ticket_id)
+        if check_backlog and self._in_burst(claimed.job.connection):
+            # Its place in line keeps a later job of its ticket, arriving once the backlog is
+            # released and run straight through, from overtaking it.
+            self.take_turn(claimed, rendered.ticket_id, check_backlog=False, place_only=True)
+            log.info(
+                "job joins its connection's backlog: a burst",
+                extra={"job_id": claimed.job_id, "connection": claimed.job.connection},
+            )
+            return self.park(claimed, halo_requests=0)
         if rendered.ticket_id in held:
             # Its place in line keeps later jobs from taking the ticket in between.
             self.take_turn(claimed, rendered.ticket_id, check_backlog=False, place_only=True)
@@ -492,6 +512,18 @@ class JobRunner:
         if turn is Turn.WAIT:
             return RunResult.WAITING
         return Admitted(placed, rendered)
+
+    def _in_burst(self, connection: str) -> bool:
+        """Whether a single job of `connection` should join its backlog to be batched: this
+        process runs more of its jobs than the burst threshold, and batching can help."""
+        if self.backlogs is None or not self.bursts.crowded(connection):
+            return False
+        settings = self.clients.connections.get(connection)
+        if settings is None or settings.batching == "off":
+            return False  # released job by job: parking would only add a wait
+        # A tenant that ignores `ticketids` is released job by job too. (Read only in a
+        # burst: a lone job's path makes no Redis call for it.)
+        return Learned(self.store.redis).facts(connection).ticketids != "ignored"
 
     # -- the single-job update ---------------------------------------------------------------
 
@@ -522,6 +554,12 @@ def job_id_of(payload: Any, task_id: str) -> str:
     """The job's own id when it carries a valid one, else the task id it was sent under when
     that is a valid job id, else a safe key derived from it (`worker.writable`)."""
     return record_key_of(payload, task_id)
+
+
+def _connection_of(payload: Any) -> str | None:
+    """The connection a payload names, before it is validated (None: none, or not a name)."""
+    connection = payload.get("connection") if isinstance(payload, Mapping) else None
+    return connection if isinstance(connection, str) else None
 
 
 def _total(before: float, now: float) -> int | float:

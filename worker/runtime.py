@@ -14,6 +14,7 @@ import httpx
 import redis
 
 from worker.backlog import Backlogs
+from worker.burst import Bursts
 from worker.connections import Connection, load_connections
 from worker.governor import Governor
 from worker.halo.client import HaloClients, Timeouts
@@ -92,7 +93,8 @@ def build_runtime(settings: Settings, *, transport: httpx.BaseTransport | None =
     # A job on its way shows no sign of life for at most a stranded message's visibility
     # timeout plus a dead worker's claim: the lost-job net's bound, and the ticket lines'.
     tickets = TicketLines(client, quiet_s=settings.visibility_timeout_s + claim_lease_s(config))
-    runner = JobRunner(store, clients, config, backlogs, tickets)
+    bursts = Bursts(threshold=settings.burst_threshold)
+    runner = JobRunner(store, clients, config, backlogs, tickets, bursts=bursts)
     return Runtime(settings, client, store, clients, runner, governor, backlogs, tickets)
 
 

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
 
     # A released backlog batch: at most this many jobs share one list read and one POST.
     batch_max: int = Field(default=20, ge=1, le=100)
+    # A burst (worker.burst): a process running more than this many jobs of one connection at
+    # once batches the next ones instead of spending 2-3 requests on each. 4 keeps a trickle of
+    # jobs (one or two at a time) on the single-job path, with no added latency; 0: off.
+    burst_threshold: int = Field(default=4, ge=0)
 
     log_level: str = "INFO"
     # Prometheus metrics of the worker (worker.metrics): off unless a port is set; containers

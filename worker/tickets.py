@@ -76,7 +76,7 @@ class Turn(StrEnum):
 
     GO = "go"  # it holds the ticket: read, diff and write now
     WAIT = "wait"  # another job holds it or comes first: parked here
-    BACKLOG = "backlog"  # its connection has a backlog: nothing taken, join the backlog
+    BACKLOG = "backlog"  # its connection has a backlog: placed in line only, join the backlog
     PLACED = "placed"  # it took a place in the line only (`TicketLines.place`)
 
 
@@ -174,15 +174,17 @@ _ENTER = (
 local base, job = KEYS[1], ARGV[1]
 local g = {result = ARGV[6], claim = ARGV[7], deferred = KEYS[4], deferred_jobs = KEYS[5],
            backlog = KEYS[6], waiting = KEYS[2], lines = KEYS[3]}
-if ARGV[8] == '1' and redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]) > 0 then
-  return {'backlog', false}
-end
 local now, quiet = now_ms(), tonumber(ARGV[4])
 redis.call('ZADD', base .. LINE, 'NX', ARGV[2], job)
 redis.call('HSET', base .. SEEN, job, now)
 redis.call('PEXPIRE', base .. LINE, ARGV[9])
 redis.call('PEXPIRE', base .. SEEN, ARGV[9])
 if ARGV[10] == '1' then return {'placed', false} end
+-- A job joining its connection's backlog keeps its place: a later job of its ticket that
+-- arrives once the backlog is released cannot overtake it.
+if ARGV[8] == '1' and redis.call('ZCARD', KEYS[7]) + redis.call('ZCARD', KEYS[8]) > 0 then
+  return {'backlog', false}
+end
 local ahead = holder(base, g)
 if not ahead then ahead = first_live(base, now, quiet, g) end
 if ahead == job then
@@ -293,8 +295,9 @@ class TicketLines:
             payload: ``{"job": ..., "submitted_at": ...}``, as the deferred set keeps jobs;
                 its `submitted_at` orders the line.
             hold_s: the hold's lease: a run's claim lease.
-            check_backlog: answer `Turn.BACKLOG`, taking nothing, while the connection has
-                a backlog (a single job joins it; a batch's jobs are that backlog).
+            check_backlog: answer `Turn.BACKLOG`, taking a place in the line but not the
+                hold, while the connection has a backlog (a single job joins it; a batch's
+                jobs are that backlog).
             place_only: take a place in the line and nothing else (`Turn.PLACED`): a batch
                 does this for a job that follows another of its jobs on the same ticket, and
                 enters it once that one is done.

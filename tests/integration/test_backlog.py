@@ -220,8 +220,27 @@ def test_no_parked_job_is_lost_when_a_dispatcher_dies_mid_release(
     )
     _run_batches(runtime, published)
 
+    # The dead dispatcher's jobs were released after later jobs of their tickets, which waited
+    # for their turn (each keeps its place in its ticket's line from when it was parked): the
+    # mover hands them on, as a worker's does.
+    def publish(job_id: str, payload: Any, submitted_at: str | None) -> None:
+        runtime.runner.run(payload, task_id=job_id, submitted_at=submitted_at)
+
+    wait_until(
+        lambda: (
+            move_due(runtime.store, publish) >= 0
+            and all(runtime.store.records.get(waiting["job_id"]) for waiting in storm)
+        ),
+        5.0,
+        "the jobs that waited for their ticket to run",
+    )
     records = [_record(runtime, waiting["job_id"]) for waiting in storm]
     assert [r["outcome"] for r in records] == ["succeeded"] * len(storm)
+    # Jobs of one ticket ran in the order they were submitted: the last one's change stands.
+    for last in storm[-6:]:
+        stored = halo.ticket(int(last["ticket_id"]))
+        assert stored is not None
+        assert stored["summary"] == last["summary"]
     feed = stream_job_ids(budget_redis)
     assert sorted(feed) == sorted(waiting["job_id"] for waiting in storm)
     assert set(published.job_ids()) == {waiting["job_id"] for waiting in storm}
