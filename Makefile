@@ -29,8 +29,11 @@ $(TOOLS_STAMP):
 	$(TOOLS)/bin/python -m pip install --quiet $(TOOL_PINS)
 	touch $(TOOLS_STAMP)
 
+# Unit tests run in a process of their own: threads that integration tests leave running (their
+# workers' clients, retry jitter) would touch the global random state while hypothesis draws.
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/integration tests/reliability
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

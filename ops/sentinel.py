@@ -77,7 +77,7 @@ class ReplicationGroup(contextlib.ExitStack):
     """
 
     def __init__(
-        self, root: Path, *, down_after_ms: int = 1000, failover_timeout_ms: int = 5000
+        self, root: Path, *, down_after_ms: int = 1000, failover_timeout_ms: int = 20_000
     ) -> None:
         super().__init__()
         self.primary = RedisServer(root / "primary")
@@ -164,11 +164,30 @@ class ReplicationGroup(contextlib.ExitStack):
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            port = self.primary_port()
+            port = self._settled_primary()
             if port is not None and port != old_port and _is_writable_primary(port):
                 return port
             time.sleep(0.05)
         raise TimeoutError(f"Sentinel did not promote a replica within {timeout_s:g} s")
+
+    def _settled_primary(self) -> int | None:
+        """The primary every running sentinel names, once none of them is still failing over;
+        None before that. A failover can still be aborted while one is in progress (its
+        timeout passing on a loaded host), and the old primary then stays the primary: the
+        old host must not come back, empty, before the failover has settled."""
+        ports = set()
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                continue
+            try:
+                with sentinel.client() as client:
+                    state = client.sentinel_master(MASTER_NAME)
+            except redis.RedisError:
+                return None
+            if "failover_in_progress" in str(state.get("flags", "")):
+                return None
+            ports.add(int(state["port"]))
+        return ports.pop() if len(ports) == 1 else None
 
 
 def _is_writable_primary(port: int) -> bool:
