@@ -213,20 +213,21 @@ class WorkerProcess(_Process):
 
     def start(self, timeout_s: float = 30.0) -> Self:
         """Start and wait until the worker reports ready."""
-        self._spawn(
-            [
-                str(BIN / "celery"),
-                "-A",
-                "worker.app",
-                "worker",
-                "-n",
-                f"{self.name}@%h",
-                *self.extra,
-            ],
-            self.env,
-        )
+        self._spawn(self.command(), self.env)
         self._wait_for(" ready.", timeout_s)
         return self
+
+    def command(self) -> list[str]:
+        """The worker's command line: `celery -A worker.app worker -n <name>@%h` and extras."""
+        return [
+            str(BIN / "celery"),
+            "-A",
+            "worker.app",
+            "worker",
+            "-n",
+            f"{self.name}@%h",
+            *self.extra,
+        ]
 
     def restart(self, timeout_s: float = 30.0) -> Self:
         """Start again after a stop or a kill, appending to the same log."""
