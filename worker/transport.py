@@ -12,6 +12,16 @@ consumer reconnects and the item, already popped, is gone without a trace).
 Celery would crash on is moved to the dead-letter list (`worker.deadletters`) with its reason,
 and the worker goes on with the next one.
 
+The channel also survives losing its broker with messages delivered and not yet acknowledged
+(every running job, with late acks). Celery then closes the transport before the channel; the
+channel's close drops its connection pool and asks for a new one to put those messages back,
+and kombu builds it from the transport's connection details, which are gone by then: an
+`AttributeError`, which Celery does not expect while closing, and the worker process stops
+("Error on stopping Hub"). Seen in the Sentinel failover test, one worker in four runs. Here
+the missing details are a connection error, which Celery and kombu do expect: the close goes on,
+the worker reconnects, and the messages wait in the unacked set, from which the visibility
+timeout brings them back.
+
 `install` makes `Transport` the one kombu uses for ``redis://`` and ``rediss://`` URLs, and
 `SentinelTransport` (the same checks on kombu's Sentinel channel) for ``sentinel://`` ones;
 `worker.app` calls it, so ``celery -A worker.app worker`` (and Flower) use it with the URL as
@@ -71,6 +81,14 @@ class Channel(kombu_redis.Channel):
         "dead_letter_ttl_s",
         "max_message_bytes",
     )
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        """kombu's connection details for a new pool, or a connection error if the transport
+        was closed first (see the module docstring)."""
+        if self.connection.client is None:
+            raise redis_py.ConnectionError("the broker connection is closed")
+        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
+        return params
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu 5.7.0's `_brpop_read`, line for line, but for the check before delivery.
@@ -155,6 +173,7 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
     from_transport_options = (
         *kombu_redis.SentinelChannel.from_transport_options,
         "dead_letter_ttl_s",
+        "max_message_bytes",
     )
 
 
