@@ -50,6 +50,9 @@ CORE = (
     "worker.governor",
     "worker.templating",
     "worker.models",
+    "worker.models.job",
+    "worker.models.record",
+    "worker.models.redaction",
     "worker.errors",
 )
 
