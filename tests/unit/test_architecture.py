@@ -49,6 +49,7 @@ CORE = (
     "worker.backlog",
     "worker.governor",
     "worker.templating",
+    "worker.expressions",
     "worker.models",
     "worker.models.job",
     "worker.models.record",
