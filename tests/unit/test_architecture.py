@@ -48,6 +48,7 @@ CORE = (
     "worker.tickets",
     "worker.backlog",
     "worker.governor",
+    "worker.ratescripts",
     "worker.templating",
     "worker.expressions",
     "worker.models",
