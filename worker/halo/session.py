@@ -212,17 +212,14 @@ class JobSession:
                 headers=headers,
                 timeout=httpx.Timeout(remaining_s, connect=min(timeouts.connect_s, remaining_s)),
             )
-        except httpx.TimeoutException as exc:
-            self._observe(method, token, "timeout", sent_s)
+        except httpx.TransportError as exc:  # timeouts included
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            self._observe(method, token, "timeout" if timed_out else "error", sent_s)
             budget.settle(self.connection, grant, time.monotonic() - asked_s)
             raise HaloUnavailable(
                 f"Halo did not answer {method} {_path(url)} in time ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            self._observe(method, token, "error", sent_s)
-            budget.settle(self.connection, grant, time.monotonic() - asked_s)
-            raise HaloUnavailable(
-                f"could not reach Halo for {method} {_path(url)} ({type(exc).__name__}: {exc})"
+                if timed_out
+                else f"could not reach Halo for {method} {_path(url)} ({type(exc).__name__}: {exc})"
             ) from None
         self._observe(method, token, str(response.status_code), sent_s)
         # Halo counted the request somewhere between the grant and now: a late one must not
