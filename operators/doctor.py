@@ -27,6 +27,10 @@ reads nor replaces the fleet's cached one), so the credentials are tested as con
 It only reads Halo: whether the application may write (edit:tickets, closed tickets, status
 changes, reassigning) shows only when a job writes.
 
+This module runs the checks in order and prints each line as it ends; it checks the
+configuration, Redis and the rate limit itself. The Halo lines are `operators.halochecks`'s,
+the batching line `operators.batching`'s, and each line's form and fix `operators.diagnosis`'s.
+
 Exit status: 0 when no check failed, 1 otherwise; `warn` and `skip` lines do not fail.
 """
 
@@ -34,10 +38,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -46,25 +47,11 @@ import redis
 from pydantic import ValidationError
 
 from operators.batching import batching_check
-from operators.diagnosis import (
-    Check,
-    Exchange,
-    Watcher,
-    explain,
-    quoted,
-    route_missing,
-    token_refused,
-)
+from operators.diagnosis import Check, Watcher, quoted
+from operators.halochecks import halo_checks
 from worker.connections import Connection, ConnectionsError, load_connections
-from worker.errors import JobError
-from worker.halo.client import HaloClient
-from worker.halo.errors import halo_could_not_answer, route_answers, summarize_body
-from worker.halo.lookups import LookupKind
 from worker.operations import halo_clients, rate_limit, result_redis
 from worker.settings import Settings, get_settings
-
-# Scopes that allow a ticket update (FACTS, Authentication).
-_UPDATE_SCOPES = frozenset({"all", "all:standard", "edit:tickets"})
 
 
 def doctor(name: str, *, ticket_id: int | None = None, out: TextIO | None = None) -> int:
@@ -118,7 +105,8 @@ class _Doctor:
             transport=watcher,
         )
         try:
-            self._halo(clients.for_job(connection.name), watcher, ticket_id)
+            for check in halo_checks(clients.for_job(connection.name), watcher, ticket_id):
+                self.add(check)
             self._rate_limit(connection, client)
             self.add(batching_check(connection, client))
         finally:
@@ -176,83 +164,6 @@ class _Doctor:
         self.add(Check("ok", "redis", detail))
         return client
 
-    # -- Halo ----------------------------------------------------------------------------------
-
-    def _halo(self, client: HaloClient, watcher: Watcher, ticket_id: int | None) -> None:
-        # The first read fetches the token: the watcher tells the two requests apart.
-        statuses = _timed(watcher, lambda: client.lookup("status"))
-        token = next((e for e in watcher.exchanges if e.token_request), None)
-        checked = self._token_check(client.connection, token, statuses.error, watcher)
-        if self.add(checked).status != "ok":
-            self.add(Check("skip", "halo reads", "not tried without a token"))
-            return
-        if self.add(_route_check(client.connection, statuses, watcher)).status == "FAIL":
-            self.add(Check("skip", "halo reads", "not tried where Halo's API does not answer"))
-            return
-        self._lookup_check("statuses", "status", statuses, watcher)
-        self._lookup_check(
-            "agents", "agent", _timed(watcher, lambda: client.lookup("agent")), watcher
-        )
-        self._lookup_check("teams", "team", _timed(watcher, lambda: client.lookup("team")), watcher)
-        if ticket_id is None:
-            self.add(Check("skip", "ticket", "give --ticket ID to read a ticket and its SLA"))
-            return
-        read = _timed(watcher, lambda: client.get_ticket(ticket_id))
-        ticket = read.result
-        if read.error is not None or not isinstance(ticket, dict):
-            self.add(_explain_read("ticket", "ticket", read.error, watcher))
-            return
-        sla_id = ticket.get("sla_id") if isinstance(ticket.get("sla_id"), int) else None
-        detail = f"{ticket_id} read in {read.elapsed_ms:.0f} ms: SLA {sla_id}, status id "
-        self.add(Check("ok", "ticket", detail + str(ticket.get("status_id"))))
-        priorities = _timed(watcher, lambda: client.lookup("priority", sla_id=sla_id))
-        self._lookup_check("priorities", "priority", priorities, watcher, f" for SLA {sla_id}")
-
-    def _token_check(
-        self,
-        connection: Connection,
-        token: Exchange | None,
-        error: Exception | None,
-        watcher: Watcher,
-    ) -> Check:
-        if token is None and error is None:
-            # Sent through a proxy mount from the environment, past the watcher.
-            return Check("ok", "token", "issued (not timed: the request went through a proxy)")
-        if token is None:
-            # No token request went out: the fleet's budget had no room for it.
-            return _explain_read("token", "token", error, None)
-        if token.status is not None and halo_could_not_answer(token.status):
-            # Halo could not answer now, as it could not answer any request now.
-            return _explain_read("token", "token", error, watcher)
-        if token.error is not None or token.status is None or token.status >= 300:
-            return token_refused(connection, token)
-        asked = connection.scope
-        granted = token.scope
-        shown = f"scope {quoted(granted)}" if granted else "no scope stated by Halo"
-        if granted and granted != asked:
-            shown += f" (asked {quoted(asked)})"
-        detail = f"issued in {token.elapsed_ms:.0f} ms by {connection.token_url}, {shown}"
-        if granted and not set(granted.split()) & _UPDATE_SCOPES:
-            fix = (
-                'an update needs scope "all" or "edit:tickets": allow it in the Halo API '
-                "application and set scope on the connection"
-            )
-            return Check("FAIL", "token", detail, fix=fix)
-        return Check("ok", "token", detail)
-
-    def _lookup_check(
-        self, name: str, kind: LookupKind, read: _Read, watcher: Watcher, scope: str = ""
-    ) -> None:
-        if read.error is not None or not isinstance(read.result, tuple):
-            self.add(_explain_read(name, kind, read.error, watcher))
-            return
-        count = len(read.result[0])
-        if count == 0:
-            fix = f"a job naming a {kind} fails with lookup_not_found until Halo lists some"
-            self.add(Check("warn", name, f"Halo lists no {name}{scope}", fix=fix))
-            return
-        self.add(Check("ok", name, f"{count} read{scope} in {read.elapsed_ms:.0f} ms"))
-
     # -- rate limit ----------------------------------------------------------------------------
 
     def _rate_limit(self, connection: Connection, client: redis.Redis | None) -> None:
@@ -298,47 +209,6 @@ def _secret_check(table: dict[str, Any]) -> Check:
         return Check("FAIL", "secret", f"{file_name} is empty")
     fix = "set client_secret_env (or client_secret_file) on the connection"
     return Check("FAIL", "secret", "the connection names no client secret", fix=fix)
-
-
-def _route_check(connection: Connection, statuses: _Read, watcher: Watcher) -> Check:
-    """Whether Halo's API answers at the url, judged from the status list's read by the rule
-    the workers use (`worker.halo.errors.route_answers`): a success or a 403 shows the
-    endpoint is there. Only then can a 404 on a ticket mean "no such ticket"."""
-    last = next((e for e in reversed(watcher.exchanges) if not e.token_request), None)
-    answers = route_answers(statuses.error)
-    if answers:
-        answered = f"{last.status} in {last.elapsed_ms:.0f} ms" if last and last.status else "ok"
-        detail = f"{connection.api_url} answers (GET /api/Status: {answered})"
-        return Check("ok", "api route", detail)
-    if answers is False:
-        said = summarize_body(last.body_head) if last and last.body_head else None
-        return route_missing(connection, said)
-    return Check("skip", "api route", "not known: GET /api/Status did not answer (see statuses)")
-
-
-@dataclass(frozen=True)
-class _Read:
-    """One read of Halo: its result or its error, and how long its API request took."""
-
-    result: Any
-    error: Exception | None
-    elapsed_ms: float
-
-
-def _timed(watcher: Watcher, call: Callable[[], Any]) -> _Read:
-    before = len(watcher.exchanges)
-    started_s = time.perf_counter()
-    try:
-        result, error = call(), None
-    except (JobError, redis.RedisError) as exc:
-        result, error = None, exc
-    api = [e.elapsed_ms for e in watcher.exchanges[before:] if not e.token_request]
-    return _Read(result, error, sum(api) if api else (time.perf_counter() - started_s) * 1000)
-
-
-def _explain_read(name: str, what: str, error: Exception | None, watcher: Watcher | None) -> Check:
-    last = watcher.exchanges[-1] if watcher and watcher.exchanges else None
-    return explain(name, what, error, last)
 
 
 def _without_password(url: str) -> str:

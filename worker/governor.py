@@ -4,7 +4,8 @@ Halo limits each tenant to N requests per *rolling* window (FACTS, Rate limits),
 governor keeps the same thing: a sliding log of the fleet's request times per connection (a
 sorted set), and grants a request only while fewer than N lie inside the window. A Lua script
 makes check-and-add atomic across every worker process on every host, and it reads Redis's
-clock, so hosts whose clocks disagree still share one timeline.
+clock, so hosts whose clocks disagree still share one timeline (the scripts are
+`worker.ratescripts`; this module decides their arguments and reads their answers).
 
 The window is padded a little: Halo counts a request when it arrives, the governor when it
 is granted, a few milliseconds earlier, and a request granted at the very edge of our window
@@ -40,8 +41,9 @@ import redis
 
 from worker.connections import Connection
 from worker.errors import BudgetExhausted, HaloRateLimited
-from worker.keys import rate_key, rate_learned_key, rate_pause_key, rate_seq_key, rate_strikes_key
+from worker.keys import rate_key, rate_learned_key
 from worker.ratelimit import RateLimit
+from worker.ratescripts import ACQUIRE, OBSERVE_429, RESTAMP, STAMP, script_keys
 
 log = logging.getLogger("halo.governor")
 
@@ -60,109 +62,6 @@ _MAX_PAUSE_MS: Final = 60_000
 _STRIKES_TTL_S: Final = 120
 # A learned limit is forgotten after a day, so that a raised tenant limit is used again.
 _LEARNED_TTL_S: Final = 24 * 3600
-
-# KEYS: log, pause, learned, seq, strikes (`_keys`). ARGV: limit, window_ms, n, member prefix
-# Returns {granted (1/0), wait_ms, limit, window_ms, in_window}
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rules = {{tonumber(ARGV[1]), tonumber(ARGV[2])}}
-local learned = redis.call('GET', KEYS[3])
-if learned then
-  local l, w = string.match(learned, '(%d+)/(%d+)')
-  if l then table.insert(rules, {tonumber(l), tonumber(w)}) end
-end
-local longest, tightest = 0, rules[1]
-for _, rule in ipairs(rules) do
-  rule[3] = rule[2] + math.max(math.floor(rule[2] * tonumber(ARGV[5])), tonumber(ARGV[6]))
-  longest = math.max(longest, rule[3])
-  if rule[1] / rule[2] < tightest[1] / tightest[2] then tightest = rule end
-end
-local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return {0, paused, tightest[1], tightest[2], -1} end
--- Times are whole milliseconds, so a window includes its oldest millisecond: two grants a
--- whole span apart on Redis's clock may be a little less than a span apart in truth.
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. tostring(now - longest))
-local n = tonumber(ARGV[3])
-local wait, binding, in_window = 0, tightest, 0
-for i, rule in ipairs(rules) do
-  local since = tostring(now - rule[3])
-  local count = redis.call('ZCOUNT', KEYS[1], since, '+inf')
-  if i == 1 then in_window = count end
-  if count + n > rule[1] then
-    -- Room comes when enough of the oldest entries in this window have left it.
-    local need = count + n - rule[1]
-    local entry = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES',
-                             'LIMIT', need - 1, 1)
-    local until_room = rule[3]
-    if entry[2] then until_room = math.max(1, tonumber(entry[2]) + rule[3] + 1 - now) end
-    if until_room > wait then wait, binding = until_room, rule end
-  end
-end
-if wait > 0 then return {0, wait, binding[1], binding[2], in_window} end
-local seq = redis.call('INCR', KEYS[4])
-for i = 1, n do
-  redis.call('ZADD', KEYS[1], now, ARGV[4] .. seq .. ':' .. i)
-end
-redis.call('PEXPIRE', KEYS[1], longest)
-redis.call('PEXPIRE', KEYS[4], longest)
-local shortest_pad = longest
-for _, rule in ipairs(rules) do shortest_pad = math.min(shortest_pad, rule[3] - rule[2]) end
-return {1, 0, tightest[1], tightest[2], in_window + n, ARGV[4] .. seq, shortest_pad}
-"""
-
-# KEYS: log, pause, learned, seq, strikes. ARGV: pause_ms (-1: none given), learned
-# "requests/window_ms" or "", learned ttl_s, strikes ttl_s, max pause ms, first pause ms,
-# jitter in [0, 1)
-# KEYS: log. ARGV: reservation, n, longest span ms
-# A grant taken ahead of its requests (a released batch) is moved to the moment they are sent,
-# so the log holds them when Halo sees them, not when they were granted. Entries that already
-# left the log are not brought back: those requests must take budget again.
-_RESTAMP = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local kept = 0
-for i = 1, tonumber(ARGV[2]) do
-  local member = ARGV[1] .. ':' .. i
-  if redis.call('ZSCORE', KEYS[1], member) then
-    redis.call('ZADD', KEYS[1], 'XX', now, member)
-    kept = kept + 1
-  end
-end
-if kept > 0 and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-return kept
-"""
-
-# KEYS: log. ARGV: member, span ms. Moves one entry to now, or adds it again if it already left
-# the log (counting a request twice for a while is safe; missing one is not).
-_STAMP = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return now
-"""
-
-_OBSERVE_429 = """
-if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3]) end
-local strikes = redis.call('INCR', KEYS[5])
-redis.call('EXPIRE', KEYS[5], ARGV[4])
-local pause = tonumber(ARGV[1])
-if pause < 0 then
-  -- No Retry-After: back off the whole connection exponentially with consecutive 429s,
-  -- with jitter, up to the cap (FACTS: "up to about a minute; 5 s is known to be too short").
-  local ceiling = math.min(tonumber(ARGV[5]), tonumber(ARGV[6]) * 2 ^ (strikes - 1))
-  pause = math.floor(ceiling * (0.5 + 0.5 * tonumber(ARGV[7])))
-end
-local current = redis.call('PTTL', KEYS[2])
--- `Retry-After: 0` (or a date already past) asks for no pause; PX 0 would be an error.
-if pause > 0 and current < pause then redis.call('SET', KEYS[2], '1', 'PX', pause) end
-return pause
-"""
 
 
 @dataclass(frozen=True)
@@ -186,10 +85,10 @@ class Governor:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._acquire = client.register_script(_ACQUIRE)
-        self._observe = client.register_script(_OBSERVE_429)
-        self._restamp = client.register_script(_RESTAMP)
-        self._stamp = client.register_script(_STAMP)
+        self._acquire = client.register_script(ACQUIRE)
+        self._observe = client.register_script(OBSERVE_429)
+        self._restamp = client.register_script(RESTAMP)
+        self._stamp = client.register_script(STAMP)
         # The reservation a released batch spends, per thread: Celery's thread pool runs one
         # task per thread, and the batch's requests are sent from the thread that took it.
         self._spending = threading.local()
@@ -200,7 +99,7 @@ class Governor:
         raw = cast(
             list[Any],
             self._acquire(
-                keys=_keys(connection.name),
+                keys=script_keys(connection.name),
                 args=[
                     limit.requests,
                     int(limit.window_s * 1000),
@@ -248,7 +147,7 @@ class Governor:
         name, reservation, used = held
         self._spending.reservation = (name, reservation, used + 1)
         member = f"{reservation}:{used + 1}"
-        self._stamp(keys=_keys(name)[:1], args=[member, _span_ms(connection.rate_limit)])
+        self._stamp(keys=script_keys(name)[:1], args=[member, _span_ms(connection.rate_limit)])
         # The limits in force when the batch was granted are not known here: the shortest
         # pad any window has.
         return _handle(member, _MIN_PAD_MS)
@@ -265,7 +164,7 @@ class Governor:
             return
         try:
             self._stamp(
-                keys=_keys(connection.name)[:1], args=[entry, _span_ms(connection.rate_limit)]
+                keys=script_keys(connection.name)[:1], args=[entry, _span_ms(connection.rate_limit)]
             )
         except redis.RedisError as exc:
             # The request has been sent and answered: failing it now would send it again.
@@ -304,7 +203,7 @@ class Governor:
             learned = f"{requests}/{int(window_s * 1000)}"
         pause_ms = -1 if error.retry_after_s is None else math.ceil(error.retry_after_s * 1000)
         self._observe(
-            keys=_keys(connection.name),
+            keys=script_keys(connection.name),
             args=[
                 pause_ms,
                 learned,
@@ -348,14 +247,3 @@ def _pad_ms(limit: RateLimit) -> int:
 def _span_ms(limit: RateLimit) -> int:
     """The padded window of `limit` in ms: how long an entry must stay in the log."""
     return int(limit.window_s * 1000) + _pad_ms(limit)
-
-
-def _keys(name: str) -> list[str]:
-    """A connection's rate keys, in the order the scripts' KEYS take them."""
-    return [
-        rate_key(name),
-        rate_pause_key(name),
-        rate_learned_key(name),
-        rate_seq_key(name),
-        rate_strikes_key(name),
-    ]

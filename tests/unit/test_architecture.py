@@ -48,8 +48,13 @@ CORE = (
     "worker.tickets",
     "worker.backlog",
     "worker.governor",
+    "worker.ratescripts",
     "worker.templating",
+    "worker.expressions",
     "worker.models",
+    "worker.models.job",
+    "worker.models.record",
+    "worker.models.redaction",
     "worker.errors",
 )
 

@@ -34,6 +34,9 @@ PRODUCER_MAY_LOAD: Final = frozenset(
         "worker.handoff",
         "worker.keys",
         "worker.models",
+        "worker.models.job",
+        "worker.models.record",
+        "worker.models.redaction",
         "worker.publishing",
         # How to connect (contract §5: Sentinel and TLS) and how an accepted job's tracking
         # entry reaches the replicas before `submit` returns.

@@ -12,17 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.errors import ErrorCode, TemplateError
-from worker.templating import (
-    MAX_EXPRESSIONS,
-    MAX_SEGMENTS,
-    Expression,
-    Index,
-    Key,
-    lookup,
-    parse,
-    render,
-    to_text,
-)
+from worker.expressions import MAX_EXPRESSIONS, MAX_SEGMENTS, Expression, Index, Key, parse
+from worker.templating import lookup, render, to_text
 
 CONTEXT: dict[str, Any] = {
     "custom": {

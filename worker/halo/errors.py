@@ -1,12 +1,12 @@
 """What each Halo HTTP answer means: the one mapping from status codes to errors and verdicts.
 
-`error_from_response` turns an API answer into the error tree (see `worker.errors`); the
-other functions answer the questions the client, the token request and `halo-jobs doctor`
-ask of a status: may it be tried again (`halo_could_not_answer`), does it ask for a new token
-(`is_expired_token_answer`), what did a refused token request mean (`token_refusal`), and
-does the API answer at the url at all (`route_answers`). Halo documents no error envelope, so
-answers are classified by status code; the body is kept, truncated, as detail and is never
-assumed to be JSON.
+`error_from_response` turns an API answer into the error tree (see `worker.errors`), and
+`answer_json` a success whose body does not parse; the other functions answer the questions
+the client, the token request and `halo-jobs doctor` ask of a status: may it be tried again
+(`halo_could_not_answer`), does it ask for a new token (`is_expired_token_answer`), what did a
+refused token request mean (`token_refusal`), and does the API answer at the url at all
+(`route_answers`). Halo documents no error envelope, so answers are classified by status code;
+the body is kept, truncated, as detail and is never assumed to be JSON.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import math
 import re
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
+
+import httpx
 
 from worker.errors import (
     HaloAuthFailed,
@@ -83,6 +85,24 @@ def error_from_response(
         f"Halo answered {status} to {what}, which this API never should: {detail}",
         http_status=status,
     )
+
+
+def answer_json(response: httpx.Response, what: str) -> Any:
+    """The JSON of a successful answer to `what` (e.g. ``"GET /api/Status"``).
+
+    Raises:
+        HaloUnavailable: the body does not parse.
+    """
+    try:
+        return response.json()
+    except ValueError:
+        # A 2xx whose body does not parse was cut short on the way (proxy, reset): the same
+        # request may well succeed again, and re-sending a read or an update is harmless.
+        raise HaloUnavailable(
+            f"{what} answered {response.status_code} with a body that is not valid JSON "
+            f"(truncated?): {summarize_body(response.text)}",
+            http_status=response.status_code,
+        ) from None
 
 
 def halo_could_not_answer(status: int) -> bool:

@@ -1,42 +1,10 @@
-"""Prometheus metrics of a worker process, served on ``HALO_METRICS_PORT`` (off when unset).
+"""The fleet's shared state as Prometheus gauges, read from Redis when Prometheus scrapes.
 
-One registry per process, shared by every worker thread (prometheus_client is thread-safe).
-Counters and histograms are fed by hooks: the runner tells `JobMetrics` what became of each
-job, the Halo client reports each request it sent. Gauges of the fleet's shared state are read
-from Redis when Prometheus scrapes (`RedisStateCollector`), so every worker reports the same
-values for them: aggregate those with ``max``, not ``sum``.
-
-    halo_jobs_total{outcome,code,connection}          jobs that ended (one per record)
-    halo_job_duration_seconds{outcome}                the job's last run, delivery to record
-    halo_job_latency_seconds{outcome}                 submitted_at to finished_at
-    halo_job_retries_total{connection,code}           deferrals after a retryable error
-    halo_jobs_parked_total{connection}                jobs put in a backlog to wait for budget
-    halo_requests_total{connection,method,endpoint,status}   Halo requests; status 429 counts
-                                                      rate limiting, "timeout"/"error" no answer
-    halo_request_duration_seconds{connection,endpoint}
-    halo_queue_length{queue}                          messages in the broker queues (Redis LLEN)
-    halo_queue_consumers{queue}                       workers that announced consuming the queue
-                                                      within the heartbeat's maximum age
-    halo_deferred_jobs                                jobs waiting to retry (halo:deferred)
-    halo_backlog_jobs{connection}                     jobs waiting for Halo budget
-    halo_ticket_waiting_jobs                          jobs waiting for their ticket's turn
-    halo_oldest_job_age_seconds{source}               age (since submitted_at) of the job at
-                                                      the head of queue/batch_queue/backlog/deferred
-    halo_deferred_overdue_seconds                     how late the most overdue retry is
-    halo_worker_heartbeat_age_seconds                 since this worker last ran its canary
-    halo_metrics_redis_up                             whether the scrape could read Redis
-    halo_dead_letters_total{reason}                   queue items that were no task message,
-                                                      moved to halo:dead (worker.deadletters)
-    halo_redis_memory_used_bytes{redis}               Redis's used_memory (INFO memory), for
-    halo_redis_memory_max_bytes{redis}                "broker", "results" or "shared"; and its
-                                                      maxmemory (0: none set)
-
-Redis is read at most once per `min_interval_s` (5 s) per process, however often the endpoint
-is asked, and every read is bounded whatever the data holds (worker.probes): a scrape's cost
-does not depend on what anyone put on the queue.
-
-A `connection` label takes only configured connection names; any other value (a job naming
-an unknown connection) is counted as "other", so a bad producer cannot grow the label set.
+`RedisStateCollector` reports the queues, the jobs waiting outside them (retries, backlogs,
+ticket turns), the age of the oldest waiting job, the dead letters and Redis's memory; every
+worker reports the same values for them (aggregate with ``max``). Redis is read at most once
+per `min_interval_s` per process, and every read is bounded whatever the data holds
+(`worker.probes`). The heartbeat's age is this process's own, read fresh on every scrape.
 """
 
 from __future__ import annotations
@@ -46,20 +14,16 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, cast
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from worker import deadletters, fleet, heartbeat
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
-from worker.halo.client import SentRequest
 from worker.keys import (
     BACKLOG_JOBS,
     BACKLOGS,
@@ -69,14 +33,13 @@ from worker.keys import (
     backlog_key,
     backlog_taken_key,
 )
-from worker.models import QUEUE, ResultRecord
+from worker.metrics.instruments import OTHER, timestamp_s
+from worker.models import QUEUE
 from worker.probes import QueueHead, memory_of
 from worker.redisconn import RedisOptions, connect
-from worker.runtime import Runtime
 
 log = logging.getLogger("halo.metrics")
 
-OTHER: Final = "other"
 # The broker queues whose depth is reported: the queue, and the batch queue of earlier
 # releases, which workers empty into it after an upgrade (worker.fleet).
 QUEUES: Final = {"queue": QUEUE, "batch_queue": RETIRED_BATCH_QUEUE}
@@ -85,106 +48,6 @@ _REDIS_TIMEOUT_S: Final = 1.0
 # Prometheus scrapes every 15 s or more; anyone asking more often gets the last answer, so the
 # unauthenticated endpoint cannot be used to load Redis.
 _MIN_READ_INTERVAL_S: Final = 5.0
-# From a no-op update (tens of ms) to a job that used its whole deadline (120 s).
-_DURATION_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-# End to end, a job may wait through retries (up to 900 s) and a backlog.
-_LATENCY_BUCKETS_S: Final = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800)
-_REQUEST_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-
-class WorkerMetrics:
-    """The process's metrics: the registry, the instruments, and the hooks that feed them."""
-
-    def __init__(self, connections: Iterable[str]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.connections = frozenset(connections)
-        self.jobs = Counter(
-            "halo_jobs_total",
-            "Jobs that ended, by outcome and error code (code is 'none' on success).",
-            ["outcome", "code", "connection"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "halo_job_duration_seconds",
-            "Duration of the run that ended a job, from its delivery to its record.",
-            ["outcome"],
-            buckets=_DURATION_BUCKETS_S,
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "halo_job_latency_seconds",
-            "From a job's submitted_at to its finished_at: queueing, retries and backlog waits.",
-            ["outcome"],
-            buckets=_LATENCY_BUCKETS_S,
-            registry=self.registry,
-        )
-        self.retries = Counter(
-            "halo_job_retries_total",
-            "Jobs deferred to run again after a retryable error, by its code.",
-            ["connection", "code"],
-            registry=self.registry,
-        )
-        self.parked = Counter(
-            "halo_jobs_parked_total",
-            "Jobs parked in their connection's backlog to wait for Halo budget.",
-            ["connection"],
-            registry=self.registry,
-        )
-        self.requests = Counter(
-            "halo_requests_total",
-            "Requests sent to Halo, by HTTP status ('timeout' or 'error' without an answer).",
-            ["connection", "method", "endpoint", "status"],
-            registry=self.registry,
-        )
-        self.request_duration = Histogram(
-            "halo_request_duration_seconds",
-            "Time from sending a Halo request to its answer (or failure).",
-            ["connection", "endpoint"],
-            buckets=_REQUEST_BUCKETS_S,
-            registry=self.registry,
-        )
-        ProcessCollector(registry=self.registry)
-
-    def label(self, connection: str | None) -> str:
-        """The `connection` label for a name: itself if configured, else "other"."""
-        return connection if connection in self.connections else OTHER
-
-    # -- worker.runner.JobObserver -----------------------------------------------------------
-
-    def job_finished(
-        self, record: ResultRecord, *, connection: str | None, duration_s: float
-    ) -> None:
-        outcome = record.outcome.value
-        code = record.error.code.value if record.error else "none"
-        self.jobs.labels(outcome, code, self.label(connection)).inc()
-        self.duration.labels(outcome).observe(duration_s)
-        latency_s = _seconds_between(record.submitted_at, record.finished_at)
-        if latency_s is not None:
-            self.latency.labels(outcome).observe(latency_s)
-
-    def job_deferred(self, connection: str, code: str, *, due_s: float) -> None:
-        del due_s
-        self.retries.labels(self.label(connection), code).inc()
-
-    def job_parked(self, connection: str) -> None:
-        self.parked.labels(self.label(connection)).inc()
-
-    # -- worker.halo.client.HaloClients.on_request -------------------------------------------
-
-    def request_sent(self, request: SentRequest) -> None:
-        """Count one Halo request (the client's `on_request` hook)."""
-        connection = self.label(request.connection)
-        self.requests.labels(connection, request.method, request.endpoint, request.status).inc()
-        self.request_duration.labels(connection, request.endpoint).observe(request.duration_s)
-
-    def serve(self, port: int, address: str) -> None:
-        """Serve the registry over HTTP from a daemon thread.
-
-        Raises:
-            OSError: the port is taken.
-        """
-        start_http_server(port, addr=address, registry=self.registry)
-        log.info("metrics served", extra={"port": port, "address": address})
 
 
 class RedisStateCollector(Collector):
@@ -406,7 +269,7 @@ def _submitted_at_of_message(raw: str) -> float | None:
     stamps = [kwargs.get("submitted_at")] if isinstance(kwargs, dict) else []
     if isinstance(args, list) and len(args) == 2 and isinstance(args[1], list):  # a batch
         stamps += [j.get("submitted_at") for j in args[1] if isinstance(j, dict)]
-    parsed = [t for s in stamps if (t := _timestamp(s)) is not None]
+    parsed = [t for s in stamps if (t := timestamp_s(s)) is not None]
     return min(parsed, default=None)
 
 
@@ -416,21 +279,7 @@ def _submitted_at_of_entry(raw: Any) -> float | None:
         payload = json.loads(raw) if raw else None
     except ValueError:
         return None
-    return _timestamp(payload.get("submitted_at")) if isinstance(payload, dict) else None
-
-
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _seconds_between(start: str, end: str) -> float | None:
-    first, last = _timestamp(start), _timestamp(end)
-    return None if first is None or last is None else max(0.0, last - first)
+    return timestamp_s(payload.get("submitted_at")) if isinstance(payload, dict) else None
 
 
 def redis_for_scrapes(url: str, options: RedisOptions | None = None) -> redis.Redis:
@@ -442,37 +291,3 @@ def redis_for_scrapes(url: str, options: RedisOptions | None = None) -> redis.Re
         socket_timeout_s=_REDIS_TIMEOUT_S,
         connect_timeout_s=_REDIS_TIMEOUT_S,
     )
-
-
-def install(current: Runtime) -> WorkerMetrics | None:
-    """Feed and serve this process's metrics when ``HALO_METRICS_PORT`` is set (at worker
-    start); None when metrics are off.
-
-    Raises:
-        OSError: the port is taken.
-    """
-    settings = current.settings
-    if settings.metrics_port is None:
-        return None
-    names = sorted(current.clients.connections)
-    metrics = WorkerMetrics(names)
-    current.runner.observers.append(metrics)
-    current.clients.on_request = metrics.request_sent
-    options = RedisOptions.from_settings(settings)
-    results = redis_for_scrapes(settings.results_redis_url, options)
-    broker = (
-        results
-        if settings.broker_url == settings.results_redis_url
-        else redis_for_scrapes(settings.broker_url, options)
-    )
-    metrics.registry.register(
-        RedisStateCollector(
-            broker,
-            results,
-            names,
-            settings.heartbeat_file,
-            live_within_s=settings.heartbeat_max_age_s,
-        )
-    )
-    metrics.serve(settings.metrics_port, settings.metrics_address)
-    return metrics

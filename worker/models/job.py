@@ -1,7 +1,7 @@
-"""The wire contract in code: a job, a result record, and the limits on what a job may carry.
+"""The job (CONTRACT §1): its wire names, the limits on what it may carry, and its validation.
 
-Everything here is observable by the upstream rule runner (CONTRACT §1-§2). It depends on
-pydantic and the stdlib only, so producers can validate jobs without the worker's HTTP stack.
+`parse_job` is the one way a job is read, by the producer before it is sent and by the worker
+when it arrives; the message of a job that does not validate names the key to fix.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Annotated, Any, Final
@@ -24,33 +23,8 @@ from pydantic import (
     field_validator,
 )
 
-from worker.errors import ErrorCode, InvalidJob, JobError
-
-__all__ = [
-    "JOB_ID_PATTERN",
-    "MAX_JOB_BYTES",
-    "MAX_NESTING_DEPTH",
-    "MAX_RENDERED_CHARS",
-    "MAX_SHORT_TEXT_CHARS",
-    "MAX_TEXT_CHARS",
-    "QUEUE",
-    "RESULT_TICKET_KEYS",
-    "TASK_NAME",
-    "ErrorCode",
-    "ErrorHandling",
-    "ErrorInfo",
-    "Job",
-    "Outcome",
-    "ResultRecord",
-    "encodes_as_utf8",
-    "failed_record",
-    "json_kind",
-    "parse_job",
-    "redacted_fields",
-    "redacted_view",
-    "succeeded_record",
-    "utc_now_iso",
-]
+from worker.errors import InvalidJob
+from worker.models.redaction import json_kind
 
 # Wire names the upstream codes against (CONTRACT §3). The record's key and the completion
 # feed's stream are in `worker.keys`, with every other Redis key.
@@ -89,30 +63,6 @@ MAX_RENDERED_CHARS: Final[Mapping[str, int]] = MappingProxyType(
     }
 )
 
-# The keys of each ticket in a successful record's `result`, in contract order.
-RESULT_TICKET_KEYS: Final = (
-    "id",
-    "summary",
-    "details",
-    "client_id",
-    "client_name",
-    "user_id",
-    "user_name",
-    "site_id",
-    "site_name",
-    "tickettype_id",
-    "status_id",
-    "status_name",
-    "priority_id",
-    "priority_name",
-    "agent_id",
-    "agent_name",
-    "team_id",
-    "team_name",
-    "datecreated",
-    "datelastupdated",
-)
-
 
 class ErrorHandling(StrEnum):
     """What the rule runner does after a failed action; the record's `disposition`."""
@@ -122,13 +72,6 @@ class ErrorHandling(StrEnum):
     CONTINUE = "continue"
     STOP = "stop"
     STOP_ALL = "stop_all"
-
-
-class Outcome(StrEnum):
-    """How a job ended."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
 
 
 def _error_handling_from_display_name(value: object) -> object:
@@ -181,38 +124,6 @@ class Job(BaseModel):
         if _depth(value) > MAX_NESTING_DEPTH:
             raise ValueError(f"nested deeper than {MAX_NESTING_DEPTH} levels")
         return value
-
-
-class ErrorInfo(BaseModel):
-    """The `error` object of a failed result record."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    code: ErrorCode
-    message: str
-    retryable: bool
-    http_status: int | None = None
-    field: str | None = None
-
-
-class ResultRecord(BaseModel):
-    """How one job ended (CONTRACT §2); written once per `job_id`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: str
-    outcome: Outcome
-    disposition: ErrorHandling | None
-    result: list[dict[str, Any]] | None
-    variables: dict[str, Any]
-    changed_fields: list[str]
-    warnings: list[str]
-    error: ErrorInfo | None
-    attempts: int
-    halo_requests: int | float
-    submitted_at: str
-    finished_at: str
-    meta: dict[str, Any]
 
 
 def parse_job(raw: bytes | str | Mapping[str, Any]) -> Job:
@@ -308,26 +219,6 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return where
 
 
-def redacted_fields(job: Mapping[str, Any]) -> dict[str, Any]:
-    """What events, logs and Flower may show of a job: its ids and the ticket id template.
-
-    Never `variables`, `details`, `summary` or `meta`: they carry email content. Each value
-    shown is a number or a string cut to `_SHOWN_CHARS`; any other value (in a job that does
-    not validate) shows only as its JSON type.
-    """
-    return {key: _shown(job.get(key)) for key in ("job_id", "connection", "ticket_id")}
-
-
-def redacted_view(job: Mapping[str, Any]) -> str:
-    """`redacted_fields` as the JSON text of Celery's `argsrepr`: ``[{...}]``."""
-    return json.dumps([redacted_fields(job)])
-
-
-def utc_now_iso() -> str:
-    """The current time as the contract writes it: ``2026-11-27T10:00:00.412Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _first_field(exc: ValidationError) -> str | None:
     errors = exc.errors(include_url=False, include_input=False)
     return str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
@@ -342,94 +233,3 @@ def _depth(value: Any, level: int = 0) -> int:
     if isinstance(value, list):
         return max((_depth(v, level + 1) for v in value), default=level + 1)
     return level
-
-
-# Enough of a shown value to recognise a ticket id template; bounds what one job puts in an event.
-_SHOWN_CHARS: Final = 200
-_SHOWN_MAX_INT: Final = 2**63
-
-
-def _shown(value: Any) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        # A huge integer cannot even be printed (Python caps int-to-text at 4300 digits), and
-        # NaN is not JSON.
-        return value if abs(value) < _SHOWN_MAX_INT else "<a number>"
-    if isinstance(value, str):
-        return value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 1] + "…"
-    return f"<{json_kind(value)}>"
-
-
-def json_kind(value: Any) -> str:
-    """A JSON value's type as messages name it ("an object", "an array", "a string",
-    "a number", "a boolean", "null"): what to say of a value that must not be quoted."""
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    return "a boolean" if isinstance(value, bool) else "a number"
-
-
-def succeeded_record(
-    job: Job,
-    job_id: str,
-    *,
-    ticket: dict[str, Any],
-    changed_fields: list[str],
-    warnings: list[str],
-    attempts: int,
-    halo_requests: int | float,
-    submitted_at: str,
-) -> ResultRecord:
-    """The record of a job that updated (or found already up to date) its ticket."""
-    result = [ticket]
-    return ResultRecord(
-        job_id=job_id,
-        outcome=Outcome.SUCCEEDED,
-        disposition=None,
-        result=result,
-        variables={"custom": {job.result_variable: result}} if job.result_variable else {},
-        changed_fields=changed_fields,
-        warnings=warnings,
-        error=None,
-        attempts=attempts,
-        halo_requests=halo_requests,
-        submitted_at=submitted_at,
-        finished_at=utc_now_iso(),
-        meta=job.meta,
-    )
-
-
-def failed_record(
-    job_id: str,
-    error: JobError,
-    *,
-    job: Job | None,
-    attempts: int,
-    halo_requests: int | float,
-    submitted_at: str,
-    warnings: list[str] | None = None,
-    meta: dict[str, Any] | None = None,
-) -> ResultRecord:
-    """The record of a failed job. `job` is None when the job itself did not validate; the
-    disposition is then the default, `exception`, since the job's own choice is unreadable."""
-    return ResultRecord(
-        job_id=job_id,
-        outcome=Outcome.FAILED,
-        disposition=job.error_handling if job else ErrorHandling.EXCEPTION,
-        result=None,
-        variables={},
-        changed_fields=[],
-        warnings=warnings or [],
-        error=ErrorInfo.model_validate(error.to_dict()),
-        attempts=attempts,
-        halo_requests=halo_requests,
-        submitted_at=submitted_at,
-        finished_at=utc_now_iso(),
-        meta=job.meta if job else (meta or {}),
-    )
