@@ -22,10 +22,10 @@ import redis
 
 from ops.sentinel import ReplicationGroup
 from producers.jobs import Producer
-from reliability.audit import AgentEdits, audit, wait_for_records
-from reliability.fleet import Fleet, Record
-from reliability.scale import SCALE
-from reliability.submitter import Submitter
+from tests.reliability.audit import AgentEdits, audit, wait_for_records
+from tests.reliability.fleet import Fleet, Record
+from tests.reliability.scale import SCALE
+from tests.reliability.submitter import Submitter
 from worker.redisconn import RedisOptions, connect
 from worker.replication import ReplicaAcks
 
