@@ -65,7 +65,7 @@ lock: $(TOOLS_STAMP)
 
 # PROFILE=current|legacy|strict picks the tenant the fake Halo plays.
 demo: $(STAMP)
-	$(PY) -m ops.demo $(if $(PROFILE),--profile $(PROFILE))
+	$(PY) -m tests.harness.demo $(if $(PROFILE),--profile $(PROFILE))
 
 bench: $(STAMP)
 	$(PY) -m ops.bench

@@ -23,8 +23,8 @@ import redis
 from fakehalo.seeds import plain_ticket
 from ops.bench_noop import DONE_KEY
 from ops.bench_profile import ProfiledWorkerProcess
-from ops.processes import BIN, FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import BIN, FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from worker.keys import RESULTS_STREAM, backlog_key, backlog_taken_key, rate_key, result_key
 
 SECRET_ENV = "HALO_BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret.

@@ -41,8 +41,8 @@ import httpx
 import psutil
 import redis
 
-from ops.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from worker.keys import CLAIM_PREFIX, DEFERRED, RESULTS_STREAM, UNFINISHED, result_key
 
 SECRET_ENV = "HALO_SOAK_SECRET"  # noqa: S105 - the name of a variable, not a secret.

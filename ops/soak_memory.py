@@ -24,8 +24,8 @@ import httpx
 import psutil
 import redis
 
-from ops.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from worker.keys import RESULTS_STREAM
 
 SECRET_ENV = "HALO_SOAK_SECRET"  # noqa: S105 - the name of a variable, not a secret.

@@ -22,8 +22,8 @@ import redis
 
 from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
 from fakehalo.profiles import DEFAULT_PROFILE, PROFILES
-from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess, service_env
 from tests.integration.harness import SECRET_ENV, TEST_SETTINGS
 
 

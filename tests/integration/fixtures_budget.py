@@ -15,7 +15,7 @@ from typing import Any, Final
 import pytest
 import redis
 
-from ops.processes import RedisServer
+from tests.harness.processes import RedisServer
 from tests.integration.budget import Fleet, Tenants, write_connections
 from worker.runtime import Runtime, build_runtime
 from worker.settings import Settings

@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from ops.processes import BIN, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import BIN, WorkerProcess
 from tests.integration.harness import (
     Job,
     Record,

@@ -14,8 +14,8 @@ import pytest
 from celery import Celery
 
 from fakehalo import FakeHalo
-from ops.processes import RedisServer, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess
 from tests.integration.harness import new_job, wait_for_record
 from worker.publishing import send_batch
 

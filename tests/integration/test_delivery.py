@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from fakehalo import FakeHalo
-from ops.processes import WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import WorkerProcess
 from tests.integration.harness import (
     RECORD_WAIT_S,
     TEST_SETTINGS,

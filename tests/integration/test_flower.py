@@ -27,8 +27,8 @@ import redis
 from celery import Celery
 
 from fakehalo import FakeHalo
-from ops.processes import FlowerProcess, RedisServer, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import FlowerProcess, RedisServer, WorkerProcess
 from tests.integration.harness import (
     deliveries,
     feed_entries,

@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 
 from fakehalo import FakeHalo
-from ops.processes import RedisServer
+from tests.harness.processes import RedisServer
 from tests.integration.foreign import Fleet, marked_job
 from tests.integration.harness import wait_for_deliveries
 

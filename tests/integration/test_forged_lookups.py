@@ -8,8 +8,8 @@ from collections.abc import Callable
 import redis
 
 from fakehalo import FakeHalo
-from ops.processes import WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import WorkerProcess
 from tests.integration.harness import new_job, run_job
 
 # The statuses ticket 4711's type (1) allows: the list a job on it reads.

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from fakehalo import FakeHalo
-from ops.processes import RedisServer
+from tests.harness.processes import RedisServer
 from tests.integration.foreign import Fleet, marked_job
 from tests.integration.harness import Job, feed_entries, wait_for_deliveries
 

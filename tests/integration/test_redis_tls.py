@@ -22,7 +22,8 @@ import pytest
 import redis
 
 from fakehalo import DEMO_CLIENT_SECRET
-from ops.processes import (
+from producers.jobs import Producer, SubmitError
+from tests.harness.processes import (
     BIN,
     FlowerProcess,
     ProcessError,
@@ -31,7 +32,6 @@ from ops.processes import (
     free_port,
     service_env,
 )
-from producers.jobs import Producer, SubmitError
 from tests.integration.certs import Issued, TestCA
 from tests.integration.harness import (
     SECRET_ENV,

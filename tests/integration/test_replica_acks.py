@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from fakehalo import DEMO_CLIENT_SECRET, FakeHalo
-from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer, SubmitError
+from tests.harness.processes import RedisServer, WorkerProcess, service_env
 from tests.integration.harness import (
     SECRET_ENV,
     TEST_SETTINGS,

@@ -18,9 +18,16 @@ import pytest
 import redis
 
 from fakehalo import DEMO_CLIENT_SECRET
-from ops.processes import BIN, FlowerProcess, RedisServer, WorkerProcess, free_port, service_env
-from ops.sentinel import ReplicationGroup
 from producers.jobs import Producer
+from tests.harness.processes import (
+    BIN,
+    FlowerProcess,
+    RedisServer,
+    WorkerProcess,
+    free_port,
+    service_env,
+)
+from tests.harness.sentinel import ReplicationGroup
 from tests.integration.harness import (
     SECRET_ENV,
     TEST_SETTINGS,

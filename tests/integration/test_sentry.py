@@ -22,8 +22,8 @@ import pytest
 from celery import Celery
 
 from fakehalo import DEMO_CLIENT_SECRET, FakeHalo
-from ops.processes import RedisServer, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess
 from tests.integration.harness import new_job, run_job
 from worker.models import QUEUE
 

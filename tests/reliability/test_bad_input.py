@@ -43,8 +43,8 @@ from hypothesis import strategies as st
 from kombu import Connection, Exchange, Queue
 
 from fakehalo import FakeHalo
-from ops.processes import RedisServer, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess
 from tests.integration.conftest import (  # noqa: F401 - fixtures, used by name
     _clean_slate,
     connections_file,

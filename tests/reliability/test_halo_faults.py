@@ -27,8 +27,8 @@ from typing import Any, Final
 import pytest
 
 from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, RecordedRequest
-from ops.processes import WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import WorkerProcess
 from tests.integration.conftest import (  # noqa: F401 - fixtures, used by name
     _clean_slate,
     connections_file,

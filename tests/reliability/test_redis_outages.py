@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.processes import ProcessError, RedisServer, free_port
 from producers.jobs import Producer, SubmitError
+from tests.harness.processes import ProcessError, RedisServer, free_port
 from tests.reliability.audit import AgentEdits, audit, wait_for_records
 from tests.reliability.fleet import Fleet
 from tests.reliability.scale import SCALE

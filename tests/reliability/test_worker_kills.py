@@ -20,7 +20,7 @@ from datetime import datetime
 import pytest
 import redis
 
-from ops.processes import WorkerProcess
+from tests.harness.processes import WorkerProcess
 from tests.reliability.audit import AgentEdits, Audit, audit, wait_for_records
 from tests.reliability.fleet import Fleet, Record
 from tests.reliability.scale import SCALE
