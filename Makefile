@@ -68,10 +68,10 @@ demo: $(STAMP)
 	$(PY) -m tests.harness.demo $(if $(PROFILE),--profile $(PROFILE))
 
 bench: $(STAMP)
-	$(PY) -m ops.bench
+	$(PY) -m bench
 
 soak: $(STAMP)
-	$(PY) -m ops.soak
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
