@@ -65,13 +65,13 @@ lock: $(TOOLS_STAMP)
 
 # PROFILE=current|legacy|strict picks the tenant the fake Halo plays.
 demo: $(STAMP)
-	$(PY) -m ops.demo $(if $(PROFILE),--profile $(PROFILE))
+	$(PY) -m tests.harness.demo $(if $(PROFILE),--profile $(PROFILE))
 
 bench: $(STAMP)
-	$(PY) -m ops.bench
+	$(PY) -m bench
 
 soak: $(STAMP)
-	$(PY) -m ops.soak
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

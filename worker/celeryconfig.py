@@ -1,6 +1,6 @@
 """The Celery configuration of the worker, as a function with no side effects.
 
-`worker.app` applies it; the benchmark's no-op baseline (`ops.bench_noop`) applies the same
+`worker.app` applies it; the benchmark's no-op baseline (`bench.noop`) applies the same
 configuration without wiring the worker's signal hooks.
 """
 

@@ -3,7 +3,7 @@
 # placeholder replaced by "#" and the SHA-256 of that role's password, read from the
 # environment (REDIS_WORKER_PASSWORD, REDIS_PRODUCER_PASSWORD, REDIS_FLOWER_PASSWORD,
 # REDIS_PASSWORD for the admin), and without its comment and blank lines (Redis takes none in
-# an ACL file). No password is written anywhere. ops/redis_acl.py does the same
+# an ACL file). No password is written anywhere. tests/harness/redis_acl.py does the same
 # for native runs and the tests.
 #
 #   render-acl.sh RULES OUTPUT

@@ -22,9 +22,9 @@ import redis
 
 from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
 from fakehalo.profiles import DEFAULT_PROFILE, PROFILES
-from integration.harness import SECRET_ENV, TEST_SETTINGS
-from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess, service_env
+from tests.integration.harness import SECRET_ENV, TEST_SETTINGS
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Fixtures of the budget tests, loaded with ``pytest_plugins = ["integration.fixtures_budget"]``.
+"""Fixtures of the budget tests, loaded with
+``pytest_plugins = ["tests.integration.fixtures_budget"]``.
 
 They use the session's private Redis (`redis_server`, from conftest) but a database of their
 own, flushed around every test, so that no worker process of another module (whose mover
@@ -14,8 +15,8 @@ from typing import Any, Final
 import pytest
 import redis
 
-from integration.budget import Fleet, Tenants, write_connections
-from ops.processes import RedisServer
+from tests.harness.processes import RedisServer
+from tests.integration.budget import Fleet, Tenants, write_connections
 from worker.runtime import Runtime, build_runtime
 from worker.settings import Settings
 

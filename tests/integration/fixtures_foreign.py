@@ -1,6 +1,6 @@
 """Fixtures of the tests of producers that are not this library, loaded with
-``pytest_plugins = ["integration.fixtures_foreign"]``: the module worker's task events, and the
-`Fleet` that checks a job's record against them.
+``pytest_plugins = ["tests.integration.fixtures_foreign"]``: the module worker's task events,
+and the `Fleet` that checks a job's record against them.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from integration.foreign import Fleet
-from integration.task_events import TaskEvents
-from ops.processes import RedisServer, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess
+from tests.integration.foreign import Fleet
+from tests.integration.task_events import TaskEvents
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Checks of the tests of producers that are not this library (plain Celery, celery-node, a
 raw LPUSH): one job, one record under the right key, once, and nothing of its content shown.
-Their fixtures are in `integration.fixtures_foreign`.
+Their fixtures are in `tests.integration.fixtures_foreign`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 
 import redis
 
-from integration.harness import (
+from producers.jobs import Producer
+from tests.harness.processes import BIN, WorkerProcess
+from tests.integration.harness import (
     Job,
     Record,
     feed_entries,
@@ -22,9 +24,7 @@ from integration.harness import (
     wait_for_deliveries,
     wait_for_record,
 )
-from integration.task_events import TaskEvents
-from ops.processes import BIN, WorkerProcess
-from producers.jobs import Producer
+from tests.integration.task_events import TaskEvents
 from worker.models import redacted_fields
 
 # Events reach the receiver a moment after the record is written; a test waits this long only

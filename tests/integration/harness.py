@@ -10,8 +10,8 @@ from typing import Any, cast
 
 import redis
 
-from ops.processes import WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import WorkerProcess
 from worker.keys import RESULTS_STREAM
 
 SECRET_ENV = "HALO_ACME_SECRET"

@@ -13,7 +13,7 @@ from typing import Any, Self
 
 from celery import Celery
 
-from integration.harness import wait_until
+from tests.integration.harness import wait_until
 
 # How long the receiver may take to subscribe and hear the worker's first heartbeat (sent
 # every 2 s, and at once when woken): a test waits this long only when something is broken.

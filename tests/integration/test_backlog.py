@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from fakehalo import FakeHalo
-from integration.budget import (
+from tests.integration.budget import (
     Fleet,
     Job,
     Record,
@@ -33,7 +33,7 @@ from worker.learned import Learned
 from worker.runner import RunResult
 from worker.runtime import Runtime
 
-pytest_plugins = ["integration.fixtures_budget"]
+pytest_plugins = ["tests.integration.fixtures_budget"]
 
 SUBMITTED_AT: Final = "2026-12-01T08:59:00.000Z"
 # Record fields that depend on how Halo's work was shared out or on the moment a job ended.

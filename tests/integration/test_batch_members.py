@@ -14,9 +14,9 @@ import pytest
 from celery import Celery
 
 from fakehalo import FakeHalo
-from integration.harness import new_job, wait_for_record
-from ops.processes import RedisServer, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess
+from tests.integration.harness import new_job, wait_for_record
 from worker.publishing import send_batch
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -3,7 +3,7 @@ ignores `ticketids`, or answers a POST of several tickets with the first one onl
 job exactly as a single run would, and never POSTs a change twice.
 
 The worker's parts run in this process against fake tenants behind `httpx.MockTransport`
-(`integration.budget`); the fake's request log is the judge of what was sent.
+(`tests.integration.budget`); the fake's request log is the judge of what was sent.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from collections import Counter
 from typing import Any, Final
 
 from fakehalo import FakeHalo
-from integration.budget import Fleet, Job, Record, Tenants, job, new_fake
+from tests.integration.budget import Fleet, Job, Record, Tenants, job, new_fake
 from worker.backlog import BATCH_COST, Dispatcher, Parked
 from worker.batch import run_batch
 from worker.learned import Learned
 from worker.runtime import Runtime
 
-pytest_plugins = ["integration.fixtures_budget"]
+pytest_plugins = ["tests.integration.fixtures_budget"]
 
 SUBMITTED_AT: Final = "2026-12-01T08:59:00.000Z"
 TICKETS: Final = tuple(range(5001, 5011))

@@ -3,7 +3,7 @@ read and written in batches from the first moment, not one by one until the budg
 a lone job still runs straight through, at a single job's cost.
 
 The worker's parts run in this process against a fake tenant behind `httpx.MockTransport`
-(`integration.budget`), answering each request after 100 ms as a real Halo would; threads
+(`tests.integration.budget`), answering each request after 100 ms as a real Halo would; threads
 stand for the worker's pool. The fake's request log is the judge of what was spent.
 """
 
@@ -15,7 +15,7 @@ from typing import Final
 import pytest
 
 from fakehalo import FakeHalo
-from integration.budget import Fleet, Job, Record, Tenants, job, new_fake, wait_until
+from tests.integration.budget import Fleet, Job, Record, Tenants, job, new_fake, wait_until
 from worker.backlog import Dispatcher, Parked
 from worker.batch import run_batch
 from worker.deferrals import move_due
@@ -23,7 +23,7 @@ from worker.learned import Learned
 from worker.runner import RunResult
 from worker.runtime import Runtime
 
-pytest_plugins = ["integration.fixtures_budget"]
+pytest_plugins = ["tests.integration.fixtures_budget"]
 
 BURST_JOBS: Final = 60
 FIRST_TICKET: Final = 6001

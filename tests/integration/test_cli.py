@@ -15,10 +15,10 @@ import pytest
 import redis
 
 from fakehalo import FakeHalo
-from integration.harness import new_job, run_job, wait_for_record
 from operators.bulk import submit_lines
-from ops.processes import BIN, free_port
 from producers.jobs import Producer
+from tests.harness.processes import BIN, free_port
+from tests.integration.harness import new_job, run_job, wait_for_record
 
 pytestmark = pytest.mark.usefixtures("worker")
 

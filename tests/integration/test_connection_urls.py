@@ -19,10 +19,10 @@ import pytest
 import redis
 
 from fakehalo import DEMO_CLIENT_ID, FakeHalo
-from integration.harness import SECRET_ENV, new_job, run_job
 from operators.cli import main
-from ops.processes import ProcessError, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import ProcessError, WorkerProcess
+from tests.integration.harness import SECRET_ENV, new_job, run_job
 from worker.settings import get_settings
 
 Cli = Callable[[str], tuple[int, str]]

@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from fakehalo import FakeHalo
-from integration.harness import feed_entries, new_job, wait_for_record, wait_until
-from ops.processes import WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import WorkerProcess
+from tests.integration.harness import feed_entries, new_job, wait_for_record, wait_until
 
 
 def test_a_job_whose_worker_was_killed_finishes_once_after_a_restart(

@@ -22,9 +22,9 @@ from kombu import Connection, Exchange, Queue
 from prometheus_client.parser import text_string_to_metric_families
 
 from fakehalo import FakeHalo
-from integration.harness import new_job, run_job, wait_for_record, wait_until
-from ops.processes import BIN, RedisServer, WorkerProcess, free_port
 from producers.jobs import Producer
+from tests.harness.processes import BIN, RedisServer, WorkerProcess, free_port
+from tests.integration.harness import new_job, run_job, wait_for_record, wait_until
 from worker.deadletters import MAX_DEAD_LETTERS, MAX_RAW_BYTES, Reason
 from worker.keys import DEAD_LETTER_COUNTS, DEAD_LETTERS
 from worker.models import QUEUE, TASK_NAME

@@ -10,7 +10,9 @@ import pytest
 import redis
 
 from fakehalo import FakeHalo
-from integration.harness import (
+from producers.jobs import Producer
+from tests.harness.processes import WorkerProcess
+from tests.integration.harness import (
     RECORD_WAIT_S,
     TEST_SETTINGS,
     feed_entries,
@@ -19,8 +21,6 @@ from integration.harness import (
     wait_for_deliveries,
     wait_for_record,
 )
-from ops.processes import WorkerProcess
-from producers.jobs import Producer
 from worker.keys import result_key
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from fakehalo import FakeHalo, RecordedRequest
-from integration.harness import new_job, run_job, wait_until
 from producers.jobs import Producer
+from tests.integration.harness import new_job, run_job, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 

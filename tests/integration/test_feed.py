@@ -8,9 +8,9 @@ import time
 import pytest
 import redis
 
-from integration.harness import feed_entries, new_job, run_job
 from producers.feed import CompletionFeed
 from producers.jobs import Producer
+from tests.integration.harness import feed_entries, new_job, run_job
 from worker.keys import RESULTS_STREAM
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -27,7 +27,9 @@ import redis
 from celery import Celery
 
 from fakehalo import FakeHalo
-from integration.harness import (
+from producers.jobs import Producer
+from tests.harness.processes import FlowerProcess, RedisServer, WorkerProcess
+from tests.integration.harness import (
     deliveries,
     feed_entries,
     new_job,
@@ -35,8 +37,6 @@ from integration.harness import (
     wait_for_record,
     wait_until,
 )
-from ops.processes import FlowerProcess, RedisServer, WorkerProcess
-from producers.jobs import Producer
 from worker.models import QUEUE, TASK_NAME
 
 USER, PASSWORD = "ops", f"pw-{uuid.uuid4().hex}"

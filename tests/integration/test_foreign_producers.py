@@ -20,11 +20,11 @@ import redis
 from celery import Celery
 
 from fakehalo import FakeHalo
-from integration.foreign import Fleet, marked_job
-from integration.harness import wait_for_deliveries
-from ops.processes import RedisServer
+from tests.harness.processes import RedisServer
+from tests.integration.foreign import Fleet, marked_job
+from tests.integration.harness import wait_for_deliveries
 
-pytest_plugins = ["integration.fixtures_foreign"]
+pytest_plugins = ["tests.integration.fixtures_foreign"]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import redis
 
 from fakehalo import FakeHalo
-from integration.harness import new_job, run_job
-from ops.processes import WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import WorkerProcess
+from tests.integration.harness import new_job, run_job
 
 # The statuses ticket 4711's type (1) allows: the list a job on it reads.
 STATUS_KEY = "halo:lookup:acme:status:type-1"

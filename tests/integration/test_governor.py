@@ -15,7 +15,7 @@ from typing import Final, cast
 import pytest
 import redis
 
-from integration.budget import (
+from tests.integration.budget import (
     Fleet,
     Tenants,
     hammer,
@@ -28,7 +28,7 @@ from worker.governor import Governor
 from worker.ratelimit import RateLimit
 from worker.runtime import Runtime, redis_client
 
-pytest_plugins = ["integration.fixtures_budget"]
+pytest_plugins = ["tests.integration.fixtures_budget"]
 
 HOSTED_429_TEXT: Final = "Rate Limit Reached - 300 Requests per rolling 5 minute window"
 # The governor pads a window by 5 %, at least 0.2 s (worker.governor): for a 1 s window no

@@ -18,11 +18,11 @@ from typing import Final
 
 import httpx
 
-from integration.budget import Fleet, Tenants, new_fake
+from tests.integration.budget import Fleet, Tenants, new_fake
 from worker.errors import BudgetExhausted
 from worker.runtime import Runtime
 
-pytest_plugins = ["integration.fixtures_budget"]
+pytest_plugins = ["tests.integration.fixtures_budget"]
 
 # A 6 s window: the governor pads it by 0.3 s (5 %, at least 0.2 s; `worker.governor`).
 LIMIT: Final = "5/6s"

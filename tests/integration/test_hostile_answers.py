@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from fakehalo import FakeHalo
-from integration.harness import feed_entries, new_job, run_job
-from ops.processes import WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import WorkerProcess
+from tests.integration.harness import feed_entries, new_job, run_job
 from worker.writable import CUT, WRITTEN_CUT
 
 pytestmark = pytest.mark.usefixtures("worker")

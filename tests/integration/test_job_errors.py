@@ -11,9 +11,9 @@ import pytest
 from celery import Celery
 
 from fakehalo import FakeHalo
-from integration.harness import new_job, run_job, wait_for_record
-from ops.processes import RedisServer
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer
+from tests.integration.harness import new_job, run_job, wait_for_record
 from worker.keys import result_key
 from worker.models import MAX_RENDERED_CHARS, QUEUE, TASK_NAME
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from integration.harness import new_job, run_job, wait_until
-from ops.processes import BIN, RedisServer, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import BIN, RedisServer, WorkerProcess
+from tests.integration.harness import new_job, run_job, wait_until
 from worker import heartbeat
 
 CANARY_INTERVAL_S = 0.5

@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fakehalo import FakeHalo
-from integration.harness import new_job, run_job, wait_until
-from ops.processes import RedisServer, WorkerProcess, free_port
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess, free_port
+from tests.integration.harness import new_job, run_job, wait_until
 from worker.backlog import Backlogs
 from worker.deferred import DeferredJobs
 from worker.metrics import RedisStateCollector

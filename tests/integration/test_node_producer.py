@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from fakehalo import FakeHalo
-from integration.foreign import Fleet, marked_job
-from integration.harness import Job, feed_entries, wait_for_deliveries
-from ops.processes import RedisServer
+from tests.harness.processes import RedisServer
+from tests.integration.foreign import Fleet, marked_job
+from tests.integration.harness import Job, feed_entries, wait_for_deliveries
 
-pytest_plugins = ["integration.fixtures_foreign"]
+pytest_plugins = ["tests.integration.fixtures_foreign"]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "node-producer"
 # The version docs/producers.md says was checked; package.json pins it exactly.

@@ -20,10 +20,10 @@ import redis
 from celery import Celery
 
 from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
-from integration.harness import SECRET_ENV, new_job, run_job, wait_for_record
 from operators.cli import main
-from ops.processes import RedisServer, free_port
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, free_port
+from tests.integration.harness import SECRET_ENV, new_job, run_job, wait_for_record
 from worker.connections import load_connections
 from worker.keys import failed_job_key, result_key
 from worker.learned import Learned

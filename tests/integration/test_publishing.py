@@ -16,9 +16,9 @@ import pytest
 import redis
 from celery import Celery
 
-from integration.harness import new_job
-from ops.processes import RedisServer
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer
+from tests.integration.harness import new_job
 from worker.celeryconfig import BATCH_TASK_NAME
 from worker.models import QUEUE, TASK_NAME
 from worker.publishing import send_batch, send_job

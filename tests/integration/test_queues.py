@@ -22,9 +22,9 @@ from celery import Celery
 
 from fakehalo import FakeHalo
 from fakehalo.seeds import plain_ticket
-from integration.harness import new_job, wait_for_record, wait_until
-from ops.processes import BIN, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import BIN, WorkerProcess
+from tests.integration.harness import new_job, wait_for_record, wait_until
 from worker.celeryconfig import RETIRED_BATCH_QUEUE
 from worker.keys import BACKLOGS, DEFERRED, TICKET_WAITING, backlog_key
 from worker.models import QUEUE, TASK_NAME

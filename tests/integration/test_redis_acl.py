@@ -22,9 +22,9 @@ import pytest
 import redis
 
 from fakehalo import DEMO_CLIENT_SECRET
-from integration.harness import SECRET_ENV, TEST_SETTINGS, new_job, wait_for_record, wait_until
-from ops import redis_acl
-from ops.processes import (
+from producers.jobs import Producer
+from tests.harness import redis_acl
+from tests.harness.processes import (
     BIN,
     FlowerProcess,
     RedisServer,
@@ -32,7 +32,13 @@ from ops.processes import (
     redis_reachable,
     service_env,
 )
-from producers.jobs import Producer
+from tests.integration.harness import (
+    SECRET_ENV,
+    TEST_SETTINGS,
+    new_job,
+    wait_for_record,
+    wait_until,
+)
 
 FLOWER_USER, FLOWER_PASSWORD = "ops", "acl-test-flower"
 

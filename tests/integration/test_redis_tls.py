@@ -22,9 +22,8 @@ import pytest
 import redis
 
 from fakehalo import DEMO_CLIENT_SECRET
-from integration.certs import Issued, TestCA
-from integration.harness import SECRET_ENV, TEST_SETTINGS, new_job, wait_for_record, wait_until
-from ops.processes import (
+from producers.jobs import Producer, SubmitError
+from tests.harness.processes import (
     BIN,
     FlowerProcess,
     ProcessError,
@@ -33,7 +32,14 @@ from ops.processes import (
     free_port,
     service_env,
 )
-from producers.jobs import Producer, SubmitError
+from tests.integration.certs import Issued, TestCA
+from tests.integration.harness import (
+    SECRET_ENV,
+    TEST_SETTINGS,
+    new_job,
+    wait_for_record,
+    wait_until,
+)
 from worker.metrics import redis_for_scrapes
 from worker.redisconn import RedisOptions, connect
 

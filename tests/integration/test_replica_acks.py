@@ -14,9 +14,15 @@ import pytest
 import redis
 
 from fakehalo import DEMO_CLIENT_SECRET, FakeHalo
-from integration.harness import SECRET_ENV, TEST_SETTINGS, new_job, wait_for_record, wait_until
-from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer, SubmitError
+from tests.harness.processes import RedisServer, WorkerProcess, service_env
+from tests.integration.harness import (
+    SECRET_ENV,
+    TEST_SETTINGS,
+    new_job,
+    wait_for_record,
+    wait_until,
+)
 from worker.keys import claim_key, result_key
 from worker.models import Outcome, ResultRecord, utc_now_iso
 from worker.replication import NotReplicated, ReplicaAcks

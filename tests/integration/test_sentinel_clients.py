@@ -18,10 +18,23 @@ import pytest
 import redis
 
 from fakehalo import DEMO_CLIENT_SECRET
-from integration.harness import SECRET_ENV, TEST_SETTINGS, new_job, wait_for_record, wait_until
-from ops.processes import BIN, FlowerProcess, RedisServer, WorkerProcess, free_port, service_env
-from ops.sentinel import ReplicationGroup
 from producers.jobs import Producer
+from tests.harness.processes import (
+    BIN,
+    FlowerProcess,
+    RedisServer,
+    WorkerProcess,
+    free_port,
+    service_env,
+)
+from tests.harness.sentinel import ReplicationGroup
+from tests.integration.harness import (
+    SECRET_ENV,
+    TEST_SETTINGS,
+    new_job,
+    wait_for_record,
+    wait_until,
+)
 from worker.deadletters import Reason
 from worker.keys import DEAD_LETTERS
 from worker.models import QUEUE

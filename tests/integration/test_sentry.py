@@ -22,9 +22,9 @@ import pytest
 from celery import Celery
 
 from fakehalo import DEMO_CLIENT_SECRET, FakeHalo
-from integration.harness import new_job, run_job
-from ops.processes import RedisServer, WorkerProcess
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess
+from tests.integration.harness import new_job, run_job
 from worker.models import QUEUE
 
 # Long enough for the SDK's background thread to send an event; waited only when one is due.

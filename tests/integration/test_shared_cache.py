@@ -11,10 +11,10 @@ from typing import Final
 import redis
 
 from fakehalo import DEMO_CLIENT_SECRET, FakeHalo
-from integration.budget import Fleet, Tenants, new_fake
+from tests.integration.budget import Fleet, Tenants, new_fake
 from worker.runtime import Runtime
 
-pytest_plugins = ["integration.fixtures_budget"]
+pytest_plugins = ["tests.integration.fixtures_budget"]
 
 PROCESSES: Final = 4
 THREADS_PER_PROCESS: Final = 5

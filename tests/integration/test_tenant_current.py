@@ -14,8 +14,8 @@ import pytest
 
 from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo
 from fakehalo.profiles import DEFAULT_PROFILE
-from integration.harness import new_job, run_job
 from producers.jobs import Producer
+from tests.integration.harness import new_job, run_job
 
 pytestmark = pytest.mark.usefixtures("current_tenant", "worker")
 

@@ -15,8 +15,8 @@ import pytest
 
 from fakehalo import FakeHalo
 from fakehalo.profiles import DEFAULT_PROFILE
-from integration.harness import new_job, run_job
 from producers.jobs import Producer
+from tests.integration.harness import new_job, run_job
 
 pytestmark = pytest.mark.usefixtures("strict_tenant", "worker")
 

@@ -15,7 +15,7 @@ import redis
 
 from fakehalo import FakeHalo
 from fakehalo.seeds import plain_ticket
-from integration.budget import Fleet, Job, Tenants, job, new_fake, wait_until
+from tests.integration.budget import Fleet, Job, Tenants, job, new_fake, wait_until
 from worker.backlog import Parked
 from worker.batch import run_batch
 from worker.deferrals import move_due
@@ -31,7 +31,7 @@ from worker.runner import RunResult
 from worker.runtime import Runtime
 from worker.tickets import TicketLines, Turn
 
-pytest_plugins = ["integration.fixtures_budget"]
+pytest_plugins = ["tests.integration.fixtures_budget"]
 
 EARLIER: Final = "2026-12-01T08:59:00.000Z"
 LATER: Final = "2026-12-01T08:59:00.150Z"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from fakehalo import FakeHalo
-from integration.harness import new_job, run_job
-from integration.profiles import expected_changed, expected_post
 from producers.jobs import Producer
+from tests.integration.harness import new_job, run_job
+from tests.integration.profiles import expected_changed, expected_post
 from worker.models import RESULT_TICKET_KEYS
 
 # Every test runs once per tenant profile of the fake (current, legacy, strict).

@@ -7,8 +7,8 @@ import time
 import pytest
 import redis
 
-from integration.harness import new_job, run_job, wait_for_record
 from producers.jobs import Producer
+from tests.integration.harness import new_job, run_job, wait_for_record
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -23,7 +23,7 @@ import redis
 
 from fakehalo import FakeHalo
 from fakehalo.seeds import plain_ticket
-from reliability.fleet import Fleet, Record, summary_of
+from tests.reliability.fleet import Fleet, Record, summary_of
 from worker.keys import (
     DEFERRED,
     DEFERRED_JOBS,

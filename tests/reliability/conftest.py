@@ -1,6 +1,6 @@
-"""Reliability fixtures: a fleet of its own for every test (see `reliability.fleet`).
+"""Reliability fixtures: a fleet of its own for every test (see `tests.reliability.fleet`).
 
-Sizes come from ``HALO_RELIABILITY_SCALE`` (`reliability.scale`): CI runs the ``ci`` sizes.
+Sizes come from ``HALO_RELIABILITY_SCALE`` (`tests.reliability.scale`): CI runs the ``ci`` sizes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability.fleet import Fleet
+from tests.reliability.fleet import Fleet
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import redis
 
 from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, serve_in_thread
 from fakehalo.seeds import plain_ticket
-from ops.processes import RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess, service_env
 from worker.keys import result_key
 from worker.runner import _CLAIM_MARGIN_S
 

@@ -6,7 +6,7 @@ import threading
 import time
 
 from producers.jobs import Producer, SubmitError
-from reliability.fleet import Job
+from tests.reliability.fleet import Job
 
 # A submission every this often: the outage falls in the middle of a steady stream.
 SUBMIT_EVERY_S = 0.05

@@ -40,7 +40,12 @@ import redis
 from celery import Celery
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from integration.conftest import (  # noqa: F401 - fixtures, used by name
+from kombu import Connection, Exchange, Queue
+
+from fakehalo import FakeHalo
+from producers.jobs import Producer
+from tests.harness.processes import RedisServer, WorkerProcess
+from tests.integration.conftest import (  # noqa: F401 - fixtures, used by name
     _clean_slate,
     connections_file,
     env_for,
@@ -52,12 +57,7 @@ from integration.conftest import (  # noqa: F401 - fixtures, used by name
     worker,
     worker_factory,
 )
-from integration.harness import new_job, run_job, wait_until
-from kombu import Connection, Exchange, Queue
-
-from fakehalo import FakeHalo
-from ops.processes import RedisServer, WorkerProcess
-from producers.jobs import Producer
+from tests.integration.harness import new_job, run_job, wait_until
 from worker.errors import InvalidJob
 from worker.keys import DEAD_LETTERS
 from worker.models import JOB_ID_PATTERN, MAX_JOB_BYTES, MAX_NESTING_DEPTH, QUEUE, TASK_NAME

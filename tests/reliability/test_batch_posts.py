@@ -19,8 +19,8 @@ from typing import Final
 
 import pytest
 
-from reliability.audit import wait_for_records
-from reliability.fleet import UNLIMITED, Fleet, summary_of
+from tests.reliability.audit import wait_for_records
+from tests.reliability.fleet import UNLIMITED, Fleet, summary_of
 
 JOBS: Final = 40
 WORKERS: Final = 4

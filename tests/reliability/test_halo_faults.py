@@ -1,6 +1,6 @@
 """Halo misbehaving, fault by fault: each ends in the record the contract promises.
 
-A real worker (threads pool, small timeouts: `integration.conftest.TEST_SETTINGS`) runs every
+A real worker (threads pool, small timeouts: `tests.integration.conftest.TEST_SETTINGS`) runs every
 job against the fake Halo served over HTTP. Each test injects one fault, runs one job through
 the producer, and checks its record (outcome, code, attempts, retryable) and what the fake saw
 (its request log). Retryable faults (timeouts, dropped connections, 429, 5xx, a body cut
@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import pytest
-from integration.conftest import (  # noqa: F401 - fixtures, used by name
+
+from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, RecordedRequest
+from producers.jobs import Producer
+from tests.harness.processes import WorkerProcess
+from tests.integration.conftest import (  # noqa: F401 - fixtures, used by name
     _clean_slate,
     connections_file,
     env_for,
@@ -35,11 +39,7 @@ from integration.conftest import (  # noqa: F401 - fixtures, used by name
     redis_client,
     redis_server,
 )
-from integration.harness import Record, new_job, run_job
-
-from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FakeHalo, RecordedRequest
-from ops.processes import WorkerProcess
-from producers.jobs import Producer
+from tests.integration.harness import Record, new_job, run_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 

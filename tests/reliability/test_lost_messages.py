@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from reliability.audit import feed_job_ids, settle
-from reliability.fleet import Fleet, summary_of
+from tests.reliability.audit import feed_job_ids, settle
+from tests.reliability.fleet import Fleet, summary_of
 from worker import handoff
 from worker.deferred import DeferredJobs
 from worker.keys import BACKLOG_JOBS, DEFERRED, TICKET_WAITING, UNFINISHED, ticket_hold_key

@@ -18,8 +18,8 @@ import time
 import pytest
 
 from fakehalo import RecordedRequest
-from reliability.audit import feed_job_ids, settle
-from reliability.fleet import Fleet, summary_of
+from tests.reliability.audit import feed_job_ids, settle
+from tests.reliability.fleet import Fleet, summary_of
 
 # The in-flight POST's answer is held far past the test; the answered one's briefly.
 HELD_S = 120.0

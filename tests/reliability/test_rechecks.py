@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from reliability.fleet import Fleet
+from tests.reliability.fleet import Fleet
 from worker.deferred import DeferredJobs
 from worker.keys import DEFERRED, DEFERRED_JOBS
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ops.processes import ProcessError, RedisServer, free_port
 from producers.jobs import Producer, SubmitError
-from reliability.audit import AgentEdits, audit, wait_for_records
-from reliability.fleet import Fleet
-from reliability.scale import SCALE
-from reliability.submitter import Submitter
+from tests.harness.processes import ProcessError, RedisServer, free_port
+from tests.reliability.audit import AgentEdits, audit, wait_for_records
+from tests.reliability.fleet import Fleet
+from tests.reliability.scale import SCALE
+from tests.reliability.submitter import Submitter
 
 OUTAGE_S = 4.0
 

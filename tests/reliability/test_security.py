@@ -53,12 +53,12 @@ import httpx
 import pytest
 import redis
 from celery import Celery
-from integration.conftest import redis_client, redis_server  # noqa: F401 - fixtures
-from integration.harness import TEST_SETTINGS, wait_until
 
 from fakehalo import FakeHalo, Outcome, serve_in_thread
-from ops.processes import BIN, FlowerProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import BIN, FlowerProcess, RedisServer, WorkerProcess, service_env
+from tests.integration.conftest import redis_client, redis_server  # noqa: F401 - fixtures
+from tests.integration.harness import TEST_SETTINGS, wait_until
 from worker.errors import InvalidJob
 from worker.keys import RESULTS_STREAM
 from worker.models import QUEUE, TASK_NAME
@@ -772,6 +772,7 @@ def written_passwords(text: str) -> list[str]:
 
 def test_no_redis_password_is_written_in_the_code_or_the_deployment_files() -> None:
     patterns = ["worker/**/*.py", "producers/**/*.py", "ops/**/*.py", "ops/**/*.yaml"]
+    patterns += ["bench/**/*.py", "tests/harness/**/*.py"]
     patterns += ["ops/**/*.toml", "ops/**/*.env", "ops/Dockerfile", "*.yml", "ops/env.example"]
     sources = [
         path

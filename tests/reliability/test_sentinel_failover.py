@@ -1,6 +1,6 @@
 """Redis with failover: the primary is SIGKILLed mid-run and Sentinel promotes its replica.
 
-Real processes throughout: a primary, a replica and three sentinels (`ops.sentinel`), two
+Real processes throughout: a primary, a replica and three sentinels (`tests.harness.sentinel`), two
 worker processes given only the sentinels' addresses (kombu's ``sentinel://`` form), and a
 producer submitting a steady stream of jobs to a fake Halo that answers slowly, so jobs are
 mid-flight when the primary dies. Claims, journals, records and accepted jobs wait for the
@@ -20,12 +20,12 @@ from typing import Final
 import pytest
 import redis
 
-from ops.sentinel import ReplicationGroup
 from producers.jobs import Producer
-from reliability.audit import AgentEdits, audit, wait_for_records
-from reliability.fleet import Fleet, Record
-from reliability.scale import SCALE
-from reliability.submitter import Submitter
+from tests.harness.sentinel import ReplicationGroup
+from tests.reliability.audit import AgentEdits, audit, wait_for_records
+from tests.reliability.fleet import Fleet, Record
+from tests.reliability.scale import SCALE
+from tests.reliability.submitter import Submitter
 from worker.redisconn import RedisOptions, connect
 from worker.replication import ReplicaAcks
 

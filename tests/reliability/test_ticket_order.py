@@ -20,11 +20,11 @@ import time
 from typing import Any, Final
 
 import pytest
-from integration.harness import wait_until
 
 from fakehalo.seeds import plain_ticket
-from reliability.audit import UNACKED, settle, wait_for_records
-from reliability.fleet import FIRST_TICKET, UNLIMITED, Fleet, Record
+from tests.integration.harness import wait_until
+from tests.reliability.audit import UNACKED, settle, wait_for_records
+from tests.reliability.fleet import FIRST_TICKET, UNLIMITED, Fleet, Record
 from worker.keys import TICKET_WAITING, UNFINISHED, UNFINISHED_JOBS, ticket_hold_key
 from worker.settings import Settings
 

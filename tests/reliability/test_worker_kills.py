@@ -3,7 +3,7 @@
 Three worker processes take every job of a run from one queue; a chaos loop picks a worker at
 random, kills or stops it, and starts it again, as a host crash or a rolling deploy would. The
 fake Halo answers slowly, so every worker always holds jobs mid-flight when it is hit. Then
-every job is checked one by one (`reliability.audit`): one record, one feed entry, one
+every job is checked one by one (`tests.reliability.audit`): one record, one feed entry, one
 effective write to its ticket, nothing left waiting in Redis.
 """
 
@@ -20,10 +20,10 @@ from datetime import datetime
 import pytest
 import redis
 
-from ops.processes import WorkerProcess
-from reliability.audit import AgentEdits, Audit, audit, wait_for_records
-from reliability.fleet import Fleet, Record
-from reliability.scale import SCALE
+from tests.harness.processes import WorkerProcess
+from tests.reliability.audit import AgentEdits, Audit, audit, wait_for_records
+from tests.reliability.fleet import Fleet, Record
+from tests.reliability.scale import SCALE
 
 # Every Halo answer takes this long: a job (ticket read, POST) holds its slot for about 2 s,
 # so with 3 workers x 3 slots the queue lasts through the chaos and every hit lands mid-job.

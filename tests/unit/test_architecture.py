@@ -3,6 +3,10 @@
 Celery stays at the edge: only the glue modules import it, so the job's steps, the result store
 and the Halo client can be read, tested and reused without a broker. The Halo client knows
 nothing of jobs' lifecycle, and the core knows nothing of the glue.
+
+The benchmark (`bench/`) and the process harness (`tests/harness/`) start and drive the worker,
+so they may import it; the worker, the producers and the operator tools never import either.
+`ops/` holds deployment and operations files: its one Python module is the lock audit.
 """
 
 from __future__ import annotations
@@ -122,3 +126,24 @@ def test_the_worker_producers_and_operators_never_import_the_fake_halo() -> None
     for package in ("worker", "producers", "operators"):
         for name, imported in modules(package).items():
             assert not touches(imported, "fakehalo"), f"{name} imports the fake Halo"
+
+
+def test_the_bench_and_the_harness_drive_the_worker_from_outside() -> None:
+    bench = modules("bench")
+    assert touches(bench["bench.rig"], "tests.harness")
+    assert touches(bench["bench.rig"], "worker")
+    assert touches(modules("tests/harness")["tests.harness.demo"], "producers")
+
+
+@pytest.mark.parametrize("package", ["worker", "producers", "operators"])
+def test_the_shipped_packages_never_import_the_bench_or_the_tests(package: str) -> None:
+    for name, imported in modules(package).items():
+        for outside in ("bench", "tests"):
+            assert not touches(imported, outside), f"{name} imports {outside}"
+
+
+def test_ops_holds_no_test_or_bench_code() -> None:
+    # `ops/audit.py` is `make audit`: the check of the image's locked packages.
+    python = {path.relative_to(ROOT).as_posix() for path in (ROOT / "ops").rglob("*.py")}
+    stray = sorted(python - {"ops/__init__.py", "ops/audit.py"})
+    assert not stray, f"ops/ holds deployment files: move {stray} to bench/ or tests/harness/"

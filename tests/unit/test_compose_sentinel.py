@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from ops import redis_acl
-from ops.sentinel import QUORUM
+from tests.harness import redis_acl
+from tests.harness.sentinel import QUORUM
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTINEL_FILE = ROOT / "ops" / "compose" / "sentinel.yml"

@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from fakehalo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
-from ops.demo import demo_jobs
-from ops.processes import FLOWER_TASKS_COLUMNS
+from tests.harness.demo import demo_jobs
+from tests.harness.processes import FLOWER_TASKS_COLUMNS
 from worker.connections import load_connections
 from worker.models import parse_job
 from worker.settings import Settings
@@ -267,8 +267,9 @@ def test_every_broker_url_takes_the_redis_password_from_the_environment(
 
 
 def _native_commands() -> list[list[str | None]]:
-    """Every list literal in ops/processes.py, as words: `str(BIN / "x")` is "x", else None."""
-    tree = ast.parse((ROOT / "ops" / "processes.py").read_text(encoding="utf-8"))
+    """Every list literal in tests/harness/processes.py, as words: `str(BIN / "x")` is "x", else
+    None."""
+    tree = ast.parse((ROOT / "tests" / "harness" / "processes.py").read_text(encoding="utf-8"))
 
     def word(node: ast.expr) -> str | None:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -311,7 +312,7 @@ def test_compose_runs_the_same_commands_as_the_native_process_harness(
 ) -> None:
     argv = _argv(services[service]["command"])
     cores = [_command_core(words) for words in _native_commands() if words[0] == program]
-    assert cores, f"ops/processes.py no longer starts {program}"
+    assert cores, f"tests/harness/processes.py no longer starts {program}"
     assert any(argv[: len(core)] == core for core in cores), f"{argv} vs {cores}"
 
 

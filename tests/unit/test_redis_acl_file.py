@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ops import redis_acl
+from tests.harness import redis_acl
 from worker import keys
 from worker.models import QUEUE
 
-RENDER_SCRIPT = Path(redis_acl.__file__).resolve().parent / "redis" / "render-acl.sh"
+RENDER_SCRIPT = redis_acl.ACL_FILE.parent / "render-acl.sh"
 PASSWORDS = {"worker": "w-pass", "producer": "p pass $&|/", "flower": "f-pass", "admin": "a-pass"}
 ENV = {
     "REDIS_WORKER_PASSWORD": PASSWORDS["worker"],

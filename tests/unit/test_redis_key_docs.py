@@ -23,7 +23,7 @@ from worker import keys
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "docs" / "contract.md"
-SOURCES = ("worker", "producers", "operators", "ops")
+SOURCES = ("worker", "producers", "operators", "ops", "bench", "tests/harness")
 KEYS_MODULE = ROOT / "worker" / "keys.py"
 TABLE_HEADING = "### Redis keys"
 

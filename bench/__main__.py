@@ -41,19 +41,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ops.bench_report import REPORT_PATH, evaluate, print_table
-from ops.bench_rig import QUICK_ENV
+from bench.report import REPORT_PATH, evaluate, print_table
+from bench.rig import QUICK_ENV
 
 SCENARIO_NAMES = ["costs", "budget", "burst", "tenants", "inflight", "scaleout", "replicas"]
 
 
 def _scenarios() -> dict[str, Callable[[Path, str], dict[str, Any]]]:
     """The scenarios by name. Imported here, after `--quick` is known: their modules size
-    themselves when imported (`ops.bench_rig.sized`)."""
-    from ops.bench_budget import budget, burst, tenants  # noqa: PLC0415 - see above
-    from ops.bench_costs import costs, inflight  # noqa: PLC0415
-    from ops.bench_replicas import replicas  # noqa: PLC0415
-    from ops.bench_scale import scaleout  # noqa: PLC0415
+    themselves when imported (`bench.rig.sized`)."""
+    from bench.budget import budget, burst, tenants  # noqa: PLC0415 - see above
+    from bench.costs import costs, inflight  # noqa: PLC0415
+    from bench.replicas import replicas  # noqa: PLC0415
+    from bench.scale import scaleout  # noqa: PLC0415
 
     return {
         "costs": costs,
@@ -67,7 +67,7 @@ def _scenarios() -> dict[str, Callable[[Path, str], dict[str, Any]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -2,7 +2,7 @@
 
 budget   four workers against a fake enforcing 60/10s, with demand kept above the budget:
          the share of the budget used, 429s, and Halo requests per job when batched; drawn
-         to bench-budget.png (`ops.bench_picture`)
+         to bench-budget.png (`bench.picture`)
 burst    200 jobs on 200 tickets at once, on a 300/300s budget with Halo at 100 ms
 tenants  tenant A with a 2,000-job backlog on a small budget; latency of tenant B's jobs
 """
@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ops.bench_measure import (
+from bench.measure import (
     lag_summary,
     max_in_window,
     percentile,
@@ -23,9 +23,9 @@ from ops.bench_measure import (
     rolling_counts,
     wait_until,
 )
-from ops.bench_picture import budget_picture
-from ops.bench_report import REPORT_PATH
-from ops.bench_rig import ConnectionSpec, Rig, job, sized
+from bench.picture import budget_picture
+from bench.report import REPORT_PATH
+from bench.rig import ConnectionSpec, Rig, job, sized
 from worker.keys import result_key
 
 TICKETS = 500
@@ -141,7 +141,7 @@ def _draw_budget(
     *,
     title: str,
 ) -> str:
-    """Draw the budget run (`ops.bench_picture`); returns the file, or why it is missing (a
+    """Draw the budget run (`bench.picture`); returns the file, or why it is missing (a
     picture that cannot be drawn must not cost the run its figures)."""
     try:
         start = min(t for t, _ in backlog)

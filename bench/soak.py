@@ -15,7 +15,7 @@ and without `Retry-After`, answers slower than usual, answers slower than the re
 - what is left waiting in Redis.
 
 Prints progress every 10 s and a JSON summary; exits 0 when every job has a record and one
-feed entry, 1 otherwise. Not run in CI. Options: ``python -m ops.soak --help``.
+feed entry, 1 otherwise. Not run in CI. Options: ``python -m bench.soak --help``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import httpx
 import psutil
 import redis
 
-from ops.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from worker.keys import CLAIM_PREFIX, DEFERRED, RESULTS_STREAM, UNFINISHED, result_key
 
 SECRET_ENV = "HALO_SOAK_SECRET"  # noqa: S105 - the name of a variable, not a secret.
@@ -73,7 +73,7 @@ RSS_WINDOW_S = 60.0
 # Warm-up: imports, pools, caches and the first lookups fill a worker's memory in its first
 # minute; Celery's set of recent successful task ids (1,000 per worker, its
 # CELERY_WORKER_SUCCESSFUL_MAX) fills over each worker's first 1,000 jobs, then stays at that
-# size (`python -m ops.soak_memory` shows it as the largest growth before that). Warm-up ends
+# size (`python -m bench.soak_memory` shows it as the largest growth before that). Warm-up ends
 # when both are done. Growth is counted from the median RSS of the minute after it to the
 # median of the run's last minute: medians, so that a moment of many answers in flight is not
 # taken for growth. Target (issue 14): at most 1 MiB over 10,000 jobs.
@@ -352,7 +352,9 @@ def tally(client: redis.Redis, control: httpx.Client, job_ids: list[str]) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.soak", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rate", type=float, default=15.0, help="jobs submitted per second")

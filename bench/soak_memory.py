@@ -1,6 +1,6 @@
-"""`python -m ops.soak_memory`: where a worker's memory grows over many jobs, by tracemalloc.
+"""`python -m bench.soak_memory`: where a worker's memory grows over many jobs, by tracemalloc.
 
-The soak (`ops.soak`) shows whether RSS grows; this shows where. A private Redis, the fake
+The soak (`bench.soak`) shows whether RSS grows; this shows where. A private Redis, the fake
 Halo and one worker process whose Celery worker runs in-process under tracemalloc (this
 module's ``worker`` mode: a thread takes a snapshot when asked through a file). The driver
 submits `--warmup` jobs and waits for their records, takes a snapshot, submits `--jobs` more
@@ -24,8 +24,8 @@ import httpx
 import psutil
 import redis
 
-from ops.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from worker.keys import RESULTS_STREAM
 
 SECRET_ENV = "HALO_SOAK_SECRET"  # noqa: S105 - the name of a variable, not a secret.
@@ -38,7 +38,7 @@ TOP = 15
 
 
 class TracedWorker(WorkerProcess):
-    """`python -m ops.soak_memory worker DIR`: the worker, traced, snapshots on request."""
+    """`python -m bench.soak_memory worker DIR`: the worker, traced, snapshots on request."""
 
     def __init__(self, env: dict[str, str], log_path: Path, snapshots: Path) -> None:
         super().__init__(env, log_path, name="traced")
@@ -46,7 +46,7 @@ class TracedWorker(WorkerProcess):
 
     def start(self, timeout_s: float = 180.0) -> Self:
         self._spawn(
-            [sys.executable, "-m", "ops.soak_memory", "worker", str(self.snapshots)],
+            [sys.executable, "-m", "bench.soak_memory", "worker", str(self.snapshots)],
             self.env,
         )
         self._wait_for(" ready.", timeout_s)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args_in[:1] == ["worker"]:
         _run_worker(Path(args_in[1]))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m ops.soak_memory", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.soak_memory", description=__doc__)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=1000)
     args = parser.parse_args(args_in)

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from ops.processes import WorkerProcess
+from tests.harness.processes import WorkerProcess
 
 
 def percentile(values: Sequence[float], p: float) -> float:

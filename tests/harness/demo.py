@@ -4,7 +4,7 @@ Uses the Redis at HALO_BROKER_URL when one answers there, else starts a private 
 fake Halo and a worker; submits the three use cases of the Update Halo Ticket action and one
 job that fails; prints the records as a table; stops everything it started.
 
-    python -m ops.demo [--profile current|legacy|strict]     (make demo PROFILE=legacy)
+    python -m tests.harness.demo [--profile current|legacy|strict]   (make demo PROFILE=legacy)
 
 `--profile` picks the tenant the fake Halo plays (`fakehalo/profiles.py`).
 """
@@ -22,10 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from fakehalo.profiles import DEFAULT_PROFILE, PROFILES
-from ops.processes import FakeHaloProcess, RedisServer, WorkerProcess, redis_reachable, service_env
 from producers.jobs import Producer
+from tests.harness.processes import (
+    FakeHaloProcess,
+    RedisServer,
+    WorkerProcess,
+    redis_reachable,
+    service_env,
+)
 
-DEMO_SECRET_ENV = "HALO_DEMO_SECRET"  # noqa: S105 - the name of a variable, not a secret.
+DEMO_SECRET_ENV = "HALO_DEMO_SECRET"  # the name of a variable, not a secret
 # The fake Halo's built-in demo credentials: not a secret of any real Halo.
 DEMO_CLIENT = ("demo-client", "demo-secret")
 
@@ -76,7 +82,9 @@ def demo_jobs(run: str) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ops.demo", description="Run the demo end to end.")
+    parser = argparse.ArgumentParser(
+        prog="tests.harness.demo", description="Run the demo end to end."
+    )
     parser.add_argument(
         "--profile", choices=PROFILES, default=DEFAULT_PROFILE, help="the tenant the fake plays"
     )

@@ -17,9 +17,9 @@ from typing import Any
 
 import psutil
 
-from ops.bench_measure import cpu_s, wait_until
-from ops.bench_redis import RedisMeter
-from ops.bench_rig import UNLIMITED, ConnectionSpec, Rig, job, sized
+from bench.measure import cpu_s, wait_until
+from bench.redis_meter import RedisMeter
+from bench.rig import UNLIMITED, ConnectionSpec, Rig, job, sized
 
 TICKETS = 500
 STEPS = (1, 2, 4)

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from ops.processes import RedisServer
+from tests.harness.processes import RedisServer
 from worker.models import Outcome, ResultRecord, utc_now_iso
 from worker.replication import ReplicaAcks
 from worker.results import ResultStore

@@ -21,7 +21,7 @@ from typing import Self
 
 import psutil
 
-from ops.processes import BIN, WorkerProcess
+from tests.harness.processes import BIN, WorkerProcess
 
 # Samples per second: 100 is py-spy's default, enough for a drain of a few seconds.
 SAMPLE_RATE = 100

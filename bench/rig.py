@@ -20,11 +20,11 @@ from typing import Any, Self, cast
 import httpx
 import redis
 
+from bench.noop import DONE_KEY
+from bench.profile import ProfiledWorkerProcess
 from fakehalo.seeds import plain_ticket
-from ops.bench_noop import DONE_KEY
-from ops.bench_profile import ProfiledWorkerProcess
-from ops.processes import BIN, FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from producers.jobs import Producer
+from tests.harness.processes import BIN, FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from worker.keys import RESULTS_STREAM, backlog_key, backlog_taken_key, rate_key, result_key
 
 SECRET_ENV = "HALO_BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret.
@@ -40,7 +40,7 @@ REFERENCE_TICKET = 99_999
 UNLIMITED = "1000000/60s"
 # A single warm job takes milliseconds; this only bounds a run that went wrong.
 RECORD_WAIT_S = 30.0
-# `python -m ops.bench --quick` (or HALO_BENCH_QUICK=1): every scenario at a fraction of its
+# `python -m bench --quick` (or HALO_BENCH_QUICK=1): every scenario at a fraction of its
 # size, to try a change to the benchmark in a minute or two. Its figures are not comparable.
 QUICK_ENV = "HALO_BENCH_QUICK"
 
@@ -153,11 +153,11 @@ class Fake:
 
 
 class NoopWorkerProcess(WorkerProcess):
-    """`celery -A ops.bench_noop worker`: the baseline, started like the real worker."""
+    """`celery -A bench.noop worker`: the baseline, started like the real worker."""
 
     def start(self, timeout_s: float = 30.0) -> Self:
         self._spawn(
-            [str(BIN / "celery"), "-A", "ops.bench_noop", "worker", "-n", f"{self.name}@%h"],
+            [str(BIN / "celery"), "-A", "bench.noop", "worker", "-n", f"{self.name}@%h"],
             self.env,
         )
         self._wait_for(" ready.", timeout_s)
@@ -226,7 +226,7 @@ class Rig(contextlib.ExitStack):
     def start_profiled_worker(
         self, connections: Iterable[ConnectionSpec], output: Path, **env: str
     ) -> ProfiledWorkerProcess:
-        """Start one worker under py-spy (`ops.bench_profile`); its stacks go to `output`."""
+        """Start one worker under py-spy (`bench.profile`); its stacks go to `output`."""
         index = len(self.workers) + 1
         worker = ProfiledWorkerProcess(
             self._settings(connections, env),
@@ -311,7 +311,7 @@ class Rig(contextlib.ExitStack):
         return int(self.redis.xlen(RESULTS_STREAM))
 
     def noop_done(self) -> int:
-        """How many no-op tasks have run (see `ops.bench_noop`)."""
+        """How many no-op tasks have run (see `bench.noop`)."""
         return int(self.redis.get(DONE_KEY) or 0)
 
     def records(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ops.bench_measure import percentile
+from bench.measure import percentile
 
 # Wide enough for two panels side by side; 100 dpi keeps the file small.
 SIZE_IN = (12.0, 4.5)

@@ -1,6 +1,6 @@
 """The benchmark's baseline: a bare Celery app whose task does nothing but count itself.
 
-`celery -A ops.bench_noop worker` serves the same task name on the same queue as the real
+`celery -A bench.noop worker` serves the same task name on the same queue as the real
 worker, so the benchmark submits to it with the same `Producer.submit` and the same job
 payloads. Broker, serialisation, acks, prefetch, pool, concurrency, events and logging are
 those of `worker.app`, from the same `worker.celeryconfig.celery_config` (not `worker.app`

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ops.bench_measure import (
+from bench.measure import (
     RssSampler,
     cpu_s,
     peak_overlap,
@@ -21,10 +21,10 @@ from ops.bench_measure import (
     requests_per_job,
     wait_until,
 )
-from ops.bench_profile import write_profile
-from ops.bench_redis import RedisMeter
-from ops.bench_report import REPORT_PATH
-from ops.bench_rig import UNLIMITED, ConnectionSpec, Rig, job, sized
+from bench.profile import write_profile
+from bench.redis_meter import RedisMeter
+from bench.report import REPORT_PATH
+from bench.rig import UNLIMITED, ConnectionSpec, Rig, job, sized
 
 # Enough tickets that concurrent jobs rarely share one.
 TICKETS = 500
@@ -193,7 +193,7 @@ def _drain(
 
 def _profile(rig: Rig, conn: ConnectionSpec, tickets: list[int], run: str) -> dict[str, Any]:
     """Drain `tickets` jobs with one worker under py-spy; writes the sorted table and the
-    collapsed stacks beside the report (`ops.bench_profile`)."""
+    collapsed stacks beside the report (`bench.profile`)."""
     rig.stop_workers()
     for i, ticket in enumerate(tickets):
         rig.producer.submit(job("bench", ticket, f"{run}-profile-{i}"))

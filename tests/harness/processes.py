@@ -21,7 +21,7 @@ import redis
 
 BIN = Path(sys.executable).parent
 # The repository root: the fake Halo is imported from here, since it is never installed.
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The tasks page's columns: a job's redacted arguments, when it was submitted, and its outcome
 # (result for SUCCESS, exception for FAILURE and RETRY; see worker/outcomes.py). Flower's
 # default shows none of them. Compose and Kubernetes set the same (FLOWER_TASKS_COLUMNS).
@@ -69,7 +69,7 @@ class _Process:
             self._log.close()
         self._log = self.log_path.open("ab")
         self._run_offset = self._log.tell()
-        self.proc = subprocess.Popen(  # noqa: S603 - argv is built here, never from input.
+        self.proc = subprocess.Popen(  # argv is built here, never from input
             argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,

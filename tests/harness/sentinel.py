@@ -14,7 +14,7 @@ from typing import Self
 
 import redis
 
-from ops.processes import RedisServer, _Process, free_port
+from tests.harness.processes import RedisServer, _Process, free_port
 
 MASTER_NAME = "mymaster"
 # Two of three sentinels must agree the primary is down: one sentinel alone, partitioned from

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-ACL_FILE: Final = Path(__file__).resolve().parent / "redis" / "users.acl"
+ACL_FILE: Final = Path(__file__).resolve().parents[2] / "ops" / "redis" / "users.acl"
 ROLES: Final = ("worker", "producer", "flower", "admin")
 
 
