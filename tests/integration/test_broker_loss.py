@@ -18,7 +18,7 @@ import pytest
 import redis
 from kombu import Connection
 
-from ops.processes import RedisServer
+from tests.harness.processes import RedisServer
 from worker import transport
 
 QUEUE = "broker-loss"
