@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.callsites import by_site, read
 from bench.measure import (
     RssSampler,
     cpu_s,
@@ -33,9 +34,15 @@ TICKETS = 500
 # throughput at 256.
 THROUGHPUT_JOBS = sized(1000, 200)
 THROUGHPUT_CONCURRENCY = 16
+# Every job on the single-job path: a queue of a thousand jobs of one connection is a burst to
+# the worker (`worker.burst`), which would park them and send them in batches (a tenth of a
+# Halo request per job). Figures 1, 5 and 7 are about the single job.
+NO_BURSTS = "0"
 # The profiled drain is a run of its own, after the measured ones: the profiler's own CPU
 # must not be in the throughput figures.
 PROFILE_JOBS = sized(1000, 200)
+# Another drain of its own counts the round trips by call site: counting costs CPU too.
+SITES_JOBS = sized(1000, 200)
 PROFILE_TABLE = REPORT_PATH.with_name("bench-profile.txt")
 PROFILE_STACKS = REPORT_PATH.with_name("bench-profile.collapsed")
 # Sequential single jobs for requests per job, and for overhead latency.
@@ -52,8 +59,9 @@ def costs(root: Path, run: str) -> dict[str, Any]:
         fake = rig.fake()
         tickets = fake.add_tickets(TICKETS)
         conn = ConnectionSpec("bench", fake, UNLIMITED)
-        concurrency = str(THROUGHPUT_CONCURRENCY)
-        rig.start_workers(1, [conn], worker_concurrency=concurrency)
+        rig.start_workers(
+            1, [conn], worker_concurrency=str(THROUGHPUT_CONCURRENCY), burst_threshold=NO_BURSTS
+        )
 
         def sequential(tag: str, count: int, *, change: bool = True) -> dict[str, Any]:
             seq = fake.last_seq()
@@ -84,7 +92,11 @@ def costs(root: Path, run: str) -> dict[str, Any]:
                 jobs,
                 Polled(count, meter, poll),
                 lambda: rig.start_workers(
-                    1, [conn], noop=app == "noop", worker_concurrency=concurrency
+                    1,
+                    [conn],
+                    noop=app == "noop",
+                    worker_concurrency=str(THROUGHPUT_CONCURRENCY),
+                    burst_threshold=NO_BURSTS,
                 ),
             )
             drained["halo_requests_per_job"] = round(len(fake.requests(seq)) / THROUGHPUT_JOBS, 3)
@@ -93,6 +105,7 @@ def costs(root: Path, run: str) -> dict[str, Any]:
         meter = RedisMeter(rig.redis)
         halo = throughput("halo", rig.recorded, "xlen")
         noop = throughput("noop", rig.noop_done, "get")
+        sites = _sites(rig, conn, [tickets[i % TICKETS] for i in range(SITES_JOBS)], run)
         profile = _profile(rig, conn, [tickets[i % TICKETS] for i in range(PROFILE_JOBS)], run)
     halo_redis, noop_redis = halo["redis"], noop["redis"]
     return {
@@ -118,6 +131,8 @@ def costs(root: Path, run: str) -> dict[str, Any]:
             "redis_commands": halo_redis["commands_per_job"],
             "redis_commands_noop": noop_redis["commands_per_job"],
             "redis_commands_by_name": halo_redis["commands_per_job_by_name"],
+            # From a drain of its own, Celery's delivery included (`bench.callsites`).
+            "round_trips_by_site": sites,
             "cpu_ms": halo["cpu_ms_per_job"],
             "cpu_ms_noop": noop["cpu_ms_per_job"],
             "halo_requests": halo["halo_requests_per_job"],
@@ -191,6 +206,23 @@ def _drain(
     }
 
 
+def _sites(rig: Rig, conn: ConnectionSpec, tickets: list[int], run: str) -> dict[str, float]:
+    """Drain `tickets` jobs with one worker that counts its Redis round trips by call site
+    (`bench.callsites`); returns them per job, most first."""
+    rig.stop_workers()
+    for i, ticket in enumerate(tickets):
+        rig.producer.submit(job("bench", ticket, f"{run}-sites-{i}"))
+    base = rig.recorded()
+    output = rig.dir / "callsites.json"
+    rig.start_traced_worker(
+        [conn], output, worker_concurrency=str(THROUGHPUT_CONCURRENCY), burst_threshold=NO_BURSTS
+    )
+    first, before = rig.recorded() - base, read(output)
+    wait_until(lambda: rig.recorded() - base, len(tickets), timeout_s=300, poll_s=0.05)
+    time.sleep(0.05)  # a reading written after the last record
+    return by_site(before, read(output), len(tickets) - first)
+
+
 def _profile(rig: Rig, conn: ConnectionSpec, tickets: list[int], run: str) -> dict[str, Any]:
     """Drain `tickets` jobs with one worker under py-spy; writes the sorted table and the
     collapsed stacks beside the report (`bench.profile`)."""
@@ -200,7 +232,10 @@ def _profile(rig: Rig, conn: ConnectionSpec, tickets: list[int], run: str) -> di
     base = rig.recorded()
     PROFILE_STACKS.unlink(missing_ok=True)
     worker = rig.start_profiled_worker(
-        [conn], PROFILE_STACKS.resolve(), worker_concurrency=str(THROUGHPUT_CONCURRENCY)
+        [conn],
+        PROFILE_STACKS.resolve(),
+        worker_concurrency=str(THROUGHPUT_CONCURRENCY),
+        burst_threshold=NO_BURSTS,
     )
     wait_until(lambda: rig.recorded() - base, len(tickets), timeout_s=300, poll_s=0.05)
     worker.stop()

@@ -132,6 +132,10 @@ def _notes(report: dict[str, Any]) -> list[str]:
     if by_package:
         shares = ", ".join(f"{name} {pct:g} %" for name, pct in by_package.items())
         notes.append(f"worker CPU by package (profile): {shares}")
+    sites = _lookup(report, "per_job.round_trips_by_site")
+    if sites:
+        notes.append("Redis round trips per job by call site (Celery's delivery included):")
+        notes += [f"  {n:6.2f}  {site}" for site, n in sites.items()]
     for label, path in (("profile", "profile.table"), ("picture", "rate_budget.picture")):
         if (where := _lookup(report, path)) is not None:
             notes.append(f"{label}: {where}")

@@ -20,6 +20,7 @@ from typing import Any, Self, cast
 import httpx
 import redis
 
+from bench.callsites import TracedWorkerProcess
 from bench.noop import DONE_KEY
 from bench.profile import ProfiledWorkerProcess
 from fakehalo.seeds import plain_ticket
@@ -229,6 +230,22 @@ class Rig(contextlib.ExitStack):
         """Start one worker under py-spy (`bench.profile`); its stacks go to `output`."""
         index = len(self.workers) + 1
         worker = ProfiledWorkerProcess(
+            self._settings(connections, env),
+            self.dir / f"worker{index}.log",
+            name=f"bench{index}",
+            output=output,
+        )
+        self.workers.append(worker)
+        self.callback(worker.stop)
+        return worker.start()
+
+    def start_traced_worker(
+        self, connections: Iterable[ConnectionSpec], output: Path, **env: str
+    ) -> TracedWorkerProcess:
+        """Start one worker whose Redis calls are counted by call site into `output`
+        (`bench.callsites`)."""
+        index = len(self.workers) + 1
+        worker = TracedWorkerProcess(
             self._settings(connections, env),
             self.dir / f"worker{index}.log",
             name=f"bench{index}",
