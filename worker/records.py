@@ -14,7 +14,9 @@ Keys (`worker.keys`; the contract names the first two):
 A record and its feed entry are written by one Lua script, so a worker dying between the two
 cannot leave one without the other, and a second write for the same job_id is a no-op. The
 same call ends everything else the job held while it had no record: its state across runs
-(`worker.claims`), its place in the deferred and unfinished sets (`worker.deferred`); and it
+and the writer's claim (`worker.claims`: a job with a record is never run again, so the claim
+has nothing left to guard), its place in the deferred and unfinished sets (`worker.deferred`);
+and it
 keeps a failed job's payload for replay: only failed jobs, only for the record's lifetime.
 With replica acks (`worker.replication`) the call returns only once the replicas required have
 the record, so nothing (an ack, a woken producer) rests on a record a failover could lose. A
@@ -30,6 +32,7 @@ from typing import Any, Final
 
 import redis
 
+from worker.claims import Claims
 from worker.errors import ErrorCode
 from worker.keys import (
     DEFERRED,
@@ -37,6 +40,7 @@ from worker.keys import (
     RESULTS_STREAM,
     UNFINISHED,
     UNFINISHED_JOBS,
+    claim_key,
     failed_job_key,
     job_state_key,
     notify_key,
@@ -48,15 +52,19 @@ from worker.writable import record_json
 
 # A producer that waits for a record finds the wake-up for this long after the write.
 _NOTIFY_TTL_S: Final = 300
+# Where `write_call`'s ARGV holds the claim token.
+_TOKEN_ARG: Final = 8
 
 # The record write as a Lua function, `write_record(KEYS, ARGV)`, so that a script that ends
 # more than the job in the same atomic call (its ticket's turn: `worker.tickets`) writes the
 # record the same way.
 # KEYS: result, stream, state, notify, deferred, deferred jobs, failed job, unfinished,
-#       unfinished jobs
-# ARGV: record, ttl_s, job_id, outcome, notify ttl_s, keep failed job (1/0), connection, job
+#       unfinished jobs, claim
+# ARGV: record, ttl_s, job_id, outcome, notify ttl_s, keep failed job (1/0), connection, job,
+#       the writer's claim token ('' when it holds none)
 WRITE_RECORD_LUA: Final = """
 local function write_record(KEYS, ARGV)
+if ARGV[9] ~= '' and redis.call('GET', KEYS[10]) == ARGV[9] then redis.call('DEL', KEYS[10]) end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 local now = redis.call('TIME')
@@ -84,12 +92,21 @@ _WRITE_RECORD = WRITE_RECORD_LUA + "return write_record(KEYS, ARGV)\n"
 class Records:
     """Records and the feed in the result Redis (`HALO_RESULT_URL`)."""
 
-    def __init__(self, client: redis.Redis, *, ttl_s: int, acks: ReplicaAcks | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        ttl_s: int,
+        acks: ReplicaAcks | None = None,
+        claims: Claims | None = None,
+    ) -> None:
         """Keep records in `client` for `ttl_s` (HALO_RESULT_TTL_S); a write returns once the
-        replicas `acks` asks for have it."""
+        replicas `acks` asks for have it, and releases the job's claim when this process
+        holds it in `claims`."""
         self.redis = client
         self.ttl_s = ttl_s
         self.acks = acks or ReplicaAcks()
+        self.claims = claims
         self._write = client.register_script(_WRITE_RECORD)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -116,13 +133,16 @@ class Records:
         written = self.acks.write(
             self.redis,
             f"the record of job {record.job_id}",
-            lambda pipe: self._write(keys=keys, args=args, client=pipe),
+            lambda client: self._write(keys=keys, args=args, client=client),
         )
+        self.written(record, args)
         return bool(written)
 
     def write_call(self, record: ResultRecord, job: Any = None) -> tuple[list[str], list[Any]]:
-        """The KEYS and ARGV of `WRITE_RECORD_LUA`'s `write_record` for `write(record, job)`."""
+        """The KEYS and ARGV of `WRITE_RECORD_LUA`'s `write_record` for `write(record, job)`;
+        once the call has run, `written(record, args)`."""
         kept = _kept_for_replay(record, job)
+        token = self.claims.held_token(record.job_id) if self.claims is not None else None
         return (
             [
                 result_key(record.job_id),
@@ -134,6 +154,7 @@ class Records:
                 failed_job_key(record.job_id),
                 UNFINISHED,
                 UNFINISHED_JOBS,
+                claim_key(record.job_id),
             ],
             [
                 record_json(record),
@@ -143,8 +164,16 @@ class Records:
                 _NOTIFY_TTL_S,
                 "1" if kept else "0",
                 *(kept or ("", "")),
+                token or "",
             ],
         )
+
+    def written(self, record: ResultRecord, args: list[Any]) -> None:
+        """The record write whose ARGV `write_call` gave as `args` ran: the claim it released
+        is not released again (`worker.claims`)."""
+        token = args[_TOKEN_ARG]
+        if token and self.claims is not None:
+            self.claims.record_written(record.job_id, token)
 
 
 def _kept_for_replay(record: ResultRecord, job: Any) -> tuple[str, str] | None:

@@ -33,11 +33,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 
 class NotReplicated(redis.RedisError):
-    """Raised when fewer replicas than required confirmed a write within the timeout."""
+    """Raised when fewer replicas than required confirmed a write within the timeout.
+
+    `reply` is what the write answered on the primary, where it did run (None when the
+    error was raised without one).
+    """
+
+    def __init__(self, message: str, reply: Any = None) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 @dataclass(frozen=True)
@@ -52,35 +60,61 @@ class ReplicaAcks:
     min_replicas: int = 0
     timeout_s: float = 2.0
 
-    def write(self, client: redis.Redis, what: str, commands: Callable[[Pipeline], Any]) -> Any:
-        """Run `commands` (queued on a pipeline) and, when required, wait for the replicas.
+    def write(self, client: redis.Redis, what: str, commands: Callable[[redis.Redis], Any]) -> Any:
+        """Run `commands` and, when required, wait for the replicas: one round trip.
 
         Args:
             client: the Redis the write goes to.
             what: the write, named for the error message ("the claim of job j").
-            commands: queues the write's commands on the pipeline it is given.
+            commands: sends the write's commands to the client it is given: `client` itself
+                when no replica is required, else a pipeline that ends with the WAIT.
 
         Returns:
-            The reply of the last command `commands` queued.
+            The reply of the last command `commands` sent.
 
         Raises:
             NotReplicated: fewer than `min_replicas` replicas confirmed in time; the write may
                 or may not survive a failover, so nothing may depend on it yet.
         """
-        # transaction=False: scripts and WAIT must share one connection (WAIT counts the
-        # replicas that have this connection's writes), not one MULTI block.
-        with client.pipeline(transaction=False) as pipe:
-            commands(pipe)
-            if self.min_replicas:
-                pipe.wait(self.min_replicas, max(1, round(self.timeout_s * 1000)))
-            replies = pipe.execute()
         if not self.min_replicas:
-            return replies[-1]
+            # Nothing to wait for: the write alone (a script goes as EVALSHA, and is loaded
+            # only when the server does not know it).
+            return commands(client)
+        replies = _with_wait(client, commands, self.min_replicas, self.timeout_s)
         acked = int(replies[-1])
         if acked < self.min_replicas:
             raise NotReplicated(
                 f"{what} reached {acked} of the {self.min_replicas} replica(s) required "
                 f"(HALO_REDIS_MIN_REPLICAS_ACKED) within {self.timeout_s:g} s; it is not "
-                "relied on, and the delivery will run again"
+                "relied on, and the delivery will run again",
+                replies[-2],
             )
         return replies[-2]
+
+
+def _with_wait(
+    client: redis.Redis, commands: Callable[[redis.Redis], Any], replicas: int, timeout_s: float
+) -> list[Any]:
+    """`commands` and ``WAIT replicas timeout`` in one pipeline on one connection; the replies.
+
+    transaction=False: scripts and WAIT must share one connection (WAIT counts the replicas
+    that have this connection's writes), not one MULTI block. A pipeline would first ask the
+    server whether it knows each script (SCRIPT EXISTS, a round trip of its own): it is sent
+    without asking, and only if the server had lost a script (a restart, a failover: the
+    script then did not run) is it sent again, loading the scripts first.
+    """
+    wait_ms = max(1, round(timeout_s * 1000))
+    with client.pipeline(transaction=False) as pipe:
+        commands(pipe)
+        pipe.scripts.clear()
+        pipe.wait(replicas, wait_ms)
+        replies = pipe.execute(raise_on_error=False)
+    if not any(isinstance(reply, NoScriptError) for reply in replies):
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
+    with client.pipeline(transaction=False) as pipe:
+        commands(pipe)
+        pipe.wait(replicas, wait_ms)
+        return pipe.execute()

@@ -31,6 +31,6 @@ class ResultStore:
         journals, records and tracking entries wait for the replicas `acks` asks for."""
         self.redis = client
         self.acks = acks or ReplicaAcks()
-        self.records = Records(client, ttl_s=ttl_s, acks=self.acks)
         self.claims = Claims(client, ttl_s=ttl_s, acks=self.acks)
+        self.records = Records(client, ttl_s=ttl_s, acks=self.acks, claims=self.claims)
         self.deferred = DeferredJobs(client, acks=self.acks)

@@ -1,6 +1,6 @@
 """One delivery of one job: from a queue payload to exactly one record, a deferral or a park.
 
-    admit: already recorded? → validate → claim → count the run → render → its ticket's turn
+    admit: validate → already recorded? → claim → count the run → render → its ticket's turn
       → update Halo → record                       ├→ its connection has a backlog → park
           ├→ no budget → park                      ├→ a burst of its connection → park
           └→ retryable → defer                     └→ another job's turn → wait for it
@@ -179,8 +179,6 @@ class JobRunner:
         """
         started_s = time.monotonic()
         job_id = job_id_of(payload, task_id)
-        if self.store.records.get(job_id) is not None:
-            return RunResult.DUPLICATE
         submitted_at = submitted_at or utc_now_iso()
         with ExitStack() as claims:
             claims.enter_context(self.bursts.running(_connection_of(payload)))
@@ -214,8 +212,8 @@ class JobRunner:
         check_backlog: bool = True,
         held: Collection[int] = (),
     ) -> Admitted | RunResult:
-        """Take a job through every step before Halo: already recorded? → validate → claim →
-        count the run → render → its ticket's turn.
+        """Take a job through every step before Halo: validate → already recorded? → claim →
+        count the run (those three in one call) → render → its ticket's turn.
 
         Args:
             claims: where an admitted job's claim is kept, to be released when the caller's
@@ -229,13 +227,13 @@ class JobRunner:
         Returns:
             The admitted job, or what became of the delivery when it ended here.
         """
-        if self.store.records.get(job_id) is not None:
-            return RunResult.DUPLICATE
+        # Whether the job has a record is asked with its claim (one call, `Claims.claim`).
         job = self.validate(job_id, payload, submitted_at, started_s, task_id)
-        if job is None:
-            return RunResult.RECORDED
+        if isinstance(job, RunResult):
+            return job
         with ExitStack() as own:
-            if not own.enter_context(self.store.claims.claim(job_id, lease_s=self.lease_s)):
+            claim = self.store.claims.claim(job_id, lease_s=self.lease_s, submitted_at=submitted_at)
+            if not own.enter_context(claim):
                 return self.busy(job_id, payload, submitted_at)
             claimed = self.begin(job, job_id, payload, submitted_at, started_s)
             if claimed is None:
@@ -252,9 +250,10 @@ class JobRunner:
         submitted_at: str,
         started_s: float,
         task_id: str | None = None,
-    ) -> Job | None:
-        """The job, or None after recording it as `invalid_job` (also when it has no job_id
-        and `task_id`, the task id it was sent under, is not a valid one)."""
+    ) -> Job | RunResult:
+        """The job, or what recording it as `invalid_job` did (also when it has no job_id and
+        `task_id`, the task id it was sent under, is not a valid one): RECORDED, or DUPLICATE
+        when it had a record already."""
         try:
             job = parse_job(payload)
             check_task_id(job, task_id)
@@ -270,8 +269,7 @@ class JobRunner:
                 warnings=warnings,
                 meta=meta,
             )
-            self.finish(record, payload, started_s)
-            return None
+            return self.finish(record, payload, started_s)
         return job
 
     def begin(
@@ -279,9 +277,9 @@ class JobRunner:
     ) -> Claimed | None:
         """Count a run of a claimed job; None when it needs no run (recorded meanwhile, or
         failed now because its runs keep killing their worker)."""
-        if self.store.records.get(job_id) is not None:
-            return None
         state = self.store.claims.begin_run(job_id, submitted_at)
+        if state is None:
+            return None
         claimed = Claimed(job, job_id, payload, state)
         if state.crashes >= self.config.max_deliveries:
             crash = InternalError(

@@ -363,6 +363,7 @@ class TicketLines:
                 keys=write_keys + keys, args=write_args + args + counts, client=pipe
             ),
         )
+        records.written(record, write_args)
         return bool(written)
 
     def _leave_call(

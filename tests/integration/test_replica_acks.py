@@ -23,7 +23,7 @@ from tests.integration.harness import (
     wait_for_record,
     wait_until,
 )
-from worker.keys import claim_key, result_key
+from worker.keys import claim_key, job_state_key, result_key
 from worker.models import Outcome, ResultRecord, utc_now_iso
 from worker.replication import NotReplicated, ReplicaAcks
 from worker.results import ResultStore
@@ -60,10 +60,21 @@ def test_claims_journals_and_records_are_not_relied_on_until_a_replica_has_them(
         ):
             pytest.fail("the run went ahead on a claim no replica has")
         assert client.exists(claim_key("j1")) == 0, "a refused claim was left blocking the job"
+        with (
+            pytest.raises(NotReplicated, match="the claim of job j3"),
+            store.claims.claim("j3", lease_s=30, submitted_at=utc_now_iso()),
+        ):
+            pytest.fail("the run went ahead on a claim no replica has")
+        assert client.exists(claim_key("j3")) == 0
+        # The run it counted is taken back: the next one is not mistaken for one after a crash.
+        assert client.hget(job_state_key("j3"), "attempts") == "0"
         with pytest.raises(NotReplicated, match="write journal"):
             store.claims.journal("j1").note(["summary"])
+        # A primary that lost its scripts (restarted, or newly promoted) is sent them again.
+        client.script_flush()
         with pytest.raises(NotReplicated, match="the record of job j1"):
             store.records.write(record_of("j1"))
+        assert client.exists(result_key("j1")) == 1
         plain = ResultStore(client, ttl_s=60)
         with plain.claims.claim("j2", lease_s=30) as taken:
             assert taken  # with no replica required, nothing waits
