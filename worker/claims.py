@@ -30,7 +30,7 @@ from typing import Any, cast
 import redis
 
 from worker.keys import claim_key, job_state_key, result_key
-from worker.replication import NotReplicated, ReplicaAcks
+from worker.replication import DurableField, NotReplicated, ReplicaAcks
 
 # Counts a run and returns what earlier runs left, as {'counted', attempts, clean ends, Halo
 # requests, first start, submitted_at}.
@@ -240,7 +240,7 @@ class Claims:
         self._end_run(keys=[job_state_key(job_id)], args=[halo_requests, "1" if counted else "0"])
 
     def journal(self, job_id: str) -> RedisJournal:
-        """The write journal of one job (see `worker.update.WriteJournal`)."""
+        """The write journal of one job (see `worker.journal.WriteJournal`)."""
         return RedisJournal(self.redis, job_state_key(job_id), self.acks)
 
 
@@ -276,8 +276,16 @@ class RedisJournal:
         Raises:
             NotReplicated: too few replicas confirmed; the POST must not be sent.
         """
-        self._acks.write(
+        self.rider(changed_fields).write()
+
+    def rider(self, changed_fields: list[str]) -> DurableField:
+        """The note of `note`, unwritten: for the POST's budget grant to write in the same
+        call, and wait for the same replicas (`worker.journal.noted_before_post`)."""
+        return DurableField(
             self._redis,
+            self._key,
+            "journal",
+            json.dumps(changed_fields),
+            self._acks,
             f"the write journal of {self._key}",
-            lambda client: client.hset(self._key, "journal", json.dumps(changed_fields)),
         )

@@ -34,8 +34,9 @@ import logging
 import math
 import random
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import redis
 
@@ -43,7 +44,11 @@ from worker.connections import Connection
 from worker.errors import BudgetExhausted, HaloRateLimited
 from worker.keys import rate_key, rate_learned_key
 from worker.ratelimit import RateLimit
-from worker.ratescripts import ACQUIRE, OBSERVE_429, RESTAMP, STAMP, script_keys
+from worker.ratescripts import ACQUIRE, ACQUIRE_NOTING, OBSERVE_429, RESTAMP, STAMP, script_keys
+from worker.replication import DurableField
+
+if TYPE_CHECKING:
+    from worker.halo.client import Rider
 
 log = logging.getLogger("halo.governor")
 
@@ -86,6 +91,7 @@ class Governor:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
         self._acquire = client.register_script(ACQUIRE)
+        self._acquire_noting = client.register_script(ACQUIRE_NOTING)
         self._observe = client.register_script(OBSERVE_429)
         self._restamp = client.register_script(RESTAMP)
         self._stamp = client.register_script(STAMP)
@@ -93,23 +99,40 @@ class Governor:
         # task per thread, and the batch's requests are sent from the thread that took it.
         self._spending = threading.local()
 
-    def try_acquire(self, connection: Connection, n: int = 1) -> Grant:
-        """Take room for `n` requests if there is room for all of them now."""
+    def try_acquire(
+        self, connection: Connection, n: int = 1, notes: Sequence[DurableField] = ()
+    ) -> Grant:
+        """Take room for `n` requests if there is room for all of them now; on a grant, write
+        `notes` in the same atomic call, and return once the replicas they ask for have them
+        (refused, nothing is written).
+
+        Raises:
+            NotReplicated: granted, but the notes' replicas did not confirm them in time: the
+                requests must not be sent (their room stays taken, which errs on the safe side).
+        """
         limit = connection.rate_limit
-        raw = cast(
-            list[Any],
-            self._acquire(
-                keys=script_keys(connection.name),
-                args=[
-                    limit.requests,
-                    int(limit.window_s * 1000),
-                    n,
-                    "r:",
-                    _PAD_FRACTION,
-                    _MIN_PAD_MS,
-                ],
-            ),
-        )
+        keys = script_keys(connection.name)
+        args: list[str | float] = [
+            limit.requests,
+            int(limit.window_s * 1000),
+            n,
+            "r:",
+            _PAD_FRACTION,
+            _MIN_PAD_MS,
+        ]
+        if notes:
+            keys += [note.key for note in notes]
+            args += [part for note in notes for part in (note.field, note.value)]
+            raw = cast(
+                list[Any],
+                notes[0].acks.write(
+                    self._redis,
+                    " and ".join(note.what for note in notes),
+                    lambda client: self._acquire_noting(keys=keys, args=args, client=client),
+                ),
+            )
+        else:
+            raw = cast(list[Any], self._acquire(keys=keys, args=args))
         return Grant(
             granted=bool(raw[0]),
             wait_s=int(raw[1]) / 1000,
@@ -174,16 +197,31 @@ class Governor:
                 extra={"connection": connection.name, "error": type(exc).__name__},
             )
 
-    def acquire(self, connection: Connection) -> str | None:
-        """Take room for one request.
+    def acquire(self, connection: Connection, riders: Sequence[Rider] = ()) -> str | None:
+        """Take room for one request, and make `riders` durable before it is sent: a journal
+        note to this Redis goes in the same call as the grant (`try_acquire`), any other is
+        written alone first.
 
         Returns:
             The grant's entry in the log, for `settle` once the request has its answer.
 
         Raises:
             BudgetExhausted: no room now; `retry_after_s` says when there will be.
+            NotReplicated: a rider did not reach the replicas it must.
         """
-        grant = self.try_acquire(connection)
+        notes: list[DurableField] = []
+        for rider in riders:
+            # Carried: a note to this Redis that waits for the same replicas as the others
+            # (one WAIT for all).
+            if (
+                isinstance(rider, DurableField)
+                and rider.client is self._redis
+                and (not notes or rider.acks == notes[0].acks)
+            ):
+                notes.append(rider)
+            else:
+                rider.write()
+        grant = self.try_acquire(connection, notes=notes)
         if not grant.granted:
             raise BudgetExhausted(
                 f"connection {connection.name!r} has used its Halo budget "

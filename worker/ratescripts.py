@@ -15,7 +15,8 @@ from worker.keys import rate_key, rate_learned_key, rate_pause_key, rate_seq_key
 # KEYS: log, pause, learned, seq, strikes. ARGV: limit, window_ms, n, member prefix, pad
 # fraction, minimum pad ms. Returns {granted (1/0), wait_ms, limit, window_ms, in_window}, and
 # on a grant its reservation (the members' prefix) and the shortest pad of the windows (ms).
-ACQUIRE: Final = """
+_ACQUIRE_LUA: Final = """
+local function acquire()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rules = {{tonumber(ARGV[1]), tonumber(ARGV[2])}}
@@ -61,7 +62,26 @@ redis.call('PEXPIRE', KEYS[4], longest)
 local shortest_pad = longest
 for _, rule in ipairs(rules) do shortest_pad = math.min(shortest_pad, rule[3] - rule[2]) end
 return {1, 0, tightest[1], tightest[2], in_window + n, ARGV[4] .. seq, shortest_pad}
+end
 """
+ACQUIRE: Final = _ACQUIRE_LUA + "return acquire()\n"
+
+# ACQUIRE, and on a grant, in the same atomic call, the notes that must be written before the
+# request goes out (a write journal's: `worker.halo.client.Rider`). KEYS and ARGV: ACQUIRE's,
+# then one hash key per note (KEYS[6], ...) and its field and value (ARGV[7], ARGV[8], ...).
+# A refusal writes no note: its request is not sent.
+ACQUIRE_NOTING: Final = (
+    _ACQUIRE_LUA
+    + """
+local answer = acquire()
+if answer[1] == 1 then
+  for i = 6, #KEYS do
+    redis.call('HSET', KEYS[i], ARGV[2 * i - 5], ARGV[2 * i - 4])
+  end
+end
+return answer
+"""
+)
 
 # KEYS: log. ARGV: reservation, n, longest span ms
 # A grant taken ahead of its requests (a released batch) is moved to the moment they are sent,

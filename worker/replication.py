@@ -92,6 +92,36 @@ class ReplicaAcks:
         return replies[-2]
 
 
+@dataclass(frozen=True)
+class DurableField:
+    """One hash field that must outlive a failover before something else happens (a write
+    journal's note, before its POST): written alone by `write`, or carried by another atomic
+    call to the same Redis that waits for the same replicas (`worker.governor`, which writes
+    it with the request's budget grant).
+
+    Attributes:
+        client: the Redis it is written to.
+        key, field, value: what is written (HSET key field value).
+        acks: the replicas it must reach.
+        what: the write, named for the error message.
+    """
+
+    client: redis.Redis
+    key: str
+    field: str
+    value: str
+    acks: ReplicaAcks
+    what: str
+
+    def write(self) -> None:
+        """Write it alone; returns once the replicas required have it.
+
+        Raises:
+            NotReplicated: too few replicas confirmed in time.
+        """
+        self.acks.write(self.client, self.what, lambda c: c.hset(self.key, self.field, self.value))
+
+
 def _with_wait(
     client: redis.Redis, commands: Callable[[redis.Redis], Any], replicas: int, timeout_s: float
 ) -> list[Any]:

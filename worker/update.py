@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from worker.applied import compare, is_flag, name_refused_field, shows_saved_values
 from worker.errors import HaloRejected, InvalidTicketId
@@ -25,6 +25,7 @@ from worker.halo.lookups import (
     name_of,
     resolve_refreshing,
 )
+from worker.journal import WriteJournal, noted_before_post
 from worker.models import MAX_RENDERED_CHARS, RESULT_TICKET_KEYS, Job
 from worker.templating import render
 
@@ -70,18 +71,6 @@ class Updated:
     ticket: dict[str, Any]
     changed_fields: list[str]
     warnings: list[str]
-
-
-class WriteJournal(Protocol):
-    """Remembers that a job POSTed, so a rerun after a crash reports what that POST changed."""
-
-    def recall(self) -> list[str] | None:
-        """The `changed_fields` of a POST an earlier run of this job sent, if any."""
-        ...
-
-    def note(self, changed_fields: list[str]) -> None:
-        """Record the fields about to be POSTed, before sending."""
-        ...
 
 
 def render_job(job: Job) -> Rendered:
@@ -195,10 +184,9 @@ def apply_plan(
     warnings = list(plan.warnings)
     after = plan.ticket
     if changed and saved is None:
-        if journal is not None:
-            journal.note(changed)
         try:
-            after = client.update_tickets([plan.payload])[plan.ticket_id]
+            with noted_before_post(journal, client, changed):
+                after = client.update_tickets([plan.payload])[plan.ticket_id]
         except HaloRejected as error:
             raise name_refused_field(error, plan.payload) from None
         if not shows_saved_values(after, changed):
@@ -236,8 +224,8 @@ def settle_unconfirmed(
         return Updated(shape_ticket(rest, now, client), plan.changed_fields, list(plan.warnings))
     changed = [*plan.changed_fields]
     changed += [name for name in rest.changed_fields if name not in changed]
-    journal.note(changed)
-    after = client.update_tickets([rest.payload])[plan.ticket_id]
+    with noted_before_post(journal, client, changed):
+        after = client.update_tickets([rest.payload])[plan.ticket_id]
     return Updated(shape_ticket(rest, after, client), changed, list(plan.warnings))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from fakehalo import DEMO_CLIENT_SECRET, FakeHalo
 from producers.jobs import Producer, SubmitError
@@ -23,8 +24,11 @@ from tests.integration.harness import (
     wait_for_record,
     wait_until,
 )
+from worker.connections import Connection
+from worker.governor import Governor
 from worker.keys import claim_key, job_state_key, result_key
 from worker.models import Outcome, ResultRecord, utc_now_iso
+from worker.ratelimit import RateLimit
 from worker.replication import NotReplicated, ReplicaAcks
 from worker.results import ResultStore
 
@@ -68,6 +72,14 @@ def test_claims_journals_and_records_are_not_relied_on_until_a_replica_has_them(
         assert client.exists(claim_key("j3")) == 0
         # The run it counted is taken back: the next one is not mistaken for one after a crash.
         assert client.hget(job_state_key("j3"), "attempts") == "0"
+        governor = Governor(client)
+        acme = Connection(
+            name="acme", url="https://acme.halo.test", auth_url="https://acme.halo.test/auth",
+            tenant=None, client_id="c", client_secret=SecretStr("s"), scope="all",
+            rate_limit=RateLimit(300, 300.0),
+        )  # fmt: skip
+        with pytest.raises(NotReplicated, match="write journal"):
+            governor.acquire(acme, [store.claims.journal("j3").rider(["summary"])])
         with pytest.raises(NotReplicated, match="write journal"):
             store.claims.journal("j1").note(["summary"])
         # A primary that lost its scripts (restarted, or newly promoted) is sent them again.

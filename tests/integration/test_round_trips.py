@@ -1,12 +1,11 @@
 """What a job costs Redis, and the merged steps that keep it low.
 
-A warm job that reads its ticket and POSTs one change makes six round trips to Redis:
+A warm job that reads its ticket and POSTs one change makes five round trips to Redis:
 
     claim          whether it has a record, the claim, and the count of its run
     enter          its ticket's turn
     grant          budget for the read
-    note           the write journal's note, before the POST
-    grant          budget for the POST
+    grant + note   budget for the POST, with the write journal's note in the same call
     record         the record, its feed entry, the end of its turn and of its claim
 
 Each merged step keeps the atomicity of the steps it replaced, or gains some: these tests check
@@ -27,6 +26,7 @@ from redis.connection import AbstractConnection
 from fakehalo.seeds import plain_ticket
 from tests.integration.budget import Fleet, Tenants, job, new_fake
 from worker.claims import Claims
+from worker.errors import BudgetExhausted
 from worker.keys import claim_key, job_state_key, result_key
 from worker.models import Outcome, ResultRecord, utc_now_iso
 from worker.records import Records
@@ -37,7 +37,7 @@ pytest_plugins = ["tests.integration.fixtures_budget"]
 NEW: Final = 1
 TICKETS: Final = (6001, 6002)
 # The steps of a warm, single job that reads its ticket and POSTs one change.
-HAPPY_PATH_TRIPS: Final = 6
+HAPPY_PATH_TRIPS: Final = 5
 
 
 class Trips:
@@ -82,7 +82,7 @@ def _record(job_id: str) -> ResultRecord:
     )  # fmt: skip
 
 
-def test_a_warm_job_that_reads_and_posts_makes_six_round_trips(fleet: Fleet, trips: Trips) -> None:
+def test_a_warm_job_that_reads_and_posts_makes_five_round_trips(fleet: Fleet, trips: Trips) -> None:
     halo = new_fake()
     for ticket_id in TICKETS:
         halo.add_ticket(**{**plain_ticket(ticket_id), "status_id": NEW})
@@ -149,3 +149,24 @@ def test_a_job_held_elsewhere_is_not_counted(budget_redis: redis.Redis) -> None:
         assert not taken
     assert budget_redis.exists(job_state_key("j1")) == 0
     assert budget_redis.get(claim_key("j1")) == "another worker's token"
+
+
+def test_a_journal_note_is_written_with_its_grant_and_never_on_a_refusal(
+    fleet: Fleet, budget_redis: redis.Redis, trips: Trips
+) -> None:
+    runtime = fleet(Tenants(), rates={"acme": "2/60s"})
+    acme = runtime.clients.connections["acme"]
+    governor = runtime.governor
+    # The first call connects and loads the script.
+    assert governor.acquire(acme, [runtime.store.claims.journal("j0").rider(["details"])])
+    journal = runtime.store.claims.journal("j1")
+    before = trips.total
+    assert governor.acquire(acme, [journal.rider(["summary"])]) is not None
+    assert trips.total == before + 1, "the note went in the grant's call"
+    assert journal.recall() == ["summary"]
+
+    other = runtime.store.claims.journal("j2")
+    with pytest.raises(BudgetExhausted):
+        governor.acquire(acme, [other.rider(["status_id"])])
+    assert other.recall() is None, "a note was written for a request that was never sent"
+    assert budget_redis.exists(job_state_key("j2")) == 0

@@ -42,6 +42,7 @@ HALO_MAY_IMPORT = frozenset(
 CORE = (
     "worker.runner",
     "worker.update",
+    "worker.journal",
     "worker.applied",
     "worker.batch",
     "worker.admission",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import httpx
@@ -24,7 +24,7 @@ from worker.errors import (
     UnknownConnection,
 )
 from worker.halo.cache import MemoryCache
-from worker.halo.client import HaloClient, HaloClients
+from worker.halo.client import HaloClient, HaloClients, Rider
 from worker.halo.signing import CacheSigner
 
 
@@ -36,10 +36,12 @@ class RecordingBudget:
         self.acquired = 0
         self.observed: list[HaloRateLimited] = []
 
-    def acquire(self, connection: Connection) -> str | None:
+    def acquire(self, connection: Connection, riders: Sequence[Rider] = ()) -> str | None:
         if self.refuse:
             raise HaloRateLimited(f"no budget for {connection.name}", retry_after_s=3.0)
         self.acquired += 1
+        for rider in riders:
+            rider.write()
         return None
 
     def spend_prepaid(self, connection: Connection) -> str | None:

@@ -25,7 +25,7 @@ from worker.errors import (
     TicketNotFound,
 )
 from worker.halo.cache import MemoryCache
-from worker.halo.client import HaloClient, HaloClients
+from worker.halo.client import HaloClient, HaloClients, Rider
 from worker.halo.lookups import LookupKind
 from worker.models import MAX_JOB_BYTES, MAX_RENDERED_CHARS, RESULT_TICKET_KEYS, Job, parse_job
 from worker.update import (
@@ -81,6 +81,10 @@ class Journal:
 
     def note(self, changed_fields: list[str]) -> None:
         self.noted = list(changed_fields)
+
+    def rider(self, changed_fields: list[str]) -> Rider | None:
+        del changed_fields
+        return None  # noted at once, with `note`
 
 
 class LabelStripper:
@@ -598,6 +602,39 @@ def test_a_rerun_whose_post_was_lost_in_flight_sends_it_again(
     again = run_update(job(status="Closed"), clients.for_job("acme"), journal=journal)
     assert again.changed_fields == ["status_id"]
     assert [p.status for p in fake.posts()] == [None, 201]
+
+
+class RidingJournal(Journal):
+    """A journal whose note goes with the POST's budget grant, as the worker's Redis journal's
+    does; it remembers how many POSTs the fake had seen when the note was written."""
+
+    def __init__(self, fake: FakeHalo) -> None:
+        super().__init__()
+        self.fake = fake
+        self.posts_when_noted: int | None = None
+
+    def rider(self, changed_fields: list[str]) -> Rider | None:
+        return _Note(self, changed_fields)
+
+
+class _Note:
+    def __init__(self, journal: RidingJournal, changed_fields: list[str]) -> None:
+        self.journal, self.changed_fields = journal, changed_fields
+
+    def write(self) -> None:
+        self.journal.note(self.changed_fields)
+        self.journal.posts_when_noted = len(self.journal.fake.posts())
+
+
+def test_a_note_that_rides_with_the_budget_grant_is_written_before_the_post(
+    fake: FakeHalo, clients: HaloClients
+) -> None:
+    journal = RidingJournal(fake)
+    warm(clients)
+    updated = run_update(job(status="Closed"), clients.for_job("acme"), journal=journal)
+    assert journal.noted == updated.changed_fields == ["status_id"]
+    assert journal.posts_when_noted == 0
+    assert len(fake.posts()) == 1
 
 
 def test_an_unchanged_job_without_a_journal_entry_reports_no_changes(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -34,6 +34,7 @@ __all__ = [
     "HaloClients",
     "ListRead",
     "Posted",
+    "Rider",
     "SentRequest",
     "Ticket",
     "Timeouts",
@@ -45,11 +46,22 @@ log = logging.getLogger("halo.client")
 _USER_AGENT: Final = "halo-update-worker/0.1"
 
 
+class Rider(Protocol):
+    """A write that must be durable before the next request goes out (a write journal's note
+    before its POST: `worker.update.note_before_post`). A budget may write it in the same
+    call as the request's grant, only on a grant; otherwise it is written alone first."""
+
+    def write(self) -> None:
+        """Write it alone; returns once it is durable."""
+        ...
+
+
 class Budget(Protocol):
     """The shared rate governor's face towards the client."""
 
-    def acquire(self, connection: Connection) -> str | None:
-        """Take budget for one request; returns the grant's handle for `settle`.
+    def acquire(self, connection: Connection, riders: Sequence[Rider] = ()) -> str | None:
+        """Take budget for one request; returns the grant's handle for `settle`. `riders`
+        are written before it returns, on a grant (in the same call when the budget can).
 
         Raises:
             HaloRateLimited: no budget now; `retry_after_s` says when there will be.
@@ -72,8 +84,10 @@ class Budget(Protocol):
 class Unmetered:
     """A `Budget` that never refuses: for tools and tests that run one job at a time."""
 
-    def acquire(self, connection: Connection) -> str | None:
+    def acquire(self, connection: Connection, riders: Sequence[Rider] = ()) -> str | None:
         del connection
+        for rider in riders:
+            rider.write()
         return None
 
     def spend_prepaid(self, connection: Connection) -> str | None:

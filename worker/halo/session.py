@@ -3,17 +3,20 @@
 `JobSession` is what `HaloClient` is built on (`worker.halo.client`); the ticket and lookup
 list endpoints (`worker.halo.tickets`, `worker.halo.lists`) send through it. Every request,
 token requests included, passes through `JobSession._send`, which checks the job's deadline,
-takes rate budget, counts, reports the request to the process's observer, and turns transport
-failures into retryable errors. Auth is done in `JobSession._call` too, rather than in an
-`httpx.Auth` flow, so that a refresh-and-retry is counted and budgeted like any request; what
-an answer that is not a success means is `worker.halo.errors`'s to say. The session also keeps
-the route check: whether Halo's API answers at the connection's url (`worker.halo.route`).
+takes rate budget (writing with the grant what must be durable before the request goes out:
+a write journal's note, `JobSession.riding`), counts, reports the request to the process's
+observer, and turns transport failures into retryable errors. Auth is done in
+`JobSession._call` too, rather than in an `httpx.Auth` flow, so that a refresh-and-retry is
+counted and budgeted like any request; what an answer that is not a success means is
+`worker.halo.errors`'s to say. The session also keeps the route check: whether Halo's API
+answers at the connection's url (`worker.halo.route`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,7 +34,7 @@ from worker.halo.errors import (
 from worker.halo.route import no_api_error
 
 if TYPE_CHECKING:
-    from worker.halo.client import HaloClients
+    from worker.halo.client import HaloClients, Rider
 
 # Halo's largest page (FACTS, Lookups: `page_size` up to 100; the OpenAPI document: "Maximum
 # size: 100"), for the list reads that page.
@@ -70,6 +73,20 @@ class JobSession:
         self._tokens = tokens
         self._deadline_s = deadline_s
         self._clock = clock
+        self._riders: list[Rider] = []
+
+    @contextmanager
+    def riding(self, rider: Rider) -> Iterator[None]:
+        """Within the block, `rider` is made durable before the next request goes out: in
+        the same call as that request's budget grant when the budget can carry it
+        (`Budget.acquire`), else alone just before. A request that never goes out (past the
+        deadline, refused budget) drops it, and so does the end of the block when no request
+        took it: nothing was sent that it had to be written for."""
+        self._riders.append(rider)
+        try:
+            yield
+        finally:
+            self._riders = [r for r in self._riders if r is not rider]
 
     # -- the route to Halo's API -------------------------------------------------------------
 
@@ -184,6 +201,7 @@ class JobSession:
         form: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send one HTTP request: deadline, budget, count, and transport errors as retryable."""
+        riders, self._riders = self._riders, []
         timeouts = self._clients.timeouts
         remaining_s = timeouts.read_s
         if self._deadline_s is not None:
@@ -196,9 +214,11 @@ class JobSession:
         asked_s = time.monotonic()
         if self._prepaid > 0:
             self._prepaid -= 1
+            for rider in riders:
+                rider.write()
             grant = budget.spend_prepaid(self.connection)
         else:
-            grant = budget.acquire(self.connection)
+            grant = budget.acquire(self.connection, riders)
         self.requests_made += 1
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         sent_s = time.monotonic()
