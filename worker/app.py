@@ -30,10 +30,11 @@ from typing import Any
 from celery import Celery, signals
 
 from worker import fleet, liveness, logs, metrics, sentry, transport
-from worker.backlog import Dispatcher, Parked
+from worker.backlog import Parked
 from worker.celeryconfig import RETIRED_BATCH_QUEUE, celery_config
 from worker.connections import ConnectionsError
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
+from worker.dispatcher import Dispatcher
 from worker.keys import BACKLOG_JOBS, TICKET_WAITING
 from worker.learned import Learned
 from worker.models import QUEUE
