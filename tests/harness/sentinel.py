@@ -122,17 +122,8 @@ class ReplicationGroup(contextlib.ExitStack):
         starts a data node: through `ops/redis/data-node.sh`, which asks the sentinels where
         the primary is and makes the node its replica, and only on the group's first start
         (no sentinel answering) takes the role it was first given."""
-        node.launcher = [
-            "env",
-            f"REDIS_SENTINELS={' '.join(f'127.0.0.1:{s.port}' for s in self.sentinels)}",
-            f"REDIS_SENTINEL_MASTER={MASTER_NAME}",
-            "sh",
-            str(DATA_NODE_SCRIPT),
-            "127.0.0.1",
-            str(node.port),
-            "127.0.0.1",
-            str(self.first_primary_port),
-        ]
+        sentinels = [f"127.0.0.1:{s.port}" for s in self.sentinels]
+        node.launcher = data_node_launcher(node.port, self.first_primary_port, sentinels)
         node.extra_args = _without_replicaof(node.extra_args)
         node.start()
 
@@ -210,6 +201,22 @@ class ReplicationGroup(contextlib.ExitStack):
                 return None
             ports.add(int(state["port"]))
         return ports.pop() if len(ports) == 1 else None
+
+
+def data_node_launcher(port: int, first_primary_port: int, sentinels: list[str]) -> list[str]:
+    """The command that starts the data node on `port` through `ops/redis/data-node.sh`,
+    asking `sentinels` ("host:port") where the primary is."""
+    return [
+        "env",
+        f"REDIS_SENTINELS={' '.join(sentinels)}",
+        f"REDIS_SENTINEL_MASTER={MASTER_NAME}",
+        "sh",
+        str(DATA_NODE_SCRIPT),
+        "127.0.0.1",
+        str(port),
+        "127.0.0.1",
+        str(first_primary_port),
+    ]
 
 
 def _without_replicaof(args: list[str]) -> list[str]:

@@ -15,23 +15,15 @@ import pytest
 import redis
 
 from tests.harness.processes import RedisServer, free_port
-from tests.harness.sentinel import DATA_NODE_SCRIPT, MASTER_NAME, ReplicationGroup
+from tests.harness.sentinel import ReplicationGroup, data_node_launcher
 
 
-def data_node(directory: Path, sentinels: str, first_primary_port: int) -> RedisServer:
-    """A data node started through the script, as Compose starts one."""
+def data_node(directory: Path, sentinels: list[str], first_primary_port: int | None) -> RedisServer:
+    """A data node started through the script, as Compose starts one; `first_primary_port`
+    None: the node is the group's first primary."""
     node = RedisServer(directory)
-    node.launcher = [
-        "env",
-        f"REDIS_SENTINELS={sentinels}",
-        f"REDIS_SENTINEL_MASTER={MASTER_NAME}",
-        "sh",
-        str(DATA_NODE_SCRIPT),
-        "127.0.0.1",
-        str(node.port),
-        "127.0.0.1",
-        str(first_primary_port),
-    ]
+    first = node.port if first_primary_port is None else first_primary_port
+    node.launcher = data_node_launcher(node.port, first, sentinels)
     return node
 
 
@@ -63,9 +55,8 @@ def nodes() -> Iterator[list[RedisServer]]:
 def test_with_no_sentinel_answering_each_data_node_takes_its_first_role(
     tmp_path: Path, nodes: list[RedisServer]
 ) -> None:
-    nobody = f"127.0.0.1:{free_port()}"  # the group's first start: no sentinel yet
-    first = data_node(tmp_path / "first", nobody, first_primary_port=0)
-    first.launcher[-1] = str(first.port)  # the first primary is this node
+    nobody = [f"127.0.0.1:{free_port()}"]  # the group's first start: no sentinel yet
+    first = data_node(tmp_path / "first", nobody, first_primary_port=None)
     nodes.append(first.start())
     second = data_node(tmp_path / "second", nobody, first_primary_port=first.port)
     nodes.append(second.start())
@@ -81,11 +72,10 @@ def test_a_data_node_that_was_the_first_primary_starts_as_the_replica_of_the_one
     with ReplicationGroup(tmp_path / "group") as group:
         with redis.Redis.from_url(group.primary.url) as client:
             client.set("written-before", "kept")
-        sentinels = " ".join(f"127.0.0.1:{s.port}" for s in group.sentinels)
+        sentinels = [f"127.0.0.1:{s.port}" for s in group.sentinels]
         # A node that believes it is the first primary (as the Compose `redis` service does),
         # started while the sentinels name another.
-        node = data_node(tmp_path / "returning", sentinels, first_primary_port=0)
-        node.launcher[-1] = str(node.port)
+        node = data_node(tmp_path / "returning", sentinels, first_primary_port=None)
         nodes.append(node.start())
 
         state = replication(node)
