@@ -31,14 +31,9 @@ $(TOOLS_STAMP):
 
 # Unit tests run in a process of their own: threads that integration tests leave running (their
 # workers' clients, retry jitter) would touch the global random state while hypothesis draws.
-# The Sentinel failover test runs alone too, its producer starting clean as a real producer does:
-# after the rest of the suite in the same process it lost the jobs accepted before the kill,
-# alone it never has (an interaction inside the test process, not yet explained).
-FAILOVER_TEST := tests/reliability/test_sentinel_failover.py
 test: $(STAMP)
 	$(PY) -m pytest tests/unit
-	$(PY) -m pytest tests/integration tests/reliability --ignore=$(FAILOVER_TEST)
-	$(PY) -m pytest $(FAILOVER_TEST)
+	$(PY) -m pytest tests/integration tests/reliability
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

@@ -30,10 +30,11 @@ from typing import Any
 from celery import Celery, signals
 
 from worker import fleet, liveness, logs, metrics, sentry, transport
-from worker.backlog import Dispatcher, Parked
+from worker.backlog import Parked
 from worker.celeryconfig import RETIRED_BATCH_QUEUE, celery_config
 from worker.connections import ConnectionsError
 from worker.deferrals import every, move_due, redeliver_lost, start_mover, stop_mover
+from worker.dispatcher import Dispatcher
 from worker.keys import BACKLOG_JOBS, TICKET_WAITING
 from worker.learned import Learned
 from worker.models import QUEUE
@@ -102,6 +103,13 @@ def _start_background(**_: Any) -> None:
         batch_max=current.settings.batch_max,
         learned=Learned(current.redis),
     )
+    # The broker's own Redis, when the result store is another server (HALO_RESULT_URL).
+    separate_broker = current.settings.broker_url != current.settings.results_redis_url
+    broker = (
+        redis_client(current.settings.broker_url, current.settings)
+        if separate_broker
+        else current.redis
+    )
     # A job silent for longer than a stranded message and a dead worker's claim take to
     # come back was lost by the broker (see DeferredJobs.take_lost).
     redeliver = partial(
@@ -111,15 +119,11 @@ def _start_background(**_: Any) -> None:
         quiet_s=current.tickets.quiet_s,
         waiting=(BACKLOG_JOBS, TICKET_WAITING),
         queues=(QUEUE, RETIRED_BATCH_QUEUE),
+        broker=broker if separate_broker else None,
     )
     # Lost jobs are looked for every few seconds: they are found minutes after going quiet.
     lost = every(_LOST_SCAN_S, redeliver)
     reap = every(_TICKET_REAP_S, current.tickets.reap)
-    broker = (
-        current.redis
-        if current.settings.broker_url == current.settings.results_redis_url
-        else redis_client(current.settings.broker_url, current.settings)
-    )
     retired = every(_LOST_SCAN_S, partial(fleet.drain_retired_queue, broker))
     start_mover(
         [partial(move_due, current.store, publish_job), dispatcher.dispatch, lost, reap, retired]

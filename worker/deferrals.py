@@ -60,14 +60,25 @@ def redeliver_lost(
     quiet_s: float,
     waiting: Sequence[str],
     queues: Sequence[str],
+    broker: redis.Redis | None = None,
 ) -> int:
     """Publish again every accepted job whose message the broker lost; returns how many.
 
     `quiet_s` must outlast the slowest legitimate silence: a message stranded by a dead
     worker (the visibility timeout) and that worker's claim (the runner's lease). `waiting`
     names the hashes (keyed by job_id) of jobs waiting without a message: the backlog's
-    payloads, the jobs waiting for their ticket.
+    payloads, the jobs waiting for their ticket. Nothing is published while a job queue
+    (`queues`) holds messages: a quiet job may be waiting there.
+
+    `broker` is the broker's Redis when it is not the result store's (`HALO_RESULT_URL` set
+    to another server): the queues are then looked at there, before the result store is
+    asked, not in the same script. A message taken off the queue between the two would at
+    worst be run twice, and its claim makes the second run a no-op.
     """
+    if broker is not None:
+        if any(broker.llen(queue) for queue in queues):
+            return 0
+        queues = ()
     lost = store.deferred.take_lost(quiet_s=quiet_s, limit=_BATCH, waiting=waiting, queues=queues)
     for due in lost:
         job = due.payload.get("job")

@@ -188,7 +188,8 @@ class DeferredJobs:
         plus a dead worker's claim), its message is gone. Each job returned is marked seen,
         so it is returned again only after another quiet period. Nothing is returned while
         a job queue (the broker's lists `queues`) holds messages, since a quiet job may just
-        be waiting there: a lost job is then found once the queues drain.
+        be waiting there: a lost job is then found once the queues drain. The queues must be
+        in this Redis (`worker.deferrals.redeliver_lost` looks at a broker elsewhere itself).
 
         Returns:
             The jobs, as `DueJob`s with an empty `lease` (being marked seen is their lease).

@@ -188,7 +188,7 @@ def update_batch(
     """Run a batch released from a connection's backlog; returns its jobs counted by outcome
     (``3 jobs: 2 succeeded, 1 failed (ticket_not_found/stop_all: 1)``), for Flower.
 
-    Published by the worker's own dispatcher only (see `worker.backlog`), with the budget it
+    Published by the worker's own dispatcher only (see `worker.dispatcher`), with the budget it
     was granted: spent now, as the batch sends, and never twice (a redelivered batch, whose
     first delivery may have sent, takes budget afresh).
     """

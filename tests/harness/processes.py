@@ -156,6 +156,7 @@ class RedisServer(_Process):
         appendonly: bool = False,
         port: int | None = None,
         extra_args: Sequence[str] = (),
+        launcher: Sequence[str] = (),
     ) -> None:
         super().__init__("redis-server", directory / "redis.log")
         self.directory = directory
@@ -163,6 +164,9 @@ class RedisServer(_Process):
         self.appendonly = appendonly
         # More redis-server options (`--replicaof`, `--tls-port`, `--aclfile`, ...).
         self.extra_args = list(extra_args)
+        # A start script that runs redis-server with its options (ops/redis/data-node.sh), or
+        # nothing: redis-server itself.
+        self.launcher = list(launcher)
 
     @property
     def url(self) -> str:
@@ -171,19 +175,18 @@ class RedisServer(_Process):
     def start(self, timeout_s: float = 10.0) -> Self:
         """Start (or restart on the same port and data directory) and wait for PING."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._spawn(
-            [
-                "redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
-                "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "everysec",
-                "--maxmemory-policy", "noeviction",
-                *self.extra_args,
-            ]
-        )  # fmt: skip
+        server = [
+            "redis-server",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction",
+            *self.extra_args,
+        ]  # fmt: skip
+        self._spawn([*self.launcher, *server])
         deadline = time.monotonic() + timeout_s
         while not self.answers():
             if not self.running or time.monotonic() > deadline:

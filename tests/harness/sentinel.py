@@ -17,6 +17,8 @@ import redis
 from tests.harness.processes import RedisServer, _Process, free_port
 
 MASTER_NAME = "mymaster"
+# How the Compose Sentinel variant starts a data node: in the role the sentinels give it.
+DATA_NODE_SCRIPT = Path(__file__).resolve().parents[2] / "ops" / "redis" / "data-node.sh"
 # Two of three sentinels must agree the primary is down: one sentinel alone, partitioned from
 # the others, cannot start a failover.
 QUORUM = 2
@@ -81,6 +83,7 @@ class ReplicationGroup(contextlib.ExitStack):
     ) -> None:
         super().__init__()
         self.primary = RedisServer(root / "primary")
+        self.first_primary_port = self.primary.port
         self.replica = RedisServer(
             root / "replica", extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)]
         )
@@ -114,18 +117,14 @@ class ReplicationGroup(contextlib.ExitStack):
             raise
         return self
 
-    def rejoin_as_replica(self, node: RedisServer, primary_port: int) -> None:
-        """Start `node` again (after it died and lost its data) as the replica of the primary
-        on `primary_port`, as an orchestrator should bring back a data node with no data.
-
-        Started as it was first, it would call itself a primary, empty, until Sentinel's next
-        `INFO` round (about 10 s) makes it a replica; a second failover in that window (a
-        sentinel that misses the new primary's PINGs for `down_after_ms`) can promote it and
-        wipe the data set. Measured with `down_after_ms` 1000 on a loaded 2-core host: a
-        sentinel called the new primary down 1 s after the switch and promoted the empty node.
-        """
+    def restart_data_node(self, node: RedisServer) -> None:
+        """Start `node` again (after it died, its data lost) as the Compose Sentinel variant
+        starts a data node: through `ops/redis/data-node.sh`, which asks the sentinels where
+        the primary is and makes the node its replica, and only on the group's first start
+        (no sentinel answering) takes the role it was first given."""
+        sentinels = [f"127.0.0.1:{s.port}" for s in self.sentinels]
+        node.launcher = data_node_launcher(node.port, self.first_primary_port, sentinels)
         node.extra_args = _without_replicaof(node.extra_args)
-        node.extra_args += ["--replicaof", "127.0.0.1", str(primary_port)]
         node.start()
 
     def primary_port(self) -> int | None:
@@ -202,6 +201,22 @@ class ReplicationGroup(contextlib.ExitStack):
                 return None
             ports.add(int(state["port"]))
         return ports.pop() if len(ports) == 1 else None
+
+
+def data_node_launcher(port: int, first_primary_port: int, sentinels: list[str]) -> list[str]:
+    """The command that starts the data node on `port` through `ops/redis/data-node.sh`,
+    asking `sentinels` ("host:port") where the primary is."""
+    return [
+        "env",
+        f"REDIS_SENTINELS={' '.join(sentinels)}",
+        f"REDIS_SENTINEL_MASTER={MASTER_NAME}",
+        "sh",
+        str(DATA_NODE_SCRIPT),
+        "127.0.0.1",
+        str(port),
+        "127.0.0.1",
+        str(first_primary_port),
+    ]
 
 
 def _without_replicaof(args: list[str]) -> list[str]:

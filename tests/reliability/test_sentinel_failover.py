@@ -107,12 +107,12 @@ def test_a_sentinel_failover_loses_no_accepted_job_and_writes_no_ticket_twice(
         assert old_port == group.primary.port
         group.primary.kill()  # SIGKILL: no goodbye to replica, sentinels or clients
         killed, killed_wall = time.monotonic(), time.time()
-        new_port = group.wait_for_promotion(old_port, timeout_s=30)
+        group.wait_for_promotion(old_port, timeout_s=30)
         promoted = time.monotonic()
-        # The dead host comes back, empty, as the new primary's replica (as an orchestrator
-        # brings back a node that lost its data), and writes that wait for a replica go
-        # through again.
-        group.rejoin_as_replica(group.primary, new_port)
+        # The dead host comes back, empty, started as the Compose variant starts it: the
+        # sentinels name the new primary, so it becomes its replica, and writes that wait for
+        # a replica go through again.
+        group.restart_data_node(group.primary)
         group.wait_until_watched(timeout_s=60)
         rejoined = time.monotonic()
 

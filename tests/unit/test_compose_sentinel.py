@@ -48,7 +48,10 @@ def test_a_primary_a_replica_and_three_sentinels_with_a_majority_quorum(
 ) -> None:
     services = variant["services"]
     assert {"redis", "redis-replica", *SENTINELS} <= set(services)
-    assert "--replicaof redis 6379" in " ".join(services["redis-replica"]["command"])
+    # On the group's first start `redis` is the primary and `redis-replica` its replica.
+    assert "data-node.sh redis-replica 6379 redis 6379" in " ".join(
+        services["redis-replica"]["command"]
+    )
     for name in SENTINELS:
         script = " ".join(services[name]["command"])
         assert f"sentinel monitor mymaster redis 6379 {QUORUM}" in script
@@ -81,9 +84,17 @@ def test_the_data_nodes_load_the_shipped_users_file_and_writes_wait_for_the_repl
         assert "--aclfile /tmp/users.acl" in script
         assert "--appendfsync everysec" in script
         assert "noeviction" in script
+        # Started in the role the sentinels give, never as a primary they have replaced.
+        assert f"data-node.sh {name} 6379 redis 6379" in script
+        assert "--replicaof" not in script
+        sentinels = services[name]["environment"]["REDIS_SENTINELS"].split()
+        assert sorted(sentinels) == sorted(
+            f"{sentinel}:26379" for sentinel in services if sentinel.startswith("redis-sentinel")
+        )
         mounts = [v for v in services[name]["volumes"] if isinstance(v, dict)]
         assert {"source": "./ops/redis", "target": "/etc/halo/redis"}.items() <= mounts[0].items()
     assert (ROOT / "ops" / "redis" / "render-acl.sh").is_file()
+    assert (ROOT / "ops" / "redis" / "data-node.sh").is_file()
     for name in ("worker", "demo-jobs"):
         assert services[name]["environment"]["HALO_REDIS_MIN_REPLICAS_ACKED"] == "1"
 
