@@ -11,6 +11,10 @@ Every run is counted when it starts and every clean end (a deferral, a park, a w
 when it ends, so a run that was counted and never ended is a run whose worker died: that is how
 crashes are counted (`RunState.crashes`) without anyone watching the workers.
 
+A run's start is one call: whether the job has a record, its claim and the count of the run
+(`Claims.claim` with `submitted_at`). Its end is the record write's call, which also ends the
+job's state and the writer's claim (`worker.records`), or a clean end here.
+
 The claim and the write journal are the writes here a failover must not lose (a lost claim
 lets a second worker run the job alongside; a lost journal lets a rerun POST again): with
 replica acks (`worker.replication`) neither is relied on until the replicas required have it.
