@@ -262,7 +262,11 @@ def inflight(root: Path, run: str) -> dict[str, Any]:
         for i in range(INFLIGHT_JOBS):
             rig.producer.submit(job("bench", tickets[i % TICKETS], f"{run}-inflight-{i}"))
         base = rig.recorded()
-        [worker] = rig.start_workers(1, [conn], worker_concurrency=str(INFLIGHT_CONCURRENCY))
+        # Every job on the single-job path (its own read and POST): a queue this deep would
+        # otherwise be read and written in batches, and few requests would be in flight.
+        [worker] = rig.start_workers(
+            1, [conn], worker_concurrency=str(INFLIGHT_CONCURRENCY), burst_threshold=NO_BURSTS
+        )
         assert worker.proc is not None
         sampler = RssSampler(worker.proc.pid)
         sampler.start()
