@@ -147,6 +147,9 @@ def test_replay_lists_only_failed_jobs_newest_first_and_marks_invalid_ones_not_r
 @pytest.mark.usefixtures("worker")
 def test_replay_filters_by_code_connection_time_and_limit(cli: Cli, producer: Producer) -> None:
     missing = run_job(producer, new_job(ticket_id="999999"))["job_id"]
+    # Times are kept to the millisecond, and a record can be seen within the millisecond it
+    # was finished: `between` must fall strictly between the two jobs' times.
+    time.sleep(0.01)
     between = utc_now_iso()
     time.sleep(0.01)
     unknown_status = run_job(producer, new_job(status="On Hold"))["job_id"]
