@@ -61,3 +61,20 @@ def test_a_worker_losing_its_broker_with_unacked_messages_closes_cleanly_and_kee
     with redis.Redis.from_url(durable_redis.url) as client:
         assert client.hlen(UNACKED) == 1, "the held message was lost"
     assert held.payload == {"job": 1}
+
+
+def test_the_channel_makes_one_client_per_connection_pool_for_its_acks_and_restores(
+    durable_redis: RedisServer,
+) -> None:
+    transport.install()
+    with Connection(durable_redis.url) as connection:
+        channel = connection.default_channel
+        assert isinstance(channel, transport.Channel)
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+            assert first.ping()
+        channel._disconnect_pools()  # as after a fork or a reconnect
+        with channel.conn_or_acquire() as after:
+            assert after is not first
+            assert after.connection_pool is channel.pool
+            assert after.ping()
