@@ -158,21 +158,25 @@ class FaultThread(threading.Thread):
 
 
 class RssWatch(threading.Thread):
-    """Samples each worker's RSS every second: (seconds since start, MiB) per worker."""
+    """Samples each worker's RSS every second: (seconds since start, MiB) per worker, and
+    the most threads each had (Celery's thread pool starts them as deliveries need them)."""
 
     def __init__(self, workers: list[WorkerProcess]) -> None:
         super().__init__(name="soak-rss", daemon=True)
         self._pids = {w.name: w.proc.pid for w in workers if w.proc is not None}
         self._halt = threading.Event()
         self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in self._pids}
+        self.threads: dict[str, int] = dict.fromkeys(self._pids, 0)
 
     def run(self) -> None:
         started = time.monotonic()
         while not self._halt.wait(1.0):
             for name, pid in self._pids.items():
                 with contextlib.suppress(psutil.Error):
-                    rss = psutil.Process(pid).memory_info().rss / 2**20
+                    process = psutil.Process(pid)
+                    rss = process.memory_info().rss / 2**20
                     self.samples[name].append((time.monotonic() - started, rss))
+                    self.threads[name] = max(self.threads[name], process.num_threads())
 
     def stop(self, warm_s: float = WARMUP_S) -> dict[str, dict[str, float]]:
         """Each worker's RSS (MiB): peak over the first and the last window and overall, the
@@ -194,22 +198,36 @@ class RssWatch(threading.Thread):
                 "after_warmup_mib": round(after_warmup, 2),
                 "end_mib": round(statistics.median(last), 2),
                 "growth_mib": round(statistics.median(last) - after_warmup, 2),
+                "peak_threads": self.threads[name],
             }
         return peaks
 
 
 def rss_growth(peaks: dict[str, dict[str, float]], jobs: int, warm_jobs: int) -> dict[str, Any]:
     """The fleet's memory verdict: the largest growth of one worker over the `jobs` the fleet
-    ran after warm-up, scaled to 10,000 jobs, against the target."""
-    worst = max((p["growth_mib"] for p in peaks.values()), default=0.0)
+    ran after warm-up, scaled to 10,000 jobs, against the target; `statement` says it in
+    one line."""
+    worst_name, worst = max(
+        ((name, p["growth_mib"]) for name, p in peaks.items()),
+        key=lambda item: item[1],
+        default=("none", 0.0),
+    )
     per_10k = worst * 10_000 / jobs if jobs > 0 else math.inf
+    verdict = "PASS" if per_10k <= GROWTH_TARGET_MIB_PER_10K else "MISS"
     return {
         "jobs_after_warmup": jobs,
         "warmup_jobs": warm_jobs,
+        "worst_worker": worst_name,
         "worst_worker_growth_mib": round(worst, 2),
         "per_10k_jobs_mib": round(per_10k, 2),
         "target_mib_per_10k_jobs": GROWTH_TARGET_MIB_PER_10K,
-        "verdict": "PASS" if per_10k <= GROWTH_TARGET_MIB_PER_10K else "MISS",
+        "verdict": verdict,
+        "statement": (
+            f"RSS growth after warm-up: {per_10k:+.2f} MiB per 10,000 jobs "
+            f"(worst worker {worst_name}: {worst:+.2f} MiB over the {jobs:,} jobs the fleet "
+            f"ran after the first {warm_jobs:,}; target <= {GROWTH_TARGET_MIB_PER_10K:g} MiB): "
+            f"{verdict}"
+        ),
     }
 
 
@@ -370,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         max_s=args.max_minutes * 60,
     )  # fmt: skip
     print(json.dumps(summary, indent=2))
+    print(summary["rss_growth_after_warmup"]["statement"])
     return 0 if summary["missing_records"] == 0 and summary["feed_not_once"] == 0 else 1
 
 

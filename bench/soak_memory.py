@@ -5,7 +5,8 @@ Halo and one worker process whose Celery worker runs in-process under tracemallo
 module's ``worker`` mode: a thread takes a snapshot when asked through a file). The driver
 submits `--warmup` jobs and waits for their records, takes a snapshot, submits `--jobs` more
 (each on a ticket of its own, as the soak's), takes another, and prints the allocation sites
-that grew between the two, by traceback, with the worker's RSS at both points. Not run in CI.
+that grew between the two, by traceback, with the worker's RSS and traced memory at both points
+and the traced peak in between. Not run in CI.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ class TracedWorker(WorkerProcess):
         self._wait_for(" ready.", timeout_s)
         return self
 
-    def snapshot(self, name: str, timeout_s: float = 120.0) -> tracemalloc.Snapshot:
-        """Ask the worker for a snapshot (after a collection) and load it."""
+    def snapshot(
+        self, name: str, timeout_s: float = 120.0
+    ) -> tuple[tracemalloc.Snapshot, dict[str, float]]:
+        """Ask the worker for a snapshot (after a collection); load it, with the worker's
+        traced memory, its peak since the last snapshot and the collector's counts."""
         (self.snapshots / f"{name}.request").touch()
         done = self.snapshots / f"{name}.snap"
         deadline = time.monotonic() + timeout_s
@@ -61,19 +65,33 @@ class TracedWorker(WorkerProcess):
             if time.monotonic() > deadline or not self.running:
                 raise TimeoutError(f"the worker took no snapshot {name!r}")
             time.sleep(0.2)
-        return tracemalloc.Snapshot.load(str(done))
+        state: dict[str, float] = json.loads((self.snapshots / f"{name}.json").read_text())
+        return tracemalloc.Snapshot.load(str(done)), state
 
 
 def _serve_snapshots(directory: Path) -> None:
-    """In the worker: take a snapshot for each ``<name>.request`` file that appears."""
+    """In the worker: take a snapshot for each ``<name>.request`` file that appears, with the
+    traced memory's peak since the last one (before the collection that precedes each
+    snapshot: what the garbage between two full collections cost) and the collector's counts."""
     import gc  # noqa: PLC0415 - only the traced worker needs it
 
     while True:
         for request in directory.glob("*.request"):
             name = request.stem
             request.unlink()
+            _, peak = tracemalloc.get_traced_memory()
             gc.collect()
             tracemalloc.take_snapshot().dump(str(directory / f"{name}.snap"))
+            current, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            state = {
+                "traced_mib": round(current / 2**20, 2),
+                "traced_peak_since_last_mib": round(peak / 2**20, 2),
+                "full_collections": gc.get_stats()[2]["collections"],
+                "frozen_objects": gc.get_freeze_count(),
+                "threads": threading.active_count(),
+            }
+            (directory / f"{name}.json").write_text(json.dumps(state))
             (directory / f"{name}.done").touch()
         time.sleep(0.2)
 
@@ -130,10 +148,10 @@ def probe(root: Path, *, warmup: int, jobs: int) -> dict[str, object]:
                     time.sleep(0.2)
 
             run(0, warmup)
-            warm = worker.snapshot("warm")
+            warm, warm_state = worker.snapshot("warm")
             rss_warm = process.memory_info().rss
             run(warmup, jobs)
-            end = worker.snapshot("end")
+            end, end_state = worker.snapshot("end")
             rss_end = process.memory_info().rss
         client.close()
     finally:
@@ -142,14 +160,22 @@ def probe(root: Path, *, warmup: int, jobs: int) -> dict[str, object]:
         fake.stop()
         server.stop()
     ignore = [tracemalloc.Filter(inclusive=False, filename_pattern=tracemalloc.__file__)]
-    growth = end.filter_traces(ignore).compare_to(warm.filter_traces(ignore), "traceback")
+    diffs = end.filter_traces(ignore).compare_to(warm.filter_traces(ignore), "traceback")
+    # The sites that grew, largest first (compare_to orders by the size of the change, and
+    # what shrank, messages in flight at the first snapshot, hides what grew).
+    growth = sorted((d for d in diffs if d.size_diff > 0), key=lambda d: -d.size_diff)
     return {
         "warmup_jobs": warmup,
         "jobs": jobs,
+        # Under tracing, RSS also holds tracemalloc's own tables, which grow with every new
+        # traceback seen: read the traced figures, not these, for the worker's growth.
         "rss_after_warmup_mib": round(rss_warm / 2**20, 2),
         "rss_end_mib": round(rss_end / 2**20, 2),
         "rss_growth_mib": round((rss_end - rss_warm) / 2**20, 2),
-        "traced_growth_mib": round(sum(d.size_diff for d in growth) / 2**20, 3),
+        "after_warmup": warm_state,
+        "at_end": end_state,
+        "traced_growth_mib": round(sum(d.size_diff for d in diffs) / 2**20, 3),
+        "traced_grown_sites_mib": round(sum(d.size_diff for d in growth) / 2**20, 3),
         "top_growth": [
             {
                 "kib": round(diff.size_diff / 1024, 1),
