@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar, cast
 
 import httpx
 import redis
@@ -27,6 +27,9 @@ from fakehalo.seeds import plain_ticket
 from producers.jobs import Producer
 from tests.harness.processes import BIN, FakeHaloProcess, RedisServer, WorkerProcess, service_env
 from worker.keys import RESULTS_STREAM, backlog_key, backlog_taken_key, rate_key, result_key
+
+# A worker started to observe itself: under py-spy, or counting its Redis calls.
+_Observed = TypeVar("_Observed", ProfiledWorkerProcess, TracedWorkerProcess)
 
 SECRET_ENV = "HALO_BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret.
 # The fake Halo's built-in demo credentials: not a secret of any real Halo.
@@ -228,24 +231,25 @@ class Rig(contextlib.ExitStack):
         self, connections: Iterable[ConnectionSpec], output: Path, **env: str
     ) -> ProfiledWorkerProcess:
         """Start one worker under py-spy (`bench.profile`); its stacks go to `output`."""
-        index = len(self.workers) + 1
-        worker = ProfiledWorkerProcess(
-            self._settings(connections, env),
-            self.dir / f"worker{index}.log",
-            name=f"bench{index}",
-            output=output,
-        )
-        self.workers.append(worker)
-        self.callback(worker.stop)
-        return worker.start()
+        return self._start_observed(ProfiledWorkerProcess, connections, output, env)
 
     def start_traced_worker(
         self, connections: Iterable[ConnectionSpec], output: Path, **env: str
     ) -> TracedWorkerProcess:
         """Start one worker whose Redis calls are counted by call site into `output`
         (`bench.callsites`)."""
+        return self._start_observed(TracedWorkerProcess, connections, output, env)
+
+    def _start_observed(
+        self,
+        kind: type[_Observed],
+        connections: Iterable[ConnectionSpec],
+        output: Path,
+        env: dict[str, str],
+    ) -> _Observed:
+        """Start one worker of `kind`, which writes what it observes to `output`."""
         index = len(self.workers) + 1
-        worker = TracedWorkerProcess(
+        worker = kind(
             self._settings(connections, env),
             self.dir / f"worker{index}.log",
             name=f"bench{index}",
@@ -253,7 +257,8 @@ class Rig(contextlib.ExitStack):
         )
         self.workers.append(worker)
         self.callback(worker.stop)
-        return worker.start()
+        worker.start()
+        return worker
 
     def _settings(
         self, connections: Iterable[ConnectionSpec], env: dict[str, str]
